@@ -1,0 +1,5 @@
+"""recbole_bundlellm: LLM-based bundle generation with knowledge distillation, on RecBole."""
+
+from recbole_bundlellm import compat as _compat  # noqa: F401  (must run before recbole)
+
+__version__ = "0.1.0"
