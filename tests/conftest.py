@@ -32,3 +32,31 @@ def raw_data_root() -> Path:
             raise FileNotFoundError(f"raw bundle data not found under {root}")
         pytest.skip(f"raw bundle data not found under {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The hand-built tiny raw dataset (shaped as 'clothing') prepared into atomic files."""
+    from recbole_bundlellm.data import prepare_domain
+
+    out = tmp_path_factory.mktemp("tiny_prepared")
+    prepare_domain(FIXTURES / "tiny_raw", out, "clothing", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def electronic_data(raw_data_root, tmp_path_factory) -> Path:
+    """The real Electronic dataset prepared into atomic files (a few seconds)."""
+    from recbole_bundlellm.data import prepare_domain
+
+    out = tmp_path_factory.mktemp("electronic_prepared")
+    prepare_domain(raw_data_root, out, "electronic")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory) -> Path:
+    """A tiny random Llama with a locally built tokenizer (no downloads)."""
+    from tiny_llm import make_tiny_llm
+
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,72 @@ class Session:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+
+def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True) -> list[Session]:
+    """The sessions of one split, read from a built RecBole :class:`~recbole.data.dataset.Dataset`.
+
+    Uses the split's ``inter_feat`` (session, item, position, bundle_ids) and the shared
+    ``item_feat`` (title, category). Sessions come back sorted by raw session id, so any
+    subset ("the first N sessions") is the same for every model.
+    """
+    uid_field, iid_field = dataset.uid_field, dataset.iid_field
+    inter = dataset.inter_feat
+    missing = [f for f in (uid_field, iid_field, "position") if f not in inter]
+    if with_bundles and "bundle_ids" not in inter:
+        missing.append("bundle_ids")
+    if dataset.item_feat is None or "title" not in dataset.item_feat:
+        missing.append("title (item file)")
+    if missing:
+        raise KeyError(
+            f"the dataset lacks {', '.join(missing)}: add them to `load_col` "
+            "(the bundle defaults load inter: [session_id, item_id, position, bundle_ids], "
+            "item: [item_id, title, category])"
+        )
+    uids = inter[uid_field].tolist()
+    iids = inter[iid_field].tolist()
+    positions = inter["position"].tolist()
+    bundle_rows = inter["bundle_ids"].tolist() if with_bundles else [[] for _ in uids]
+
+    item_feat = dataset.item_feat
+    title_tok = dataset.field2id_token["title"]
+    titles = [title_tok[t] for t in item_feat["title"].tolist()]
+    has_category = "category" in item_feat
+    if has_category:
+        cat_tok = dataset.field2id_token["category"]
+        categories = [cat_tok[c] for c in item_feat["category"].tolist()]
+    sess_tok = dataset.field2id_token[uid_field]
+    item_tok = dataset.field2id_token[iid_field]
+    bundle_tok = dataset.field2id_token["bundle_ids"] if with_bundles else None
+
+    rows: dict[int, list[tuple[float, int, list[int]]]] = {}
+    for uid, iid, pos, bids in zip(uids, iids, positions, bundle_rows):
+        rows.setdefault(uid, []).append((pos, iid, bids))
+
+    sessions = []
+    for uid, items in rows.items():
+        items.sort()
+        members: dict[str, set[str]] = {}
+        for _, iid, bids in items:
+            for b in bids:
+                if b:  # 0 pads token sequences
+                    members.setdefault(bundle_tok[b], set()).add(item_tok[iid])
+        sessions.append(
+            Session(
+                session_id=str(sess_tok[uid]),
+                item_ids=tuple(str(item_tok[iid]) for _, iid, _ in items),
+                titles=tuple(titles[iid] for _, iid, _ in items),
+                categories=tuple(categories[iid] for _, iid, _ in items) if has_category else (),
+                bundles=tuple(frozenset(m) for _, m in sorted(members.items(), key=_bundle_order)),
+            )
+        )
+    sessions.sort(key=lambda s: _id_order(s.session_id))
+    return sessions
+
+
+def _id_order(token: str) -> tuple[int, int | str]:
+    return (0, int(token)) if token.isdigit() else (1, token)
+
+
+def _bundle_order(entry: tuple[str, set[str]]) -> tuple[int, int | str]:
+    return _id_order(entry[0])

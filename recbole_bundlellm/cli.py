@@ -1,0 +1,198 @@
+"""``bundlellm`` command line: data preparation, runs, comparisons, model listing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_DATA = "dataset"
+FLOOR_RULES = ("whole_session", "first_two", "adjacent_pairs", "random_pairs")
+
+
+def _add_data_commands(sub: Any) -> None:
+    data = sub.add_parser("data", help="prepare or download the bundle datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    prep = dsub.add_parser("prepare", help="raw SIGIR 2022 files -> RecBole atomic files")
+    prep.add_argument("--raw", help="raw data root (<root>/<domain>/*.csv); default $BUNDLELLM_RAW_DATA")
+    prep.add_argument("--out", default=None, help="output root; default $BUNDLELLM_DATA or ./dataset")
+    prep.add_argument("--domain", action="append", help="electronic, clothing or food (repeatable; default all)")
+    prep.add_argument("--seed", type=int, default=2024, help="seed of the clothing/food split")
+    prep.add_argument("--force", action="store_true", help="re-prepare even if up to date")
+    down = dsub.add_parser("download", help="fetch and verify the raw files from the upstream repository")
+    down.add_argument("--dest", required=True, help="raw data root to write")
+    down.add_argument("--domain", action="append", help="domain (repeatable; default all)")
+    down.add_argument("--base-url", default=None, help="mirror of the upstream dataset/ folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bundlellm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+
+    run = sub.add_parser("run", help="run one model on one dataset (RecBole config files and overrides)")
+    run.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
+    run.add_argument("--model", help="model name (overrides the config's `model`)")
+    run.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
+    run.add_argument("--full", action="store_true", help="evaluate every test session (eval_max_sessions: ~)")
+    run.add_argument("--output-dir", help="where to write config, metrics and predictions")
+
+    cmp_ = sub.add_parser("compare", help="run several configs and print one comparison table")
+    cmp_.add_argument("configs", nargs="+", help="one YAML config file per run")
+    cmp_.add_argument("--floors", action="store_true", help="add the four label-free floors to the table")
+    cmp_.add_argument("--full", action="store_true", help="evaluate every test session")
+    cmp_.add_argument("--out", help="write the table (.md) and results (.json) with this path stem")
+
+    sub.add_parser("models", help="list the models the registry resolves")
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    import os
+
+    from recbole_bundlellm.data import DOMAINS, default_raw_root, prepare
+
+    raw = Path(args.raw) if args.raw else default_raw_root()
+    if raw is None:
+        print("error: give --raw DIR or set $BUNDLELLM_RAW_DATA (or run `bundlellm data download`)",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out or os.environ.get("BUNDLELLM_DATA") or DEFAULT_DATA)
+    cards = prepare(raw, out, args.domain or DOMAINS, seed=args.seed, force=args.force)
+    for domain, card in cards.items():
+        print(f"{domain}: prepared in {out / domain} ({_card_line(card)})")
+    return 0
+
+
+def _card_line(card: dict[str, Any]) -> str:
+    splits = card.get("sessions_per_split") or card.get("splits") or {}
+    return ", ".join(f"{k} {v}" for k, v in splits.items()) if isinstance(splits, dict) else ""
+
+
+def _download(args: argparse.Namespace) -> int:
+    from recbole_bundlellm.data import DOMAINS, download
+
+    paths = download(Path(args.dest), args.domain or DOMAINS, base_url=args.base_url)
+    print(f"{len(paths)} raw files verified under {args.dest}")
+    return 0
+
+
+def _split_overrides(extra: Sequence[str]) -> dict[str, Any]:
+    from recbole_bundlellm.config import parse_overrides
+
+    bad = [e for e in extra if not e.startswith("--") or "=" not in e]
+    if bad:
+        raise SystemExit(f"error: unrecognized arguments: {' '.join(bad)} (overrides are --key=value)")
+    return parse_overrides(extra)
+
+
+def _run_one(config_files: Sequence[str], overrides: dict[str, Any], model: str | None = None,
+             dataset: str | None = None, output_dir: str | None = None) -> Any:
+    from recbole_bundlellm.runner import run
+
+    merged: dict[str, Any] = {}
+    for path in config_files:
+        merged.update(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    model = model or overrides.get("model") or merged.get("model")
+    if not model:
+        raise SystemExit("error: no model given (set `model:` in the config or pass --model)")
+    dataset = dataset or overrides.get("dataset") or merged.get("dataset")
+    overrides = {k: v for k, v in overrides.items() if k not in ("model", "dataset")}
+    return run(model, dataset, config_files, overrides, output_dir=output_dir)
+
+
+def _print_results(results: list[Any], out: str | None = None) -> None:
+    from recbole_bundlellm.evaluation.bundle_metrics import format_table
+    from recbole_bundlellm.evaluation.recbole_metrics import summary_keys
+
+    bundle_rows = {r.run_name: summary_keys(r.test_result) for r in results if "exactf1" in r.test_result}
+    other = [r for r in results if "exactf1" not in r.test_result]
+    text = ""
+    if bundle_rows:
+        text += format_table(bundle_rows) + "\n"
+        timing = [f"{r.run_name}: {r.timing.get('seconds_per_session', 0):.3f} s/session over "
+                  f"{r.timing.get('eval_sessions', 0)} sessions" for r in results if r.run_name in bundle_rows]
+        text += "\n".join(timing) + "\n"
+    for r in other:
+        text += f"{r.run_name} on {r.dataset}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.test_result.items()) + "\n"
+    print(text, end="")
+    if out:
+        stem = Path(out)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".md").write_text(text, encoding="utf-8")
+        payload = [{"run_name": r.run_name, "model": r.model, "dataset": r.dataset, "test": r.test_result,
+                    "timing": r.timing, "output_dir": str(r.output_dir)} for r in results]
+        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    if args.full:
+        overrides["eval_max_sessions"] = None
+    results = [_run_one([path], overrides) for path in args.configs]
+    if args.floors and results:
+        first = results[0]
+        for rule in FLOOR_RULES:
+            floor = {**overrides, "floor_rule": rule, "run_name": f"floor:{rule}"}
+            if "eval_max_sessions" not in overrides:
+                floor["eval_max_sessions"] = first.timing.get("eval_sessions") or None
+            results.append(_run_one([], floor, model="Floor", dataset=first.dataset))
+    _print_results(results, args.out)
+    return 0
+
+
+def _models() -> int:
+    from recbole_bundlellm.registry import REGISTRY
+
+    for spec in REGISTRY.specs():
+        print(f"{spec.name:12s} {spec.origin:10s} {spec.description}")
+    print("... and every RecBole model by its RecBole name (e.g. BPR, SASRec), on a <domain>_next dataset")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bundlellm`` command; user errors print one line and exit 2."""
+    try:
+        return _main(argv)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"error: {exc if not isinstance(exc, KeyError) else exc.args[0]}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from recbole_bundlellm.config import ConfigKeyError
+    from recbole_bundlellm.data import DataError
+    from recbole_bundlellm.registry import RegistryError
+    from recbole_bundlellm.runner import PreparedDataMissing
+
+    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, PreparedDataMissing))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "data":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _prepare(args) if args.data_command == "prepare" else _download(args)
+    if args.command == "models":
+        return _models()
+    overrides = _split_overrides(extra)
+    if args.command == "run":
+        if args.full:
+            overrides["eval_max_sessions"] = None
+        result = _run_one(args.config, overrides, args.model, args.dataset, args.output_dir)
+        _print_results([result])
+        print(f"outputs: {result.output_dir}")
+        return 0
+    return _compare(args, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

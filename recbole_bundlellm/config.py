@@ -1,0 +1,150 @@
+"""RecBole's Config with this project's YAML overlaid, and unknown keys reported.
+
+Order of precedence (lowest first): RecBole's defaults, our ``properties/overall.yaml`` (for
+bundle models) or ``properties/next_item.yaml`` (for RecBole models on a ``*_next`` dataset),
+the model's own YAML from the registry, then the user's files and dict. The command line is
+not read here: the CLI passes ``--key=value`` pairs in as a dict, so tests and library users
+never have their ``sys.argv`` parsed behind their back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole_bundlellm.evaluation import recbole_metrics  # noqa: F401  (registers bundle metrics)
+from recbole.config import Config
+
+from recbole_bundlellm.registry import ModelSpec, resolve_model
+
+PROPERTIES = Path(__file__).resolve().parent / "properties"
+BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
+NEXT_ITEM_OVERALL = PROPERTIES / "next_item.yaml"
+NEXT_ITEM_SUFFIX = "_next"
+
+# Keys RecBole reads but that appear in none of its YAML files and no ``config["..."]`` call.
+_RECBOLE_IMPLICIT_KEYS = {"model", "dataset", "config_files", "local_rank", "nproc", "world_size",
+                          "ip", "port", "offset", "single_spec", "MODEL_TYPE", "MODEL_INPUT_TYPE",
+                          "eval_type", "device", "valid_metric_bigger", "benchmark_filename",
+                          "valid_neg_sample_args", "test_neg_sample_args"}
+_ALIAS_KEY = re.compile(r"^alias_of_\w+$")
+
+
+class ConfigKeyError(KeyError):
+    """An unknown key in a user's configuration."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+def _yaml_keys(path: Path) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return set(data) if isinstance(data, dict) else set()
+
+
+@functools.lru_cache(maxsize=1)
+def recbole_known_keys() -> frozenset[str]:
+    """Every key RecBole defines in a YAML file or reads as ``config["key"]`` in its source.
+
+    Read from the installed RecBole, so a newer release brings its own keys along.
+    """
+    import recbole
+
+    root = Path(recbole.__file__).resolve().parent
+    keys: set[str] = set(_RECBOLE_IMPLICIT_KEYS)
+    for path in (root / "properties").rglob("*.yaml"):
+        keys |= _yaml_keys(path)
+    pattern = re.compile(r"""config(?:\[\s*|\.get\(\s*)["']([A-Za-z_][A-Za-z_0-9]*)["']""")
+    for path in root.rglob("*.py"):
+        keys.update(pattern.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return frozenset(keys)
+
+
+def _project_known_keys() -> set[str]:
+    from recbole_bundlellm.registry import REGISTRY
+
+    keys = _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL)
+    for spec in REGISTRY.specs():
+        for path in spec.config_files:
+            keys |= _yaml_keys(path)
+    return keys
+
+
+def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Raise :class:`ConfigKeyError` for the first unknown key, suggesting the closest one."""
+    known = set(known)
+    for key in given:
+        if key in known or _ALIAS_KEY.match(key):
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigKeyError(f"unknown config key '{key}' in {where}{hint}")
+
+
+class BundleConfig(Config):
+    """:class:`recbole.config.Config` that knows this project's models and YAML files."""
+
+    def __init__(
+        self,
+        model: str | type,
+        dataset: str | None = None,
+        config_file_list: Sequence[str | os.PathLike] | None = None,
+        config_dict: dict[str, Any] | None = None,
+    ) -> None:
+        self.spec: ModelSpec = resolve_model(model) if isinstance(model, str) else _spec_of(model)
+        files = [str(p) for p in config_file_list or []]
+        self._user_files = files
+        super().__init__(self.spec.model_class, dataset, files or None, config_dict)
+
+    def _load_cmd_line(self) -> dict[str, Any]:
+        return {}
+
+    def _load_internal_config_dict(self, model, model_class, dataset):  # type: ignore[no-untyped-def]
+        super()._load_internal_config_dict(model, model_class, dataset)
+        overlays: list[Path] = []
+        if self.spec.is_bundle_model:
+            overlays.append(BUNDLE_OVERALL)
+        elif str(dataset).endswith(NEXT_ITEM_SUFFIX):
+            overlays.append(NEXT_ITEM_OVERALL)
+        overlays.extend(self.spec.config_files)
+        for path in overlays:
+            self._update_internal_config_dict(str(path))
+        default_data = os.environ.get("BUNDLELLM_DATA")
+        if default_data:
+            self.internal_config_dict["data_path"] = default_data
+
+    def _get_final_config_dict(self) -> dict[str, Any]:
+        known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys()
+        for path in self._user_files:
+            check_keys(_yaml_keys(Path(path)), known, f"config file {path}")
+        check_keys(self.variable_config_dict, known, "the config overrides")
+        return super()._get_final_config_dict()
+
+
+def _spec_of(model_class: type) -> ModelSpec:
+    from recbole_bundlellm.registry import REGISTRY
+
+    for spec in REGISTRY.specs():
+        if spec.target is model_class or spec.model_class is model_class:
+            return spec
+    return ModelSpec(model_class.__name__, model_class, origin="recbole", is_bundle_model=False)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (values as YAML) → dict, the way RecBole reads its command line."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.removeprefix("--").partition("=")
+        if not sep or not key:
+            raise ConfigKeyError(f"override '{pair}' is not of the form key=value")
+        out[key] = yaml.safe_load(value) if value else None
+    return out

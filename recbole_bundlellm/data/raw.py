@@ -1,0 +1,264 @@
+"""Reading and validating the raw SIGIR 2022 bundle files of one domain.
+
+The upstream files (``BundleRec/bundle_recommendation``, ``dataset/<domain>/``) are
+comma-separated with a header row and RFC-4180 quoting, although the upstream README calls
+them tab separated. Every reader here checks the header exactly and reports bad rows with
+the file name and the 1-based physical line where the row starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAINS: tuple[str, ...] = ("electronic", "clothing", "food")
+
+# The 11 upstream files of each domain and their exact header rows.
+RAW_FILES: dict[str, tuple[str, ...]] = {
+    "bundle_intent.csv": ("bundle ID", "intent"),
+    "bundle_item.csv": ("bundle ID", "item ID"),
+    "item_categories.csv": ("item ID", "categories"),
+    "item_idx_mapping.csv": ("item ID", "source ID"),
+    "item_titles.csv": ("item ID", "titles"),
+    "session_bundle.csv": ("session ID", "bundle ID"),
+    "session_item.csv": ("session ID", "item ID"),
+    "user_bundle.csv": ("user ID", "bundle ID", "timestamp"),
+    "user_idx_mapping.csv": ("user ID", "source ID"),
+    "user_item.csv": ("user ID", "item ID", "timestamp"),
+    "user_session.csv": ("user ID", "session ID", "timestamp"),
+}
+
+# The derived AICL files (electronic only, not upstream); see shared/data/bundle/SOURCE.md.
+AICL_DIR = "aicl_split"
+AICL_FILES: dict[str, tuple[str, ...]] = {
+    "sessions.csv": ("aicl_session_id", "bundlerec_session_id", "split", "item_asins", "session_text"),
+    "bundles_dedup.csv": ("aicl_session_id", "intent", "item_asins"),
+    "item_titles_full.csv": ("asin", "title"),
+}
+
+# Raw files that preparation reads (the user_* files are not needed for bundle generation).
+USED_FILES: tuple[str, ...] = (
+    "session_item.csv",
+    "session_bundle.csv",
+    "bundle_item.csv",
+    "bundle_intent.csv",
+    "item_titles.csv",
+    "item_categories.csv",
+)
+
+
+class DataError(ValueError):
+    """Raw data is missing or malformed; the message names the file and line where it can."""
+
+
+def check_domain(domain: str) -> str:
+    """Return ``domain`` or raise :class:`DataError` listing the known domains."""
+    if domain not in DOMAINS:
+        raise DataError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
+    return domain
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def iter_rows(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line, row)`` for each data row of a CSV file after checking its header.
+
+    ``line`` is the 1-based physical line where the row starts (quoted fields may span lines).
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        got = next(reader, None)
+        if got is None or tuple(got) != header:
+            shown = ",".join(got) if got is not None else "<empty file>"
+            raise DataError(f"{path}: line 1: expected header {','.join(header)!r}, got {shown!r}")
+        start = reader.line_num + 1
+        for row in reader:
+            if row and len(row) != len(header):
+                raise DataError(
+                    f"{path}: line {start}: expected {len(header)} columns, got {len(row)}"
+                )
+            if row:
+                yield start, row
+            start = reader.line_num + 1
+
+
+def parse_int(value: str, path: Path, line: int, column: str) -> int:
+    """``int(value)`` or a :class:`DataError` naming the file, line and column."""
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{path}: line {line}: {column} {value!r} is not an integer") from None
+
+
+@dataclass
+class RawDomain:
+    """The parsed raw files of one domain (raw integer ids, file order preserved)."""
+
+    domain: str
+    session_items: dict[int, list[int]] = field(default_factory=dict)
+    session_bundles: dict[int, list[int]] = field(default_factory=dict)
+    bundle_items: dict[int, list[int]] = field(default_factory=dict)
+    bundle_session: dict[int, int] = field(default_factory=dict)
+    intents: dict[int, str] = field(default_factory=dict)
+    titles: dict[int, str] = field(default_factory=dict)
+    categories: dict[int, str] = field(default_factory=dict)
+    # 1-based line of each category string, so a parse error can point at it.
+    category_lines: dict[int, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _read_pairs(path: Path, int_second: bool = True) -> Iterator[tuple[int, int | str, int]]:
+    header = RAW_FILES[path.name]
+    for line, (a, b) in iter_rows(path, header):
+        first = parse_int(a, path, line, header[0])
+        second: int | str = parse_int(b, path, line, header[1]) if int_second else b
+        yield first, second, line
+
+
+def _read_session_items(path: Path, raw: RawDomain) -> None:
+    seen: set[tuple[int, int]] = set()
+    for session, item, line in _read_pairs(path):
+        if (session, item) in seen:
+            raise DataError(f"{path}: line {line}: item {item} repeated in session {session}")
+        seen.add((session, item))
+        raw.session_items.setdefault(session, []).append(item)
+
+
+def _read_session_bundles(path: Path, raw: RawDomain) -> None:
+    for session, bundle, line in _read_pairs(path):
+        if session not in raw.session_items:
+            raise DataError(f"{path}: line {line}: session {session} is not in session_item.csv")
+        if bundle in raw.bundle_session:
+            raise DataError(f"{path}: line {line}: bundle {bundle} belongs to two sessions")
+        raw.bundle_session[bundle] = session
+        raw.session_bundles.setdefault(session, []).append(bundle)
+
+
+def _read_bundle_items(path: Path, raw: RawDomain) -> None:
+    members = {s: set(items) for s, items in raw.session_items.items()}
+    for bundle, item, line in _read_pairs(path):
+        session = raw.bundle_session.get(bundle)
+        if session is None:
+            raise DataError(f"{path}: line {line}: bundle {bundle} is not in session_bundle.csv")
+        if item not in members[session]:
+            raise DataError(
+                f"{path}: line {line}: item {item} of bundle {bundle} is not in its session {session}"
+            )
+        items = raw.bundle_items.setdefault(bundle, [])
+        if item in items:
+            raise DataError(f"{path}: line {line}: item {item} repeated in bundle {bundle}")
+        items.append(item)
+    for bundle, session in raw.bundle_session.items():
+        if len(raw.bundle_items.get(bundle, ())) < 2:
+            raise DataError(
+                f"{path}: bundle {bundle} (session {session}) has fewer than 2 items"
+            )
+
+
+def _read_text_column(path: Path, target: dict[int, str], lines: dict[int, int] | None = None) -> None:
+    for key, text, line in _read_pairs(path, int_second=False):
+        if key in target:
+            raise DataError(f"{path}: line {line}: id {key} appears twice")
+        target[key] = str(text)
+        if lines is not None:
+            lines[key] = line
+
+
+def read_domain(raw_root: Path, domain: str) -> RawDomain:
+    """Read and cross-check the raw files of ``domain`` under ``raw_root/<domain>/``."""
+    check_domain(domain)
+    folder = Path(raw_root) / domain
+    if not folder.is_dir():
+        raise DataError(f"{folder}: raw data folder not found (expected the upstream files here)")
+    for name in USED_FILES:
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name}: file not found")
+    raw = RawDomain(domain=domain, files=[folder / name for name in USED_FILES])
+    _read_session_items(folder / "session_item.csv", raw)
+    _read_session_bundles(folder / "session_bundle.csv", raw)
+    _read_bundle_items(folder / "bundle_item.csv", raw)
+    _read_text_column(folder / "bundle_intent.csv", raw.intents)
+    _read_text_column(folder / "item_titles.csv", raw.titles)
+    _read_text_column(folder / "item_categories.csv", raw.categories, raw.category_lines)
+    return raw
+
+
+def read_item_asins(raw_root: Path, domain: str) -> dict[int, str]:
+    """Internal item id -> Amazon ASIN from ``item_idx_mapping.csv``."""
+    path = Path(raw_root) / domain / "item_idx_mapping.csv"
+    out: dict[int, str] = {}
+    _read_text_column(path, out)
+    return out
+
+
+@dataclass(frozen=True)
+class AiclSession:
+    """One row of ``aicl_split/sessions.csv``."""
+
+    aicl_id: int
+    session_id: int
+    split: str
+    asins: tuple[str, ...]
+
+
+@dataclass
+class AiclSplit:
+    """The derived AICL electronic split (see SOURCE.md): sessions, full titles, GT bundles."""
+
+    sessions: list[AiclSession]
+    titles: dict[str, str]
+    bundles: dict[int, list[tuple[str, tuple[str, ...]]]]  # aicl id -> [(intent, asins)]
+    files: list[Path]
+
+
+AICL_SPLITS = ("train", "valid", "test")
+
+
+def read_aicl_split(raw_root: Path, domain: str = "electronic") -> AiclSplit:
+    """Read ``<domain>/aicl_split/``; a missing folder raises a :class:`DataError` saying why."""
+    folder = Path(raw_root) / domain / AICL_DIR
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder}: AICL split not found. The {domain} train/valid/test split and its full "
+            "item titles come from the AICL preprocessed files (hoangpanda/DICL1, converted to "
+            "CSV), which are not part of the upstream raw data and cannot be downloaded with "
+            "recbole_bundlellm.data.download; copy the aicl_split/ folder there "
+            "(see shared/data/bundle/SOURCE.md)."
+        )
+    files = [folder / name for name in AICL_FILES]
+    sessions: list[AiclSession] = []
+    path = folder / "sessions.csv"
+    for line, row in iter_rows(path, AICL_FILES["sessions.csv"]):
+        split = row[2]
+        if split not in AICL_SPLITS:
+            raise DataError(f"{path}: line {line}: split {split!r} not in {AICL_SPLITS}")
+        sessions.append(
+            AiclSession(
+                aicl_id=parse_int(row[0], path, line, "aicl_session_id"),
+                session_id=parse_int(row[1], path, line, "bundlerec_session_id"),
+                split=split,
+                asins=tuple(a for a in row[3].split(",") if a),
+            )
+        )
+    titles: dict[str, str] = {}
+    path = folder / "item_titles_full.csv"
+    for line, (asin, title) in iter_rows(path, AICL_FILES["item_titles_full.csv"]):
+        titles[asin] = title
+    bundles: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
+    path = folder / "bundles_dedup.csv"
+    for line, (aid, intent, asins) in iter_rows(path, AICL_FILES["bundles_dedup.csv"]):
+        key = parse_int(aid, path, line, "aicl_session_id")
+        bundles.setdefault(key, []).append((intent, tuple(a for a in asins.split(",") if a)))
+    return AiclSplit(sessions=sessions, titles=titles, bundles=bundles, files=files)

@@ -1,0 +1,296 @@
+"""Batched chat generation with a local causal LM.
+
+Prompts are chat message lists. They are rendered with the tokenizer's chat template, sorted by
+length so each batch pads little, left-padded, generated in batches and returned in the
+caller's order.
+
+Sampling does not use the global RNG: each returned sequence gets its own generator seeded from
+(config seed, prompt text, sequence index), and a token is drawn as the argmax of the
+temperature/top-p filtered logits plus Gumbel noise (an exact sample from the filtered
+distribution). So a seeded sample of a prompt does not depend on which other prompts share its
+batch, on the batch size, or on the order of the prompts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+Messages = Sequence[dict[str, str]]
+
+
+@dataclass
+class GenerationConfig:
+    """How to generate: lengths, batching and (optional) seeded sampling."""
+
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    num_return_sequences: int = 1
+    seed: int | None = None
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.num_return_sequences < 1:
+            raise ValueError("num_return_sequences must be >= 1")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError("max_prompt_tokens must be >= 1 or None")
+
+
+def _row_seed(base: int, text: str, occurrence: int, sequence: int) -> int:
+    digest = hashlib.sha256(f"{base}|{occurrence}|{sequence}|{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _GumbelSampler:
+    """Logits processor that turns greedy decoding into seeded per-row sampling."""
+
+    def __init__(self, row_seeds: list[int], temperature: float, top_p: float) -> None:
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.row_seeds = row_seeds
+        self.warpers: list[Any] = []
+        if temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generators is None:
+            # Generators live on the logits' device, so no per-step host transfers are needed.
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.row_seeds
+            ]
+        scores = scores.float()
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        # Every row draws once per step whether or not it has finished, so a row's stream of
+        # draws depends only on its own seed and the step.
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=gen, device=scores.device)
+                for gen in self.generators
+            ]
+        )
+        tiny = torch.finfo(uniform.dtype).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny, max=1.0 - 1e-7)))
+        return scores + gumbel
+
+
+class BatchGenerator:
+    """Generate completions for many chat prompts with real batching.
+
+    ``stats`` accumulates over calls (``reset_stats()`` clears it): prompts, sequences, batches,
+    prompt_tokens, new_tokens, padding_tokens, truncated_prompts, seconds.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: GenerationConfig | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or GenerationConfig()
+        self.stats: dict[str, float] = {}
+        self.reset_stats()
+
+    # ------------------------------------------------------------------ public
+
+    def reset_stats(self) -> None:
+        """Zero the accumulated statistics."""
+        self.stats = dict.fromkeys(
+            ("prompts", "sequences", "batches", "prompt_tokens", "new_tokens",
+             "padding_tokens", "truncated_prompts"),
+            0,
+        )
+        self.stats["seconds"] = 0.0
+
+    def render(self, messages: Messages) -> str:
+        """The prompt text for one chat: the chat template, or a plain ``role: content`` join."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
+
+    def generate(self, prompts: Sequence[Messages], *, progress: bool = False) -> list[list[str]]:
+        """Per prompt, ``num_return_sequences`` decoded completions (new tokens only)."""
+        if not prompts:
+            return []
+        start = time.perf_counter()
+        texts = [self.render(messages) for messages in prompts]
+        token_ids = self._tokenize(texts)
+        row_seeds = self._sequence_seeds(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]), reverse=True)
+        results: list[list[str]] = [[] for _ in texts]
+        size = self.config.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        was_training = bool(getattr(self.model, "training", False))
+        self.model.eval()
+        try:
+            for batch in _progress(batches, progress):
+                outputs = self._generate_batch(
+                    [token_ids[i] for i in batch],
+                    [row_seeds[i] for i in batch] if row_seeds else None,
+                )
+                for index, completions in zip(batch, outputs):
+                    results[index] = completions
+        finally:
+            if was_training:
+                self.model.train()
+        self.stats["prompts"] += len(texts)
+        self.stats["sequences"] += len(texts) * self.config.num_return_sequences
+        self.stats["batches"] += len(batches)
+        self.stats["seconds"] += time.perf_counter() - start
+        return results
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def _device(self) -> torch.device:
+        device = getattr(self.model, "device", None)
+        return device if device is not None else next(self.model.parameters()).device
+
+    @property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self._eos_ids[0]
+
+    @property
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        candidates: list[Any] = [self.tokenizer.eos_token_id]
+        model_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        candidates.extend(model_eos if isinstance(model_eos, (list, tuple)) else [model_eos])
+        for candidate in candidates:
+            if candidate is not None and candidate not in ids:
+                ids.append(int(candidate))
+        if not ids:
+            raise ValueError("the tokenizer and model define no eos token; cannot stop generation")
+        return ids
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        # A chat template already writes the special tokens; adding BOS again would double it.
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        encoded = self.tokenizer(texts, add_special_tokens=not templated, padding=False)
+        token_ids = [list(ids) for ids in encoded["input_ids"]]
+        limit = self.config.max_prompt_tokens
+        if limit is not None:
+            truncated = sum(len(ids) > limit for ids in token_ids)
+            if truncated:
+                # Keep the end: the generation prompt and the latest turn matter most.
+                token_ids = [ids[-limit:] for ids in token_ids]
+                self.stats["truncated_prompts"] += truncated
+                logger.warning(
+                    "truncated %d of %d prompts from the left to %d tokens",
+                    truncated, len(token_ids), limit,
+                )
+        return token_ids
+
+    def _sequence_seeds(self, texts: list[str]) -> list[list[int]] | None:
+        if not self.config.do_sample:
+            return None
+        base = self.config.seed
+        if base is None:  # unseeded: still follow torch.manual_seed if the caller set it
+            base = int(torch.randint(0, 2**62, (1,)).item())
+        seen: Counter[str] = Counter()
+        seeds = []
+        for text in texts:
+            occurrence = seen[text]
+            seen[text] += 1
+            seeds.append(
+                [_row_seed(base, text, occurrence, j) for j in range(self.config.num_return_sequences)]
+            )
+        return seeds
+
+    def _hf_generation_config(self) -> Any:
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        base = getattr(self.model, "generation_config", None)
+        config = copy.deepcopy(base) if base is not None else HFGenerationConfig()
+        # Sampling is done by _GumbelSampler on top of greedy search, so the model's own
+        # sampling defaults (some ship do_sample=True, top_k=50, ...) must not apply.
+        config.update(
+            do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
+            num_return_sequences=1, max_new_tokens=self.config.max_new_tokens,
+            pad_token_id=self._pad_id, eos_token_id=self._eos_ids,
+        )
+        return config
+
+    def _generate_batch(
+        self, token_ids: list[list[int]], row_seeds: list[list[int]] | None
+    ) -> list[list[str]]:
+        from transformers import LogitsProcessorList
+
+        n = self.config.num_return_sequences
+        input_ids, attention_mask = _left_pad(token_ids, self._pad_id)
+        self.stats["prompt_tokens"] += sum(len(ids) for ids in token_ids)
+        self.stats["padding_tokens"] += int((attention_mask == 0).sum())
+        processors = LogitsProcessorList()
+        if row_seeds is not None:
+            # One row per returned sequence; greedy rows would all be equal, so only sampling expands.
+            input_ids = input_ids.repeat_interleave(n, dim=0)
+            attention_mask = attention_mask.repeat_interleave(n, dim=0)
+            flat_seeds = [seed for seeds in row_seeds for seed in seeds]
+            processors.append(_GumbelSampler(flat_seeds, self.config.temperature, self.config.top_p))
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids.to(self._device),
+                attention_mask=attention_mask.to(self._device),
+                generation_config=self._hf_generation_config(),
+                logits_processor=processors,
+            )
+        texts, lengths = self._decode(output[:, input_ids.shape[1] :].cpu())
+        self.stats["new_tokens"] += sum(lengths)  # tokens actually generated, eos included
+        if row_seeds is None:
+            return [[text] * n for text in texts]
+        return [texts[i * n : (i + 1) * n] for i in range(len(token_ids))]
+
+    def _decode(self, new_tokens: torch.Tensor) -> tuple[list[str], list[int]]:
+        eos = torch.tensor(self._eos_ids)
+        is_eos = torch.isin(new_tokens, eos)
+        texts, lengths = [], []
+        for row, row_eos in zip(new_tokens, is_eos):
+            # Tokens after the first eos are padding added once the row finished.
+            stop = int(row_eos.nonzero()[0, 0]) + 1 if bool(row_eos.any()) else row.shape[0]
+            lengths.append(stop)
+            texts.append(self.tokenizer.decode(row[:stop], skip_special_tokens=True))
+        return texts, lengths
+
+
+def _left_pad(token_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def _progress(batches: list[list[int]], enabled: bool) -> Any:
+    if not enabled:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc="generating", unit="batch")

@@ -1,0 +1,27 @@
+"""Loading the student LLM (embedded SmolLM2 GGUF, any local GGUF, or a local HF folder)."""
+
+from recbole_bundlellm.llm.loading import (
+    EMBEDDED,
+    LoadedLLM,
+    cache_root,
+    clear_llm_cache,
+    convert_gguf,
+    embedded_gguf_path,
+    gguf_content_key,
+    load_llm,
+    resolve_device_dtype,
+    resolve_model_folder,
+)
+
+__all__ = [
+    "EMBEDDED",
+    "LoadedLLM",
+    "cache_root",
+    "clear_llm_cache",
+    "convert_gguf",
+    "embedded_gguf_path",
+    "gguf_content_key",
+    "load_llm",
+    "resolve_device_dtype",
+    "resolve_model_folder",
+]

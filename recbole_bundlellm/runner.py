@@ -1,0 +1,169 @@
+"""The project's own runner: Config → dataset → model → trainer → evaluation → output files.
+
+It follows RecBole's documented driver (Config, init_seed, create_dataset, data_preparation,
+model, trainer) without importing ``recbole.quick_start``, which pulls in ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_bundlellm.compat import trusted_torch_load
+from recbole_bundlellm.config import BundleConfig
+
+
+class PreparedDataMissing(FileNotFoundError):
+    """The atomic files a run needs are not there."""
+
+
+@dataclass
+class RunResult:
+    """What one run produced; ``test_result`` maps metric names to values."""
+
+    run_name: str
+    model: str
+    dataset: str
+    test_result: dict[str, float]
+    valid_result: dict[str, float] | None
+    output_dir: Path
+    timing: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """RecBole's Trainer writes ./log_tensorboard; keep it inside the run's folder."""
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _setup_logging(output_dir: Path, level: str) -> logging.Handler:
+    handler = logging.FileHandler(output_dir / "run.log", mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    return handler
+
+
+def _check_prepared(config: BundleConfig) -> None:
+    path = Path(config["data_path"])
+    files = config["benchmark_filename"]
+    name = config["dataset"]
+    needed = [path / f"{name}.{f}.inter" for f in files] if files else [path / f"{name}.inter"]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        raise PreparedDataMissing(
+            f"prepared dataset '{name}' not found: {missing[0]} is missing. Run "
+            f"`bundlellm data prepare --raw <raw dir> --out {path.parent}` first "
+            "(or set data_path / $BUNDLELLM_DATA to where it was prepared)"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def run(
+    model: str,
+    dataset: str | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
+    config_dict: dict[str, Any] | None = None,
+    *,
+    output_dir: str | os.PathLike | None = None,
+) -> RunResult:
+    """Run one model on one dataset and write its outputs; returns the test metrics."""
+    config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}))
+    spec = config.spec
+    run_name = config["run_name"] or spec.name
+    out = Path(output_dir or config["output_dir"] or Path("outputs") / config["dataset"] / run_name).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config["checkpoint_dir"] = str(out / "checkpoints")
+    config["data_path"] = str(Path(config["data_path"]).resolve())
+    _check_prepared(config)
+
+    handler = _setup_logging(out, config["state"])
+    try:
+        start = time.perf_counter()
+        init_seed(config["seed"], config["reproducibility"])
+        dataset_obj = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+        init_seed(config["seed"], config["reproducibility"])
+        model_obj = spec.model_class(config, train_data.dataset)
+        if not spec.is_bundle_model:
+            model_obj = model_obj.to(config["device"])
+        with working_directory(out):
+            trainer = spec.trainer_class(config, model_obj)
+            _, valid_result = trainer.fit(train_data, valid_data, saved=True,
+                                          show_progress=config["show_progress"])
+            with trusted_torch_load():  # RecBole reloads the checkpoint it just wrote
+                test_result = trainer.evaluate(test_data, load_best_model=not spec.is_bundle_model,
+                                               show_progress=config["show_progress"])
+        timing = dict(getattr(trainer, "timing", {}))
+        timing["total_seconds"] = time.perf_counter() - start
+        info = dict(getattr(model_obj, "llm_info", {}))
+        result = RunResult(run_name, spec.name, config["dataset"], dict(test_result),
+                           dict(valid_result) if valid_result else None, out, timing, info)
+        write_outputs(result, config, trainer)
+        return result
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def write_outputs(result: RunResult, config: BundleConfig, trainer: Any) -> None:
+    """config.yaml (resolved), metrics.json and, for bundle models, predictions.jsonl."""
+    out = result.output_dir
+    resolved = {k: _jsonable(v) for k, v in sorted(config.final_config_dict.items())}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True), encoding="utf-8")
+    metrics = {
+        "run_name": result.run_name,
+        "model": result.model,
+        "dataset": result.dataset,
+        "test": result.test_result,
+        "valid": result.valid_result,
+        "timing": result.timing,
+        "info": result.info,
+        "command": " ".join(sys.argv),
+    }
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2), encoding="utf-8")
+    predictions = getattr(trainer, "last_predictions", None)
+    if predictions is None:
+        return
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for session, pred in zip(trainer.last_sessions, predictions):
+            record = {
+                "session_id": pred.session_id,
+                "items": list(session.item_ids),
+                "predicted_bundles": None if pred.failed else [list(b) for b in pred.bundles],
+                "ground_truth": [sorted(b, key=session.item_ids.index) for b in session.bundles],
+                "raw_text": pred.raw_text,
+                "failure": pred.failure,
+                **pred.details,
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,76 @@
+"""BundleTrainer: fits a bundle generator and evaluates it with RecBole's Evaluator.
+
+RecBole's Trainer scores items and ranks them; bundle generators write bundles instead. So
+this trainer keeps RecBole's contract (``fit`` / ``evaluate`` on RecBole data loaders, results
+from ``recbole.evaluator.Evaluator``) and changes only what happens in between.
+"""
+
+from __future__ import annotations
+
+import time
+from logging import getLogger
+from typing import Any
+
+import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole.evaluator import Evaluator
+from recbole.evaluator.collector import DataStruct
+from recbole.trainer import AbstractTrainer
+
+from recbole_bundlellm.data.sessions import Session, sessions_from_dataset
+from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction, without_labels
+
+
+class BundleTrainer(AbstractTrainer):
+    """Trainer for :class:`~recbole_bundlellm.models.base.BundleGenerator` models."""
+
+    def __init__(self, config: Any, model: BundleGenerator) -> None:
+        super().__init__(config, model)
+        self.logger = getLogger()
+        self.evaluator = Evaluator(config)
+        self.last_predictions: list[BundlePrediction] = []
+        self.last_sessions: list[Session] = []
+        self.timing: dict[str, float] = {}
+
+    def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
+            show_progress: bool = False, callback_fn: Any = None) -> tuple[float | None, dict | None]:
+        """Give the model the training sessions (with their bundles); optionally score valid."""
+        start = time.perf_counter()
+        self.model.fit_bundles(sessions_from_dataset(train_data.dataset))
+        self.timing["fit_seconds"] = time.perf_counter() - start
+        if valid_data is None or not self.config["evaluate_valid"]:
+            return None, None
+        result = self.evaluate(valid_data)
+        return result[self.config["valid_metric"].lower()], result
+
+    def evaluation_sessions(self, eval_data: Any) -> list[Session]:
+        """The sessions of an evaluation loader, in id order, cut to ``eval_max_sessions``."""
+        by_id = {s.session_id: s for s in sessions_from_dataset(eval_data.dataset)}
+        # Walk RecBole's own loader so the sessions are exactly the ones it would evaluate.
+        uid_field = eval_data.dataset.uid_field
+        tokens = eval_data.dataset.field2id_token[uid_field]
+        seen = set()
+        for batch in eval_data:
+            interaction = batch[0] if isinstance(batch, tuple) else batch
+            seen.update(str(tokens[u]) for u in interaction[uid_field].tolist())
+        sessions = [s for sid, s in by_id.items() if sid in seen]
+        limit = self.config["eval_max_sessions"]
+        return sessions[:limit] if limit else sessions
+
+    def evaluate(self, eval_data: Any, load_best_model: bool = True, model_file: str | None = None,
+                 show_progress: bool = False) -> dict[str, float]:
+        """Generate bundles for every session of ``eval_data`` and compute the configured metrics."""
+        sessions = self.evaluation_sessions(eval_data)
+        start = time.perf_counter()
+        predictions = self.model.generate_bundles(without_labels(sessions))
+        seconds = time.perf_counter() - start
+        if len(predictions) != len(sessions):
+            raise RuntimeError(f"{type(self.model).__name__} returned {len(predictions)} predictions "
+                               f"for {len(sessions)} sessions")
+        struct = DataStruct()
+        struct.set("bundle.pred", [None if p.failed else [frozenset(b) for b in p.bundles] for p in predictions])
+        struct.set("bundle.truth", [list(s.bundles) for s in sessions])
+        result = self.evaluator.evaluate(struct)
+        self.last_predictions, self.last_sessions = predictions, sessions
+        self.timing.update(eval_seconds=seconds, eval_sessions=len(sessions),
+                           seconds_per_session=seconds / max(len(sessions), 1))
+        return dict(result)
