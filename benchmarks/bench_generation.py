@@ -23,17 +23,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-SYSTEM = (
-    "You are an expert shopping assistant. A bundle is a set of at least two products from "
-    "one shopping session that the user bought together for one intent."
-)
-TASK = (
-    "Find the bundles in this session. Answer only with a Python dict in the format "
-    "{'bundle number': ['product number', ...]}, for example "
-    "{'bundle1': ['product1', 'product3'], 'bundle2': ['product2', 'product4']}. "
-    "Use only the products listed. A product may belong to no bundle."
-)
+from recbole_bundlellm.data.sessions import Session  # noqa: E402
+from recbole_bundlellm.generation.prompt import build_messages  # noqa: E402
+
 BRANDS = ["Anker", "Samsung", "Logitech", "Sony", "Belkin", "UGREEN", "JBL", "SanDisk", "TP-Link"]
 THINGS = [
     "USB-C Fast Charger 65W GaN Wall Adapter", "Wireless Bluetooth Over-Ear Headphones",
@@ -54,6 +48,22 @@ def rss_mb() -> float:
         return float("nan")
 
 
+def cpu_busy_fraction(seconds: float = 2.0) -> float:
+    """Share of all CPU time spent busy over a short window (Linux /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    try:
+        idle1, total1 = sample()
+        time.sleep(seconds)
+        idle2, total2 = sample()
+    except OSError:
+        return float("nan")
+    return 1.0 - (idle2 - idle1) / max(total2 - total1, 1)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -66,11 +76,8 @@ def make_prompts(tokenizer, count: int, prompt_tokens: int, seed: int = 0) -> li
         titles: list[str] = []
         while True:
             titles.append(f"{rng.choice(BRANDS)} {rng.choice(THINGS)}")
-            products = repr({f"product{i + 1}": t for i, t in enumerate(titles)})
-            messages = [
-                {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Products in the session: {products}\n{TASK}"},
-            ]
+            session = Session("bench", tuple(f"i{k}" for k in range(len(titles))), tuple(titles))
+            messages = build_messages(session, max_title_words=None)
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             if len(tokenizer(text, add_special_tokens=False).input_ids) >= prompt_tokens:
                 break
@@ -94,8 +101,11 @@ def run_generation(generator_cls, config_cls, loaded, prompts, batch_size: int, 
     generator = generator_cls(
         loaded.model, loaded.tokenizer, config_cls(max_new_tokens=new_tokens, batch_size=batch_size)
     )
+    cpu_start = time.process_time()
     outputs = generator.generate(prompts)
     stats = dict(generator.stats)
+    # About the thread count when the machine is ours alone; much less means others took CPUs.
+    stats["process_cpu_per_wall_second"] = (time.process_time() - cpu_start) / stats["seconds"]
     stats["new_tokens_per_second"] = stats["new_tokens"] / stats["seconds"]
     stats["seconds_per_prompt"] = stats["seconds"] / stats["prompts"]
     return stats, outputs
@@ -117,16 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "convert":
         print(json.dumps(phase_convert()))
         return 0
-    if os.getloadavg()[0] > 0.5:
-        print(f"warning: load average {os.getloadavg()[0]:.1f}; timings will be inflated", flush=True)
+    busy = cpu_busy_fraction()
+    if busy > 0.1:
+        print(f"warning: CPUs {busy:.0%} busy before start; timings will be inflated", flush=True)
 
     result: dict = {
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            # Other processes on a 2-core machine distort CPU timings badly; keep the evidence.
-            "loadavg_at_start": os.getloadavg(),
+            # Other processes on a 2-core machine distort CPU timings badly (seen: 8x); keep
+            # the evidence. Sampled before anything of ours runs.
+            "cpu_busy_before_start": busy,
         },
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "phase"},
     }
@@ -150,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     convert_gguf(embedded_gguf_path())  # no-op when the normal cache already holds it
     ensure_cache = time.perf_counter() - start
     loaded = load_llm(device=args.device, dtype=args.dtype)
+    rss_after_load = rss_mb()
     result["load"] = {
         "import_seconds": imports,
         "cache_check_or_convert_seconds": ensure_cache,
-        "cached_load_seconds": loaded.load_seconds,
+        "cached_load_seconds_first_in_process": loaded.load_seconds,
         "rss_before_mb": rss_start,
-        "rss_after_load_mb": rss_mb(),
+        "rss_after_load_mb": rss_after_load,
         "device": str(loaded.device),
         "dtype": str(loaded.dtype),
         "torch_threads": torch.get_num_threads(),
@@ -182,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         slow, fast = runs[f"batch_{sizes[0]}"], runs[f"batch_{sizes[-1]}"]
         result["generation"]["speedup_largest_vs_smallest_batch"] = slow["seconds"] / fast["seconds"]
     result["generation"]["sample_output"] = outputs[sizes[0]][0][0]
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    result["peak_rss_mb_load_and_generation"] = peak_rss_mb()
+    # The first load in a process also imports transformers' model code; a second one does not.
+    # Done last so its extra copy of the weights does not count in the peak above.
+    warm = load_llm(device=args.device, dtype=args.dtype, use_cache=False)
+    result["load"]["cached_load_seconds_warm"] = warm.load_seconds
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -137,7 +137,8 @@ def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if args.floors and results:
         first = results[0]
         for rule in FLOOR_RULES:
-            floor = {**overrides, "floor_rule": rule, "run_name": f"floor:{rule}"}
+            floor = {"data_path": str(first.data_path), **overrides, "floor_rule": rule,
+                     "run_name": f"floor:{rule}"}
             if "eval_max_sessions" not in overrides:
                 floor["eval_max_sessions"] = first.timing.get("eval_sessions") or None
             results.append(_run_one([], floor, model="Floor", dataset=first.dataset))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,10 +58,20 @@ def trusted_torch_load() -> Iterator[None]:
             os.environ[key] = old
 
 
+def _silence_known_warnings() -> None:
+    # RecBole 1.2.1's loader calls fillna(inplace=True) on a column (pandas 2.x warns that pandas
+    # 3 will stop honouring it; pandas is pinned < 3, where it still works), and its Interaction
+    # wrapping trips numpy 2's __array_wrap__ deprecation. Both are RecBole's, known, harmless.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset")
+    warnings.filterwarnings("ignore", message=r"__array_wrap__ must accept context", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler", category=FutureWarning)
+
+
 def apply() -> None:
     """Apply every patch (idempotent)."""
     _patch_numpy()
     _patch_scipy()
+    _silence_known_warnings()
 
 
 apply()

@@ -41,6 +41,7 @@ class RunResult:
     test_result: dict[str, float]
     valid_result: dict[str, float] | None
     output_dir: Path
+    data_path: Path  # the folder holding the prepared <dataset>/ folders
     timing: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -128,7 +129,8 @@ def run(
         timing["total_seconds"] = time.perf_counter() - start
         info = dict(getattr(model_obj, "llm_info", {}))
         result = RunResult(run_name, spec.name, config["dataset"], dict(test_result),
-                           dict(valid_result) if valid_result else None, out, timing, info)
+                           dict(valid_result) if valid_result else None, out,
+                           Path(config["data_path"]).parent, timing, info)
         write_outputs(result, config, trainer)
         return result
     finally:

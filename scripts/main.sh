@@ -15,5 +15,6 @@ export BUNDLELLM_DATA=${BUNDLELLM_DATA:-dataset}
 .venv/bin/bundlellm compare \
   configs/electronic/freq.yaml \
   configs/electronic/bundlellm_zero_shot.yaml \
+  configs/electronic/bundlellm_zero_shot_primed.yaml \
   configs/electronic/bundlellm_one_shot.yaml \
   --floors --out outputs/electronic/comparison "$@"

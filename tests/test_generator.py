@@ -158,3 +158,25 @@ def test_empty_input_and_bad_config(tiny):
         GenerationConfig(batch_size=0)
     with pytest.raises(ValueError):
         GenerationConfig(do_sample=True, temperature=0)
+    with pytest.raises(TypeError, match="messages"):
+        _gen(tiny).generate(["a bare string"])
+
+
+def test_a_final_assistant_message_is_continued_not_repeated(tiny):
+    generator = _gen(tiny)
+    started = [*PROMPTS[0], {"role": "assistant", "content": "phone case"}]
+    text = generator.render(started)
+    assert text.rstrip().endswith("phone case")
+    assert text.count("assistant") == generator.render(PROMPTS[0]).count("assistant")
+    (completions,) = generator.generate([started])
+    assert not completions[0].startswith("phone case")
+
+
+def test_stop_strings_end_a_row_at_the_first_match(tiny):
+    full = _gen(tiny, max_new_tokens=16).generate(PROMPTS[:3])
+    words = [t[0].split() for t in full]
+    row = next(i for i, w in enumerate(words) if len(w) >= 3)
+    stop = words[row][1]
+    cut = _gen(tiny, max_new_tokens=16, stop_strings=(stop,)).generate(PROMPTS[:3])
+    original = full[row][0]
+    assert cut[row][0] == original[: original.index(stop) + len(stop)]

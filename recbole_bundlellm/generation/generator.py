@@ -31,7 +31,12 @@ Messages = Sequence[dict[str, str]]
 
 @dataclass
 class GenerationConfig:
-    """How to generate: lengths, batching and (optional) seeded sampling."""
+    """How to generate: lengths, batching and (optional) seeded sampling.
+
+    ``batch_size`` counts prompts per ``model.generate`` call; when sampling, each prompt takes
+    ``num_return_sequences`` rows of that batch. Greedy decoding returns that many identical
+    copies. ``max_prompt_tokens`` cuts longer prompts from the left (a warning, and counted).
+    """
 
     max_new_tokens: int = 256
     batch_size: int = 8
@@ -41,6 +46,9 @@ class GenerationConfig:
     num_return_sequences: int = 1
     seed: int | None = None
     max_prompt_tokens: int | None = None
+    # Generation of a row ends once its text contains one of these (e.g. "}" closes the answer
+    # dict), so small models do not ramble on to max_new_tokens after answering.
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -124,13 +132,21 @@ class BatchGenerator:
         self.stats["seconds"] = 0.0
 
     def render(self, messages: Messages) -> str:
-        """The prompt text for one chat: the chat template, or a plain ``role: content`` join."""
+        """The prompt text for one chat: the chat template, or a plain ``role: content`` join.
+
+        A final assistant message is a started answer that the model continues (its text is
+        not repeated in the completion).
+        """
+        if isinstance(messages, str):
+            raise TypeError("a prompt is a list of {'role': ..., 'content': ...} messages, not a str")
+        started = bool(messages) and messages[-1]["role"] == "assistant"
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
+                list(messages), tokenize=False, add_generation_prompt=not started,
+                continue_final_message=started,
             )
         lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "assistant:"])
+        return "\n".join(lines if started else [*lines, "assistant:"])
 
     def generate(self, prompts: Sequence[Messages], *, progress: bool = False) -> list[list[str]]:
         """Per prompt, ``num_return_sequences`` decoded completions (new tokens only)."""
@@ -239,7 +255,7 @@ class BatchGenerator:
     def _generate_batch(
         self, token_ids: list[list[int]], row_seeds: list[list[int]] | None
     ) -> list[list[str]]:
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         n = self.config.num_return_sequences
         input_ids, attention_mask = _left_pad(token_ids, self._pad_id)
@@ -252,12 +268,16 @@ class BatchGenerator:
             attention_mask = attention_mask.repeat_interleave(n, dim=0)
             flat_seeds = [seed for seeds in row_seeds for seed in seeds]
             processors.append(_GumbelSampler(flat_seeds, self.config.temperature, self.config.top_p))
+        stopping = StoppingCriteriaList()
+        if self.config.stop_strings:
+            stopping.append(_StopOnStrings(self.tokenizer, self.config.stop_strings, input_ids.shape[1]))
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self._device),
                 attention_mask=attention_mask.to(self._device),
                 generation_config=self._hf_generation_config(),
                 logits_processor=processors,
+                stopping_criteria=stopping,
             )
         texts, lengths = self._decode(output[:, input_ids.shape[1] :].cpu())
         self.stats["new_tokens"] += sum(lengths)  # tokens actually generated, eos included
@@ -273,8 +293,33 @@ class BatchGenerator:
             # Tokens after the first eos are padding added once the row finished.
             stop = int(row_eos.nonzero()[0, 0]) + 1 if bool(row_eos.any()) else row.shape[0]
             lengths.append(stop)
-            texts.append(self.tokenizer.decode(row[:stop], skip_special_tokens=True))
+            texts.append(_cut_at_stop(self.tokenizer.decode(row[:stop], skip_special_tokens=True),
+                                      self.config.stop_strings))
         return texts, lengths
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The text up to and including the earliest stop string (all of it when none occurs)."""
+    ends = [text.index(s) + len(s) for s in stops if s in text]
+    return text[: min(ends)] if ends else text
+
+
+class _StopOnStrings:
+    """Stopping criterion: a row is done once its decoded new text contains a stop string.
+
+    Decoding the new tokens (not matching token strings, as transformers' ``stop_strings`` does)
+    works with every tokenizer, word-level ones included; answers are short, so it is cheap.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        done = [any(stop in text for stop in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _left_pad(token_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

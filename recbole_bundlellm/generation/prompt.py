@@ -54,8 +54,13 @@ def build_messages(
     examples: Sequence[Session] = (),
     *,
     max_title_words: int | None = 12,
+    answer_prefix: str = "",
 ) -> list[Message]:
-    """Chat messages for one session; each example becomes a solved user/assistant exchange."""
+    """Chat messages for one session; each example becomes a solved user/assistant exchange.
+
+    A non-empty ``answer_prefix`` starts the assistant's answer (e.g. ``"{'bundle1': ["``), which
+    holds small models to the answer format; the model continues from it.
+    """
     messages: list[Message] = [{"role": "system", "content": SYSTEM}]
     for example in examples:
         if not example.bundles:
@@ -63,4 +68,6 @@ def build_messages(
         messages.append({"role": "user", "content": user_turn(example, max_title_words)})
         messages.append({"role": "assistant", "content": answer_dict(example)})
     messages.append({"role": "user", "content": user_turn(session, max_title_words)})
+    if answer_prefix:
+        messages.append({"role": "assistant", "content": answer_prefix})
     return messages

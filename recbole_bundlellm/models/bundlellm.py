@@ -25,7 +25,9 @@ class BundleLLM(BundleGenerator):
         self.prompt_mode = config["prompt_mode"]
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"prompt_mode '{self.prompt_mode}' is not one of {PROMPT_MODES}")
-        loaded = load_llm(config["llm_model"], device=config["llm_device"], dtype=config["llm_dtype"])
+        # "auto" follows RecBole's own device choice, so `use_gpu: False` keeps the LLM on the CPU too.
+        device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
+        loaded = load_llm(config["llm_model"], device=device, dtype=config["llm_dtype"])
         self.llm_info = {
             "source": loaded.source,
             "path": str(loaded.path),
@@ -47,6 +49,7 @@ class BundleLLM(BundleGenerator):
                 top_p=config["top_p"],
                 seed=config["seed"],
                 max_prompt_tokens=config["max_prompt_tokens"],
+                stop_strings=tuple(config["stop_strings"] or ()),
             ),
         )
         self.examples: NearestSessions | None = None
@@ -66,13 +69,14 @@ class BundleLLM(BundleGenerator):
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         start = time.perf_counter()
         shots = self.worked_examples(sessions)
-        words = self.config["max_title_words"]
-        prompts = [build_messages(s, ex, max_title_words=words) for s, ex in zip(sessions, shots)]
+        words, prefix = self.config["max_title_words"], self.config["answer_prefix"] or ""
+        prompts = [build_messages(s, ex, max_title_words=words, answer_prefix=prefix)
+                   for s, ex in zip(sessions, shots)]
         texts = self.generator.generate(prompts, progress=self.config["show_progress"])
         self.llm_info["generation_seconds"] = round(time.perf_counter() - start, 2)
         out = []
         for session, examples, answers in zip(sessions, shots, texts):
-            text = answers[0]
+            text = prefix + answers[0]
             parsed = parse_bundles(text, len(session))
             details = {
                 "dropped_out_of_range": parsed.dropped_out_of_range,

@@ -1,0 +1,52 @@
+"""The bundlellm command: user errors are one clear line, runs print a table."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import FIXTURES
+from recbole_bundlellm.cli import main
+
+
+def test_data_prepare_then_compare_prints_one_table(tmp_path, capsys):
+    assert main(["data", "prepare", "--raw", str(FIXTURES / "tiny_raw"), "--out", str(tmp_path / "d"),
+                 "--domain", "clothing", "--seed", "0"]) == 0
+    assert "clothing: prepared" in capsys.readouterr().out
+    cfg = tmp_path / "freq.yaml"
+    cfg.write_text(f"model: Freq\ndataset: clothing\ndata_path: {tmp_path / 'd'}\n")
+    assert main(["compare", str(cfg), "--floors", "--out", str(tmp_path / "table")]) == 0
+    out = capsys.readouterr().out
+    assert "exact F1" in out and "floor:random_pairs" in out and "Freq" in out
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [r["run_name"] for r in rows] == ["Freq", "floor:whole_session", "floor:first_two",
+                                            "floor:adjacent_pairs", "floor:random_pairs"]
+    assert (tmp_path / "table.md").read_text().startswith("model")
+
+
+def test_run_accepts_recbole_style_overrides(tiny_data, capsys):
+    assert main(["run", "--model", "Floor", "--dataset", "clothing", f"--data_path={tiny_data}",
+                 "--floor_rule=first_two", "--eval_max_sessions=1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 sessions" in out and "outputs:" in out
+
+
+def test_unknown_key_is_one_clear_line(tiny_data, capsys):
+    code = main(["run", "--model", "Freq", "--dataset", "clothing", f"--data_path={tiny_data}",
+                 "--freq_min_suport=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == ("error: unknown config key 'freq_min_suport' in the config overrides; "
+                           "did you mean 'freq_min_support'?")
+
+
+def test_unknown_model_and_missing_data_are_clear_errors(tmp_path, capsys):
+    assert main(["run", "--model", "Frek", "--dataset", "clothing"]) == 2
+    assert "unknown model 'Frek'" in capsys.readouterr().err
+    assert main(["run", "--model", "Freq", "--dataset", "clothing", f"--data_path={tmp_path}"]) == 2
+    assert "bundlellm data prepare" in capsys.readouterr().err
+
+
+def test_models_lists_ours(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "Freq" in out and "BundleLLM" in out and "Floor" in out
