@@ -137,12 +137,14 @@ def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if args.floors and results:
         first = results[0]
         for rule in FLOOR_RULES:
-            floor = {"data_path": str(first.data_path), **overrides, "floor_rule": rule,
-                     "run_name": f"floor:{rule}"}
-            if "eval_max_sessions" not in overrides:
-                floor["eval_max_sessions"] = first.timing.get("eval_sessions") or None
+            floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
+                     "floor_rule": rule, "run_name": f"floor:{rule}"}
             results.append(_run_one([], floor, model="Floor", dataset=first.dataset))
     _print_results(results, args.out)
+    scored = {r.run_name: r.timing.get("eval_sessions") for r in results if "eval_sessions" in r.timing}
+    if len(set(scored.values())) > 1:
+        print("warning: the runs scored different numbers of sessions, so their rows are not comparable: "
+              + ", ".join(f"{k} {v}" for k, v in scored.items()), file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install, prepare Electronic, run Freq and BundleLLM (zero-/one-shot) next to the
-# label-free floors, and print one comparison table. Extra arguments go to `bundlellm compare`
-# (e.g. --full for all 180 test sessions).
+# label-free floors, and print one comparison table. Every run scores the same first 40 test
+# sessions (by id), about 5 minutes on 2 CPU cores; extra arguments go to `bundlellm compare`
+# (--full scores all 180 test sessions, about 20 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,4 +18,4 @@ export BUNDLELLM_DATA=${BUNDLELLM_DATA:-dataset}
   configs/electronic/bundlellm_zero_shot.yaml \
   configs/electronic/bundlellm_zero_shot_primed.yaml \
   configs/electronic/bundlellm_one_shot.yaml \
-  --floors --out outputs/electronic/comparison "$@"
+  --floors --eval_max_sessions=40 --out outputs/electronic/comparison "$@"

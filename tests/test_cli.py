@@ -50,3 +50,12 @@ def test_models_lists_ours(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "Freq" in out and "BundleLLM" in out and "Floor" in out
+
+
+def test_compare_warns_when_rows_score_different_sessions(tiny_data, tmp_path, capsys):
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text(f"model: Floor\ndataset: clothing\ndata_path: {tiny_data}\neval_max_sessions: 1\nrun_name: one\n")
+    assert main(["compare", str(cfg), "--floors"]) == 0
+    assert "scored different numbers of sessions" in capsys.readouterr().err
+    assert main(["compare", str(cfg), "--floors", "--eval_max_sessions=1"]) == 0
+    assert "different numbers" not in capsys.readouterr().err

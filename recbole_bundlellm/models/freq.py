@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import warnings
+
 import pandas as pd
-from mlxtend.frequent_patterns import apriori
-from mlxtend.preprocessing import TransactionEncoder
+
+with warnings.catch_warnings():
+    # mlxtend's fpcommon calls warnings.simplefilter("always", DeprecationWarning) at import,
+    # which would flood every later run with other libraries' deprecation notices.
+    from mlxtend.frequent_patterns import apriori
+    from mlxtend.preprocessing import TransactionEncoder
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
