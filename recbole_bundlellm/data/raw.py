@@ -254,7 +254,7 @@ def read_aicl_split(raw_root: Path, domain: str = "electronic") -> AiclSplit:
         )
     titles: dict[str, str] = {}
     path = folder / "item_titles_full.csv"
-    for line, (asin, title) in iter_rows(path, AICL_FILES["item_titles_full.csv"]):
+    for _line, (asin, title) in iter_rows(path, AICL_FILES["item_titles_full.csv"]):
         titles[asin] = title
     bundles: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
     path = folder / "bundles_dedup.csv"
