@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,8 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    import os
-
     from recbole_bundlellm.data import DOMAINS, default_raw_root, prepare
 
     raw = Path(args.raw) if args.raw else default_raw_root()
@@ -70,8 +69,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _card_line(card: dict[str, Any]) -> str:
-    splits = card.get("sessions_per_split") or card.get("splits") or {}
-    return ", ".join(f"{k} {v}" for k, v in splits.items()) if isinstance(splits, dict) else ""
+    return ", ".join(f"{k} {v}" for k, v in card["counts"]["sessions_per_split"].items())
 
 
 def _download(args: argparse.Namespace) -> int:

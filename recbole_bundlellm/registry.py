@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,10 @@ class ModelSpec:
     origin: str = "builtin"
     is_bundle_model: bool = True
     description: str = ""
-    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @functools.cached_property
     def model_class(self) -> type:
-        if "cls" not in self._cache:
-            self._cache["cls"] = _load(self.target)
-        return self._cache["cls"]
+        return _load(self.target)
 
     @property
     def trainer_class(self) -> type:

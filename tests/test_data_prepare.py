@@ -348,45 +348,35 @@ def test_unknown_domain(tmp_path):
     _assert_nothing_written(tmp_path / "out")
 
 
-def test_missing_file(tmp_path):
+def _remove(path: Path) -> None:
+    path.unlink()
+
+
+BROKEN_INPUTS = {
+    # name: (file, how to break it, the error it must give)
+    "missing file": ("bundle_item.csv", _remove, r"bundle_item\.csv: file not found"),
+    "wrong header": ("session_item.csv", lambda p: edit(p, "session ID,item ID", "session,item"),
+                     r"session_item\.csv: line 1: expected header 'session ID,item ID'"),
+    # line 2 is bundle 0's first item (101, session 0); 162 is not in session 0
+    "bundle item not in session": ("bundle_item.csv", lambda p: edit(p, "0,101\n", "0,162\n"),
+                                   r"bundle_item\.csv: line 2: item 162 of bundle 0 is not in its session 0"),
+    # the intent of bundle 4 spans lines 6-7, so bundle 5 starts on line 8
+    "non-integer id": ("bundle_intent.csv", lambda p: edit(p, "5,shirt and tie\n", "x5,shirt and tie\n"),
+                       r"bundle_intent\.csv: line 8: bundle ID 'x5' is not an integer"),
+    "extra column": ("session_bundle.csv", lambda p: edit(p, "0,0\n", "0,0,7\n"),
+                     r"session_bundle\.csv: line 2: expected 2 columns, got 3"),
+    "malformed category": ("item_categories.csv", lambda p: edit(p, '101,"[[', '101,"['),
+                           r"item_categories\.csv: line 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_INPUTS))
+def test_broken_input_names_file_and_line_and_writes_nothing(tmp_path, case):
+    name, breaker, message = BROKEN_INPUTS[case]
     raw = copy_tiny(tmp_path)
-    (raw / "clothing" / "bundle_item.csv").unlink()
-    with pytest.raises(DataError, match=r"bundle_item\.csv: file not found"):
+    breaker(raw / "clothing" / name)
+    with pytest.raises(DataError, match=message):
         prepare_domain(raw, tmp_path / "out", "clothing")
-    _assert_nothing_written(tmp_path / "out")
-
-
-def test_wrong_header(tmp_path):
-    raw = copy_tiny(tmp_path)
-    edit(raw / "clothing" / "session_item.csv", "session ID,item ID", "session,item")
-    with pytest.raises(DataError, match=r"session_item\.csv: line 1: expected header 'session ID,item ID'"):
-        prepare_domain(raw, tmp_path / "out", "clothing")
-    _assert_nothing_written(tmp_path / "out")
-
-
-def test_bundle_item_not_in_session(tmp_path):
-    raw = copy_tiny(tmp_path)
-    # bundle_item.csv line 2 is bundle 0's first item (101, session 0); 162 is not in session 0.
-    edit(raw / "clothing" / "bundle_item.csv", "0,101\n", "0,162\n")
-    with pytest.raises(DataError, match=r"bundle_item\.csv: line 2: item 162 of bundle 0 is not in its session 0"):
-        prepare_domain(raw, tmp_path / "out", "clothing")
-    _assert_nothing_written(tmp_path / "out")
-
-
-def test_malformed_rows_name_the_line(tmp_path):
-    raw = copy_tiny(tmp_path)
-    # The intent of bundle 4 spans lines 6-7, so bundle 5 starts on line 8.
-    edit(raw / "clothing" / "bundle_intent.csv", "5,shirt and tie\n", "x5,shirt and tie\n")
-    with pytest.raises(DataError, match=r"bundle_intent\.csv: line 8: bundle ID 'x5' is not an integer"):
-        prepare_domain(raw, tmp_path / "out", "clothing")
-    raw2 = copy_tiny(tmp_path / "b")
-    edit(raw2 / "clothing" / "session_bundle.csv", "0,0\n", "0,0,7\n")
-    with pytest.raises(DataError, match=r"session_bundle\.csv: line 2: expected 2 columns, got 3"):
-        prepare_domain(raw2, tmp_path / "out", "clothing")
-    raw3 = copy_tiny(tmp_path / "c")
-    edit(raw3 / "clothing" / "item_categories.csv", '101,"[[', '101,"[')
-    with pytest.raises(DataError, match=r"item_categories\.csv: line 2"):
-        prepare_domain(raw3, tmp_path / "out", "clothing")
     _assert_nothing_written(tmp_path / "out")
 
 

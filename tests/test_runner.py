@@ -71,8 +71,6 @@ def test_bundlellm_with_a_tiny_random_llama(tiny_data, tiny_llm_path):
             "max_new_tokens": 8, "run_name": mode})
         records = _assert_metrics_match_predictions(result)
         assert all(isinstance(r["raw_text"], str) for r in records)
-        failed = sum(r["predicted_bundles"] is None for r in records)
-        assert result.test_result["failurerate"] >= failed / len(records) - 1e-4
         assert result.info["device"] == "cpu" and result.info["dtype"] == "float32"
         if mode == "one_shot":
             assert all(r["example_sessions"] for r in records)

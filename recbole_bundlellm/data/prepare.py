@@ -46,7 +46,7 @@ from recbole_bundlellm.data.raw import (
 )
 
 # Bump when the output format or any rule changes, so stored outputs are rebuilt.
-PREPARE_FORMAT = "1"
+PREPARE_FORMAT = "2"
 CODE_VERSION = f"recbole_bundlellm {__version__} / prepare format {PREPARE_FORMAT}"
 
 SPLITS = ("train", "valid", "test")
@@ -419,9 +419,7 @@ def build_domain(
             "rule": AICL_SPLIT_RULE if aicl is not None else SEEDED_SPLIT_RULE,
             "seed": seed,
             "seed_used_for_split": aicl is None,
-            "sessions": counts["sessions_per_split"],
         },
-        "sessions_per_split": counts["sessions_per_split"],
         "aicl_ground_truth_checked_sessions": aicl_checked,
         "counts": counts,
         "categories": {

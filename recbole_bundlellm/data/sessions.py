@@ -79,7 +79,7 @@ def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True) -> list[Se
                 item_ids=tuple(str(item_tok[iid]) for _, iid, _ in items),
                 titles=tuple(titles[iid] for _, iid, _ in items),
                 categories=tuple(categories[iid] for _, iid, _ in items) if has_category else (),
-                bundles=tuple(frozenset(m) for _, m in sorted(members.items(), key=_bundle_order)),
+                bundles=tuple(frozenset(members[b]) for b in sorted(members, key=_id_order)),
             )
         )
     sessions.sort(key=lambda s: _id_order(s.session_id))
@@ -88,7 +88,3 @@ def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True) -> list[Se
 
 def _id_order(token: str) -> tuple[int, int | str]:
     return (0, int(token)) if token.isdigit() else (1, token)
-
-
-def _bundle_order(entry: tuple[str, set[str]]) -> tuple[int, int | str]:
-    return _id_order(entry[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,13 +66,11 @@ class BundleLLM(BundleGenerator):
         return self.examples.nearest(sessions, k=1)
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
-        start = time.perf_counter()
         shots = self.worked_examples(sessions)
         words, prefix = self.config["max_title_words"], self.config["answer_prefix"] or ""
         prompts = [build_messages(s, ex, max_title_words=words, answer_prefix=prefix)
                    for s, ex in zip(sessions, shots)]
         texts = self.generator.generate(prompts, progress=self.config["show_progress"])
-        self.llm_info["generation_seconds"] = round(time.perf_counter() - start, 2)
         out = []
         for session, examples, answers in zip(sessions, shots, texts):
             text = prefix + answers[0]
