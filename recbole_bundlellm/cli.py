@@ -1,4 +1,5 @@
-"""``bundlellm`` command line: data preparation, runs, comparisons, model listing."""
+"""``bundlellm`` command line: data, runs and comparisons, distillation and the knowledge store,
+plugins, and the embedded teacher server."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def _add_data_commands(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bundlellm", description=__doc__)
+    parser.add_argument("--strict", action="store_true",
+                        help="a plugin that fails to load is an error (also: BUNDLELLM_STRICT_PLUGINS=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
 
@@ -50,7 +53,41 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", help="write the table (.md) and results (.json) with this path stem")
 
     sub.add_parser("models", help="list the models the registry resolves")
+    _add_knowledge_commands(sub)
     return parser
+
+
+def _add_knowledge_commands(sub: Any) -> None:
+    dist = sub.add_parser("distill", help="extract knowledge from the training sessions (teacher, store, sampling)")
+    dist.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
+    dist.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
+    dist.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    know = sub.add_parser("knowledge", help="inspect or export a knowledge store")
+    ksub = know.add_subparsers(dest="knowledge_command", required=True)
+    for name, text in (("show", "summarize the store, or print records"), ("export", "write records to a file")):
+        p = ksub.add_parser(name, help=text)
+        p.add_argument("--dir", default=None, help="store folder (default: knowledge_dir of -c, else ./knowledge)")
+        p.add_argument("-c", "--config", action="append", default=[], help="take knowledge_dir from this YAML")
+        p.add_argument("--kind", help="knowledge type (patterns, rules, thoughts, ...)")
+        p.add_argument("--domain", help="dataset / domain")
+        p.add_argument("--session", help="one session id")
+        p.add_argument("--fingerprint", help="configuration fingerprint (prefix)")
+        p.add_argument("--status", default="all" if name == "show" else "ok", choices=["ok", "failed", "all"])
+    ksub.choices["show"].add_argument("-n", "--limit", type=int, default=None, help="print at most N records")
+    ksub.choices["export"].add_argument("--out", required=True, help="output file")
+    ksub.choices["export"].add_argument("--format", default="jsonl", choices=["jsonl", "json"])
+
+    sub.add_parser("plugins", help="list plugins: name, version, distribution, hooks, status")
+
+    teacher = sub.add_parser("teacher", help="the embedded teacher (an OpenAI-compatible server)")
+    tsub = teacher.add_subparsers(dest="teacher_command", required=True)
+    serve = tsub.add_parser("serve", help="serve the embedded GGUF (or --model) on 127.0.0.1")
+    serve.add_argument("--model", default=None, help="a .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8088)
+    serve.add_argument("--n-ctx", type=int, default=2048, help="context window in tokens")
+    serve.add_argument("--n-threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -147,9 +184,9 @@ def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def _models() -> int:
-    from recbole_bundlellm.registry import REGISTRY
+    from recbole_bundlellm.registry import model_registry
 
-    for spec in REGISTRY.specs():
+    for spec in model_registry().specs():
         print(f"{spec.name:12s} {spec.origin:10s} {spec.description}")
     print("... and every RecBole model by its RecBole name (e.g. BPR, SASRec), on a <domain>_next dataset")
     return 0
@@ -159,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bundlellm`` command; user errors print one line and exit 2."""
     try:
         return _main(argv)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if not _is_user_error(exc):
             raise
         print(f"error: {exc if not isinstance(exc, KeyError) else exc.args[0]}", file=sys.stderr)
@@ -169,22 +206,91 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(exc: BaseException) -> bool:
     from recbole_bundlellm.config import ConfigKeyError
     from recbole_bundlellm.data import DataError
+    from recbole_bundlellm.knowledge.distill import DistillError
+    from recbole_bundlellm.knowledge.store import StoreError
+    from recbole_bundlellm.plugins import PluginError
     from recbole_bundlellm.registry import RegistryError
     from recbole_bundlellm.runner import PreparedDataMissing
+    from recbole_bundlellm.settings import SettingsError
+    from recbole_bundlellm.teacher.errors import TeacherError
 
-    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, PreparedDataMissing))
+    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, PreparedDataMissing, SettingsError,
+                            PluginError, DistillError, StoreError, TeacherError))
+
+
+def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from recbole_bundlellm.knowledge.distill import distill
+
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    summary = distill(args.config, overrides, progress=not args.no_progress)
+    print(summary.format())
+    return 0
+
+
+def _store_dir(args: argparse.Namespace) -> Path:
+    if args.dir:
+        return Path(args.dir)
+    for path in reversed(args.config):
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if data.get("knowledge_dir"):
+            return Path(data["knowledge_dir"])
+    return Path("knowledge")
+
+
+def _knowledge(args: argparse.Namespace) -> int:
+    from recbole_bundlellm.knowledge import inspect
+    from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError
+
+    root = _store_dir(args)
+    if not root.is_dir():
+        raise StoreError(f"no knowledge store at {root} (run `bundlellm distill` first, or pass --dir)")
+    store = KnowledgeStore(root)
+    filters = dict(kind=args.kind, domain=args.domain, status=args.status, session=args.session,
+                   fingerprint=args.fingerprint)
+    if args.knowledge_command == "export":
+        n = inspect.export_records(inspect.select_records(store, **filters), Path(args.out), args.format)
+        print(f"{n} records written to {args.out}")
+        return 0
+    if any(v is not None for k, v in filters.items() if k != "status") or args.limit is not None:
+        n = inspect.show_records(inspect.select_records(store, **filters), args.limit, sys.stdout)
+        print(f"({n} records)", file=sys.stderr)
+    else:
+        print(inspect.overview(store))
+    return 0
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from recbole_bundlellm.teacher.server import serve
+
+    return serve(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.n_threads)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.strict:
+        from recbole_bundlellm.plugins import configure_plugins
+
+        configure_plugins(strict=True)
+    if args.command in ("data", "knowledge", "plugins", "teacher") and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "data":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return _prepare(args) if args.data_command == "prepare" else _download(args)
     if args.command == "models":
         return _models()
+    if args.command == "plugins":
+        from recbole_bundlellm.plugins import format_statuses, get_host
+
+        print(format_statuses(get_host()))
+        return 0
+    if args.command == "knowledge":
+        return _knowledge(args)
+    if args.command == "teacher":
+        return _teacher(args)
     overrides = _split_overrides(extra)
+    if args.command == "distill":
+        return _distill(args, overrides)
     if args.command == "run":
         if args.full:
             overrides["eval_max_sessions"] = None

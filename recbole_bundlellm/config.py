@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
-from recbole_bundlellm.evaluation import recbole_metrics  # noqa: F401  (registers bundle metrics)
 from recbole.config import Config
 
-from recbole_bundlellm.registry import ModelSpec, resolve_model
+from recbole_bundlellm.plugins import configure_plugins, disabled_from_config, get_host
+from recbole_bundlellm.registry import ModelSpec
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
@@ -70,13 +70,31 @@ def recbole_known_keys() -> frozenset[str]:
 
 
 def _project_known_keys() -> set[str]:
-    from recbole_bundlellm.registry import REGISTRY
-
-    keys = _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL)
-    for spec in REGISTRY.specs():
+    host = get_host()
+    keys = _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL) | host.settings_keys()
+    for spec in host.models.specs():
         for path in spec.config_files:
             keys |= _yaml_keys(path)
     return keys
+
+
+def _load_yaml_dict(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return data if isinstance(data, dict) else {}
+
+
+def plugins_for(config_files: Sequence[str | os.PathLike], config_dict: dict[str, Any] | None) -> None:
+    """Load the plugin host with the ``disable_plugins`` the given files and dict ask for.
+
+    Needed before RecBole's Config exists, because plugins provide the models and metrics that
+    the Config resolves.
+    """
+    disabled: list[str] = []
+    for path in config_files:
+        disabled += disabled_from_config(_load_yaml_dict(path))
+    disabled += disabled_from_config(config_dict or {})
+    configure_plugins(disabled)
 
 
 def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
@@ -100,8 +118,9 @@ class BundleConfig(Config):
         config_file_list: Sequence[str | os.PathLike] | None = None,
         config_dict: dict[str, Any] | None = None,
     ) -> None:
-        self.spec: ModelSpec = resolve_model(model) if isinstance(model, str) else _spec_of(model)
         files = [str(p) for p in config_file_list or []]
+        plugins_for(files, config_dict)
+        self.spec: ModelSpec = get_host().models.resolve(model) if isinstance(model, str) else _spec_of(model)
         self._user_files = files
         super().__init__(self.spec.model_class, dataset, files or None, config_dict)
 
@@ -131,9 +150,7 @@ class BundleConfig(Config):
 
 
 def _spec_of(model_class: type) -> ModelSpec:
-    from recbole_bundlellm.registry import REGISTRY
-
-    for spec in REGISTRY.specs():
+    for spec in get_host().models.specs():
         if spec.target is model_class or spec.model_class is model_class:
             return spec
     return ModelSpec(model_class.__name__, model_class, origin="recbole", is_bundle_model=False)

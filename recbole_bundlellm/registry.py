@@ -1,6 +1,7 @@
 """Model registry: one place that turns a model name into a class, its default YAML and trainer.
 
-Lookup order: this project's models (built-in and, later, plugins') first, then RecBole's own.
+Lookup order: the models registered by plugins (the built-in ``models`` plugin among them,
+through the ``register_models`` hook) first, then RecBole's own.
 A name that would shadow a RecBole model is refused at registration, never silently taken.
 """
 
@@ -128,43 +129,11 @@ class ModelRegistry:
         )
 
 
-_PKG = Path(__file__).resolve().parent
-REGISTRY = ModelRegistry()
+def model_registry() -> ModelRegistry:
+    """The registry of the process-wide plugin host (built-in and plugins' models)."""
+    from recbole_bundlellm.plugins import get_host
 
-
-def _register_builtins(registry: ModelRegistry) -> None:
-    models = _PKG / "models"
-    trainer = "recbole_bundlellm.trainer:BundleTrainer"
-    registry.register(
-        ModelSpec(
-            "Freq",
-            "recbole_bundlellm.models.freq:Freq",
-            (models / "Freq.yaml",),
-            trainer,
-            description="frequent category patterns of training bundles (mlxtend Apriori)",
-        )
-    )
-    registry.register(
-        ModelSpec(
-            "BundleLLM",
-            "recbole_bundlellm.models.bundlellm:BundleLLM",
-            (models / "BundleLLM.yaml",),
-            trainer,
-            description="student LLM prompted in the AICL format (zero-/one-shot)",
-        )
-    )
-    registry.register(
-        ModelSpec(
-            "Floor",
-            "recbole_bundlellm.models.floor:Floor",
-            (models / "Floor.yaml",),
-            trainer,
-            description="label-free floors: whole session, first two, adjacent or random pairs",
-        )
-    )
-
-
-_register_builtins(REGISTRY)
+    return get_host().models
 
 
 def register_model(
@@ -175,14 +144,12 @@ def register_model(
     origin: str = "external",
     description: str = "",
 ) -> ModelSpec:
-    """Register a bundle model from outside the project (plugins use this)."""
-    return REGISTRY.register(
+    """Register a bundle model directly (a plugin's ``register_models`` hook is the usual way)."""
+    return model_registry().register(
         ModelSpec(name, target, tuple(Path(p) for p in config_files), trainer, origin, True, description)
     )
 
 
 def resolve_model(name: str) -> ModelSpec:
-    """Resolve a model name through the global registry."""
-    return REGISTRY.resolve(name)
-
-
+    """Resolve a model name through the process-wide registry."""
+    return model_registry().resolve(name)

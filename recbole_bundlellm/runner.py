@@ -66,7 +66,8 @@ def _setup_logging(output_dir: Path, level: str) -> logging.Handler:
     return handler
 
 
-def _check_prepared(config: BundleConfig) -> None:
+def check_prepared(config: BundleConfig) -> None:
+    """Raise :class:`PreparedDataMissing` naming the first missing atomic file."""
     path = Path(config["data_path"])
     files = config["benchmark_filename"]
     name = config["dataset"]
@@ -106,7 +107,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     config["checkpoint_dir"] = str(out / "checkpoints")
     config["data_path"] = str(Path(config["data_path"]).resolve())
-    _check_prepared(config)
+    check_prepared(config)
 
     handler = _setup_logging(out, config["state"])
     try:
@@ -132,6 +133,9 @@ def run(
                            dict(valid_result) if valid_result else None, out,
                            Path(config["data_path"]).parent, timing, info)
         write_outputs(result, config, trainer)
+        from recbole_bundlellm.plugins import get_host
+
+        get_host().notify("run_finished", result=result)
         return result
     finally:
         logging.getLogger().removeHandler(handler)

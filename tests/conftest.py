@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The real teacher server and the fault proxy (tests/teacher_fixtures.py).
+pytest_plugins = ["teacher_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

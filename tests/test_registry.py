@@ -18,7 +18,7 @@ class Outside(BundleGenerator):
 def test_builtin_models_resolve_to_their_classes():
     spec = resolve_model("Freq")
     assert spec.model_class.__name__ == "Freq"
-    assert spec.is_bundle_model and spec.origin == "builtin"
+    assert spec.is_bundle_model and spec.origin == "models"  # the built-in `models` plugin
     assert spec.config_files[0].name == "Freq.yaml" and spec.config_files[0].is_file()
     assert resolve_model("bundlellm").name == "BundleLLM"  # case-insensitive for ours
 
@@ -51,9 +51,9 @@ def test_outside_model_registers_and_resolves():
         assert resolve_model("OutsideModel") is spec
         assert spec.trainer_class.__name__ == "BundleTrainer"
     finally:
-        from recbole_bundlellm.registry import REGISTRY
+        from recbole_bundlellm.registry import model_registry
 
-        REGISTRY._specs.pop("outsidemodel")
+        model_registry()._specs.pop("outsidemodel")
 
 
 def test_unknown_model_suggests_the_closest_name():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -13,6 +15,8 @@ class Session:
     ``item_ids``, ``titles`` and ``categories`` are parallel tuples in session order (raw
     tokens, as written in the atomic files). ``bundles`` is the deduplicated ground truth,
     each bundle a frozenset of raw item ids; it is empty where labels are not available.
+    ``intents`` is parallel to ``bundles`` (the annotated intent of each bundle) where the
+    ``<dataset>.bundle`` file was read, else empty.
     """
 
     session_id: str
@@ -20,17 +24,39 @@ class Session:
     titles: tuple[str, ...]
     categories: tuple[str, ...] = ()
     bundles: tuple[frozenset[str], ...] = field(default=())
+    intents: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
 
-def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True) -> list[Session]:
+def read_intents(path: str | Path) -> dict[str, str]:
+    """``bundle_id → intent`` from a ``<dataset>.bundle`` atomic file (empty if it is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        names = [h.split(":")[0] for h in header]
+        if "bundle_id" not in names or "intent" not in names:
+            raise ValueError(f"{path}: expected columns bundle_id and intent, got {header}")
+        b, i = names.index("bundle_id"), names.index("intent")
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) > max(b, i):
+                out[cols[b]] = cols[i]
+    return out
+
+
+def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True,
+                          intents: Mapping[str, str] | None = None) -> list[Session]:
     """The sessions of one split, read from a built RecBole :class:`~recbole.data.dataset.Dataset`.
 
     Uses the split's ``inter_feat`` (session, item, position, bundle_ids) and the shared
     ``item_feat`` (title, category). Sessions come back sorted by raw session id, so any
-    subset ("the first N sessions") is the same for every model.
+    subset ("the first N sessions") is the same for every model. ``intents`` (bundle id →
+    intent, from :func:`read_intents`) fills :attr:`Session.intents`.
     """
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
     inter = dataset.inter_feat
@@ -73,13 +99,15 @@ def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True) -> list[Se
             for b in bids:
                 if b:  # 0 pads token sequences
                     members.setdefault(bundle_tok[b], set()).add(item_tok[iid])
+        bundle_ids = sorted(members, key=_id_order)
         sessions.append(
             Session(
                 session_id=str(sess_tok[uid]),
                 item_ids=tuple(str(item_tok[iid]) for _, iid, _ in items),
                 titles=tuple(titles[iid] for _, iid, _ in items),
                 categories=tuple(categories[iid] for _, iid, _ in items) if has_category else (),
-                bundles=tuple(frozenset(members[b]) for b in sorted(members, key=_id_order)),
+                bundles=tuple(frozenset(members[b]) for b in bundle_ids),
+                intents=tuple(intents.get(b, "") for b in bundle_ids) if intents else (),
             )
         )
     sessions.sort(key=lambda s: _id_order(s.session_id))

@@ -1,7 +1,7 @@
 """Evaluation of generated bundles: pure-Python metrics and their RecBole metric classes.
 
 ``bundle_metrics`` needs nothing but Python. The RecBole side (``recbole_metrics``) imports
-recbole and registers the metrics when imported; its public names are also reachable from here,
+recbole; the built-in ``metrics`` plugin registers its classes with RecBole; its public names are also reachable from here,
 imported lazily so that using the plain metrics does not pull in recbole and torch.
 """
 

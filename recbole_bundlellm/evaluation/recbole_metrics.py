@@ -26,6 +26,7 @@ from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
 
 __all__ = [
     "BUNDLE_METRICS",
+    "BUNDLE_METRIC_CLASSES",
     "BestJaccard",
     "BundleCoverage",
     "BundleMetric",
@@ -40,6 +41,7 @@ __all__ = [
     "FailureRate",
     "register_bundle_metrics",
     "register_metric",
+    "unregister_metric",
 ]
 
 _CACHE_ATTR = "_bundlellm_metric_cache"
@@ -166,6 +168,8 @@ _CLASSES: tuple[type[BundleMetric], ...] = (
     BestJaccard,
 )
 
+#: The metric classes, in table order.
+BUNDLE_METRIC_CLASSES: tuple[type, ...] = _CLASSES
 #: The class names (= names for ``metrics:`` in YAML), in table order.
 BUNDLE_METRICS: tuple[str, ...] = tuple(cls.__name__ for cls in _CLASSES)
 
@@ -207,13 +211,22 @@ def register_metric(cls: type) -> None:
         _register.smaller_metrics.remove(name)
 
 
+def unregister_metric(name: str) -> None:
+    """Remove a metric registered by :func:`register_metric` (a plugin host being replaced)."""
+    key = name.lower()
+    if _register.metrics_dict.get(key) is None or _register.metrics_dict[key].__module__.startswith("recbole."):
+        return  # never remove RecBole's own metrics
+    for table in (_register.metrics_dict, _register.metric_information, _register.metric_types):
+        table.pop(key, None)
+    if key in _register.smaller_metrics:
+        _register.smaller_metrics.remove(key)
+
+
 def register_bundle_metrics() -> None:
-    """Register the 11 bundle metrics with RecBole (idempotent)."""
+    """Register the 11 bundle metrics with RecBole (idempotent). The built-in ``metrics`` plugin
+    registers them through the ``register_metrics`` hook; this is for use without the host."""
     for cls in _CLASSES:
         register_metric(cls)
-
-
-register_bundle_metrics()
 
 
 def summary_keys(result: dict[str, float]) -> dict[str, float]:

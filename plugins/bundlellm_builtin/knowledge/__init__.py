@@ -1,0 +1,1 @@
+"""Built-in plugins of this stage of the data flow."""

@@ -1,0 +1,15 @@
+"""Plugin ``metrics``: the bundle metrics (both families and the failure rate) as RecBole metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recbole_bundlellm.hookspecs import hookimpl
+
+
+@hookimpl
+def register_metrics(register: Callable[[type], None]) -> None:
+    from recbole_bundlellm.evaluation.recbole_metrics import BUNDLE_METRIC_CLASSES
+
+    for cls in BUNDLE_METRIC_CLASSES:
+        register(cls)

@@ -1,0 +1,22 @@
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, Floor)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.registry import ModelSpec
+
+_MODELS = Path(__import__("recbole_bundlellm").__file__).resolve().parent / "models"
+_TRAINER = "recbole_bundlellm.trainer:BundleTrainer"
+
+
+@hookimpl
+def register_models(register: Callable[[ModelSpec], None]) -> None:
+    register(ModelSpec("Freq", "recbole_bundlellm.models.freq:Freq", (_MODELS / "Freq.yaml",), _TRAINER,
+                       description="frequent category patterns of training bundles (mlxtend Apriori)"))
+    register(ModelSpec("BundleLLM", "recbole_bundlellm.models.bundlellm:BundleLLM", (_MODELS / "BundleLLM.yaml",),
+                       _TRAINER, description="student LLM prompted in the AICL format (zero-/one-shot)"))
+    register(ModelSpec("Floor", "recbole_bundlellm.models.floor:Floor", (_MODELS / "Floor.yaml",), _TRAINER,
+                       description="label-free floors: whole session, first two, adjacent or random pairs"))

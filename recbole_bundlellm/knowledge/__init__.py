@@ -1,0 +1,1 @@
+"""Knowledge distillation: extractor contract, knowledge store, records and the distiller."""

@@ -1,0 +1,105 @@
+"""The contract of a knowledge extractor plugin.
+
+An extractor turns training sessions into knowledge in two steps:
+
+1. :meth:`KnowledgeExtractor.extract_session` — once per training session, possibly asking the
+   teacher. The distiller stores the result as a :class:`~recbole_bundlellm.knowledge.records.KnowledgeRecord`
+   (``ok`` or ``failed`` with a reason) and never asks again for a stored session.
+2. :meth:`KnowledgeExtractor.aggregate` — from the records of a *selection* of sessions (chosen
+   by a sampler) to the :class:`~recbole_bundlellm.knowledge.records.KnowledgeItem` list a prompt or
+   a fine-tuning set uses. Cheap and deterministic, and it never calls the teacher, so any
+   sampler/ratio can be tried on stored records for free.
+
+Register a subclass through the ``register_knowledge_extractors`` hook.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord, Status
+from recbole_bundlellm.settings import NoSettings
+
+Message = dict[str, str]
+
+
+class Teacher(Protocol):
+    """What an extractor sees of the teacher: one method, one answer text per call.
+
+    Calls go through the knowledge store (a repeated request is served from disk). A call that
+    the endpoint rejects for good raises :class:`~recbole_bundlellm.teacher.errors.TeacherRequestError`
+    (the distiller stores the session as failed with that reason); an endpoint that stays
+    unreachable raises :class:`~recbole_bundlellm.teacher.errors.TeacherUnavailable`, which stops
+    the distillation with everything finished so far kept.
+    """
+
+    model: str
+
+    def chat(self, messages: list[Message], *, max_tokens: int | None = None,
+             temperature: float | None = None) -> str: ...
+
+
+@dataclass
+class Extraction:
+    """The outcome of one session: ``content`` (JSON), the prompt-ready ``text`` and a status."""
+
+    status: Status
+    content: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    reason: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str, **content: Any) -> "Extraction":
+        return cls("failed", dict(content), "", reason)
+
+
+class KnowledgeExtractor(ABC):
+    """Base class of knowledge extractors.
+
+    Class attributes: ``name`` (the knowledge type, also the YAML key of its settings),
+    ``description``, ``version`` (bump it when prompts or algorithm change: stored records of
+    another version are not reused), ``Settings`` (a dataclass with defaults, filled by
+    :func:`~recbole_bundlellm.settings.load_settings`) and ``needs_teacher``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Settings: ClassVar[type] = NoSettings
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+
+    @abstractmethod
+    def extract_session(self, session: Session, teacher: Teacher | None) -> Extraction:
+        """Knowledge from one training session (with its ground-truth ``bundles`` and ``intents``).
+
+        ``teacher`` is ``None`` when ``needs_teacher`` is False. Unusable teacher answers must
+        come back as :meth:`Extraction.failed` with the raw answer in ``content``, never dropped.
+        """
+
+    @abstractmethod
+    def aggregate(self, records: Sequence[KnowledgeRecord], domain: str) -> list[KnowledgeItem]:
+        """The knowledge items of the selected sessions' ``ok`` records (no teacher calls)."""
+
+
+def extractor_fingerprint(extractor: KnowledgeExtractor, teacher_identity: dict[str, Any] | None) -> str:
+    """What makes a stored record reusable: extractor name, version and settings, and for
+    teacher-based extractors the teacher's model and sampling parameters (never its URL or key).
+
+    The domain is not part of it, so one configuration has one fingerprint across domains.
+    """
+    from recbole_bundlellm.knowledge.records import stable_hash
+    from recbole_bundlellm.settings import settings_dict
+
+    return stable_hash({
+        "extractor": extractor.name,
+        "version": extractor.version,
+        "settings": settings_dict(extractor.settings),
+        "teacher": teacher_identity if extractor.needs_teacher else None,
+    }, 16)

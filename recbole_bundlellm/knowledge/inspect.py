@@ -1,0 +1,82 @@
+"""Read-only views of a knowledge store, for ``bundlellm knowledge show|export``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, Usage
+from recbole_bundlellm.knowledge.store import KnowledgeStore
+
+
+def select_records(store: KnowledgeStore, *, kind: str | None = None, domain: str | None = None,
+                   status: str = "all", session: str | None = None,
+                   fingerprint: str | None = None) -> list[KnowledgeRecord]:
+    """Stored records filtered by kind, domain, status (ok, failed, all), session and fingerprint
+    (a prefix is enough)."""
+    if status not in ("ok", "failed", "all"):
+        raise ValueError(f"status must be ok, failed or all, got '{status}'")
+    return [r for r in store.records(kind, domain, status=None if status == "all" else status)
+            if (session is None or r.session_id == session)
+            and (fingerprint is None or r.fingerprint.startswith(fingerprint))]
+
+
+def overview(store: KnowledgeStore) -> str:
+    """Records per (domain, kind, fingerprint) with failure reasons; calls and tokens; sets; last run."""
+    if not store.root.exists():
+        raise FileNotFoundError(f"no knowledge store at {store.root}")
+    groups: dict[tuple[str, str, str], list[KnowledgeRecord]] = defaultdict(list)
+    for rec in store.records():
+        groups[(rec.domain, rec.kind, rec.fingerprint)].append(rec)
+    usage = Usage()
+    for call in store.calls():
+        usage.add(call.usage)
+    lines = [f"knowledge store {store.root}: {len(store)} records, {len(store.calls())} teacher calls "
+             f"({usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens)"]
+    if groups:
+        lines.append(f"{'domain':12s} {'kind':10s} {'fingerprint':16s} {'ok':>6s} {'failed':>7s}  top failure reasons")
+    for (domain, kind, fp), recs in sorted(groups.items()):
+        ok = sum(r.ok for r in recs)
+        reasons = Counter((r.reason or "unknown").split(":")[0] for r in recs if not r.ok)
+        top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+        lines.append(f"{domain:12s} {kind:10s} {fp:16s} {ok:6d} {len(recs) - ok:7d}  {top}")
+    sets = sorted((store.root / "sets").glob("*.json"))
+    for path in sets:
+        counts = json.loads(path.read_text(encoding="utf-8")).get("counts", {})
+        lines.append(f"set {path.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    runs = sorted((store.root / "runs").glob("*.json"))
+    if runs:
+        last = json.loads(runs[-1].read_text(encoding="utf-8"))
+        t = last.get("teacher") or {}
+        lines.append(f"last run {runs[-1].name}: {last.get('sessions')} sessions, {last.get('wall_seconds', 0):.1f} s, "
+                     f"{t.get('calls_made', 0)} calls made, {t.get('calls_cached', 0)} from the store")
+    return "\n".join(lines)
+
+
+def show_records(records: Iterable[KnowledgeRecord], limit: int | None, out: TextIO) -> int:
+    """Print records as indented JSON (at most ``limit``); returns how many were printed."""
+    n = 0
+    for rec in records:
+        if limit is not None and n >= limit:
+            break
+        out.write(json.dumps(rec.to_json(), indent=2, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+def export_records(records: Iterable[KnowledgeRecord], path: Path, fmt: str = "jsonl") -> int:
+    """Write records to ``path`` as JSON Lines (``jsonl``) or one JSON array (``json``)."""
+    rows: list[dict[str, Any]] = [r.to_json() for r in records]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        if fmt == "jsonl":
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif fmt == "json":
+            json.dump(rows, f, ensure_ascii=False, indent=1)
+        else:
+            raise ValueError(f"format must be jsonl or json, got '{fmt}'")
+    return len(rows)

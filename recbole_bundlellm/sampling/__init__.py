@@ -1,0 +1,1 @@
+"""Sampling: which training sessions' knowledge a student gets, and how sets are combined."""

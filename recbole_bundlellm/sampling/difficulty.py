@@ -1,0 +1,115 @@
+"""How hard each training session is, for the ``difficulty`` sampler.
+
+Difficulty is ``1 - exact F1`` of a first attempt at the session's bundles (1 = hardest):
+
+* the teacher's first answer, where the ``rules`` extractor ran (its records carry
+  ``content["difficulty"]``, failed records included: a useless first answer is a hard session);
+* otherwise the Freq baseline: category patterns mined from the training bundles' leaf
+  categories with Freq's default settings (``models/Freq.yaml``), applied to the session.
+
+Exact F1 is the one of :mod:`recbole_bundlellm.evaluation.bundle_metrics` for a single session.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
+from recbole_bundlellm.knowledge.records import KnowledgeRecord
+
+RULES_KIND = "rules"
+_FREQ_YAML = Path(__file__).resolve().parents[1] / "models" / "Freq.yaml"
+
+
+@lru_cache(maxsize=1)
+def freq_defaults() -> dict[str, Any]:
+    """Freq's default ``mine_patterns`` arguments, read from ``models/Freq.yaml``."""
+    import yaml
+
+    raw = yaml.safe_load(_FREQ_YAML.read_text(encoding="utf-8"))
+    return {"min_support": float(raw["freq_min_support"]), "min_confidence": float(raw["freq_min_confidence"]),
+            "min_size": int(raw["freq_min_size"]), "max_size": int(raw["freq_max_size"])}
+
+
+def exact_f1(predicted: Iterable[Iterable[str]] | None, truth: Sequence[Iterable[str]]) -> float:
+    """Exact-match F1 of one session, as :func:`compute_bundle_metrics` scores it (0 when the
+    prediction is empty or unusable). ``truth`` must be non-empty."""
+    preds = None if predicted is None else [tuple(b) for b in predicted]
+    return compute_bundle_metrics([preds], [list(truth)])["exact_f1"]
+
+
+def _teacher_value(record: KnowledgeRecord) -> float | None:
+    value = record.content.get("difficulty") if isinstance(record.content, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return min(1.0, max(0.0, float(value)))
+
+
+def freq_difficulty(sessions: Sequence[Session], targets: Sequence[Session] | None = None) -> dict[str, float]:
+    """``1 - exact F1`` of the Freq baseline on ``targets`` (default: all ``sessions``), with
+    patterns mined from the bundles of ``sessions``. Sessions without categories or without
+    ground-truth bundles get no value (their F1 is undefined)."""
+    from recbole_bundlellm.models.freq import (  # pandas/mlxtend: lazy
+        bundle_by_patterns,
+        mine_patterns,
+    )
+
+    targets = sessions if targets is None else targets
+    transactions = []
+    for session in sessions:
+        if not session.categories:
+            continue
+        category_of = dict(zip(session.item_ids, session.categories))
+        transactions += [[category_of[i] for i in bundle if i in category_of] for bundle in session.bundles]
+    patterns = mine_patterns(transactions, **freq_defaults())
+    out: dict[str, float] = {}
+    for session in targets:
+        if not session.categories or not session.bundles:
+            continue
+        positions = bundle_by_patterns(session.categories, patterns)
+        predicted = [[session.item_ids[i] for i in bundle] for bundle in positions]
+        out[session.session_id] = 1.0 - exact_f1(predicted or None, session.bundles)
+    return out
+
+
+def session_difficulty(sessions: Sequence[Session],
+                       rules_records: Iterable[KnowledgeRecord] | None = None) -> tuple[dict[str, float], str]:
+    """Difficulty in [0, 1] per session id, and where it came from.
+
+    ``rules_records`` should be the records of one rules configuration (one fingerprint), of any
+    status; records of another kind, of other sessions or without a numeric
+    ``content["difficulty"]`` are ignored, and the first usable record of a session wins.
+    Sessions they leave uncovered fall back to the Freq baseline, mined on all ``sessions``.
+
+    The source is ``"teacher"``, ``"freq"``, ``"teacher+freq"`` (both used), or ``"none"`` when
+    no session got a value.
+    """
+    ids = {s.session_id for s in sessions}
+    difficulty: dict[str, float] = {}
+    for record in rules_records or ():
+        if record.kind != RULES_KIND or record.session_id not in ids or record.session_id in difficulty:
+            continue
+        value = _teacher_value(record)
+        if value is not None:
+            difficulty[record.session_id] = value
+    n_teacher = len(difficulty)
+    uncovered = [s for s in sessions if s.session_id not in difficulty]
+    n_freq = 0
+    if uncovered:
+        from_freq = freq_difficulty(sessions, uncovered)
+        difficulty.update(from_freq)
+        n_freq = len(from_freq)
+    if n_teacher and n_freq:
+        source = "teacher+freq"
+    elif n_teacher:
+        source = "teacher"
+    elif n_freq:
+        source = "freq"
+    else:
+        source = "none"
+    return difficulty, source

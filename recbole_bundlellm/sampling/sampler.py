@@ -1,0 +1,63 @@
+"""The contract of a sampler plugin: which training sessions' knowledge to keep, at a ratio.
+
+Samplers choose *sessions*; the extractors' ``aggregate`` then turns the chosen sessions' stored
+records into knowledge items. Choosing sessions (not items) keeps every knowledge type of a
+selection consistent, and lets one selection be reused across types and formats.
+
+Register a subclass through the ``register_samplers`` hook.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.settings import NoSettings
+
+MIN_RATIO, MAX_RATIO = 0.1, 0.7
+
+
+@dataclass(frozen=True)
+class SamplingContext:
+    """What a sampler may look at.
+
+    ``difficulty`` maps session ids to a difficulty in [0, 1] (1 = hardest), measured from the
+    teacher's first answers where the rules extractor ran, else from the Freq baseline; see
+    :func:`recbole_bundlellm.sampling.difficulty.session_difficulty`. ``rng`` is seeded by the
+    caller so every sampler is deterministic under a seed.
+    """
+
+    sessions: Sequence[Session]
+    rng: random.Random
+    difficulty: Mapping[str, float] = field(default_factory=dict)
+    difficulty_source: str = "none"
+
+
+def sample_size(n_sessions: int, ratio: float) -> int:
+    """How many of ``n_sessions`` a ratio keeps (at least one, rounded to nearest)."""
+    if not MIN_RATIO <= ratio <= MAX_RATIO:
+        raise ValueError(f"sampling ratio must be between {MIN_RATIO} and {MAX_RATIO}, got {ratio}")
+    return max(1, min(n_sessions, round(ratio * n_sessions)))
+
+
+class Sampler(ABC):
+    """Base class of samplers: ``name`` (also the YAML key of its settings), ``description``,
+    ``Settings`` (a dataclass with defaults) and ``needs_difficulty``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type] = NoSettings
+    #: True when :meth:`select` reads ``context.difficulty`` (the caller then computes it).
+    needs_difficulty: ClassVar[bool] = False
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+
+    @abstractmethod
+    def select(self, context: SamplingContext, size: int) -> list[str]:
+        """Exactly ``size`` distinct session ids from ``context.sessions``, deterministic given
+        ``context.rng``'s seed."""

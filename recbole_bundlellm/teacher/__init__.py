@@ -1,0 +1,1 @@
+"""The teacher: any OpenAI-compatible chat endpoint, called through the knowledge store."""

@@ -1,0 +1,117 @@
+"""Settings of the teacher (the YAML key ``teacher:``): where it is, which model, how to call it.
+
+The API key itself is never part of the settings: only the *name* of the environment variable
+that holds it (``api_key_env``), so YAML files, logs and run summaries cannot leak it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_URL_ENV = "OPENAI_BASE_URL"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part (some proxies carry credentials there)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+@dataclass
+class TeacherSettings:
+    """How to reach and call an OpenAI-compatible chat endpoint (the YAML key ``teacher:``)."""
+
+    # (str | None) the endpoint, e.g. "http://127.0.0.1:8088/v1"; None -> $OPENAI_BASE_URL
+    base_url: str | None = None
+    # (str) the model name sent with every request (a local server's --model_alias)
+    model: str = "smollm2-135m-instruct"
+    # (float) sampling temperature; 0 makes answers (nearly) deterministic
+    temperature: float = 0.0
+    # (int | None) sampling seed sent with each request; None sends none
+    seed: int | None = 0
+    # (int) at most this many tokens per answer
+    max_tokens: int = 256
+    # (float) seconds one HTTP request may take before it counts as a timeout (and is retried)
+    timeout: float = 120.0
+    # (int) at most this many requests in flight at once
+    concurrency: int = 2
+    # (int) retries after the first attempt on timeouts, dropped connections, 429 and 5xx
+    max_retries: int = 6
+    # (float) backoff: sleep uniform(0, min(backoff_max, backoff_base * 2**attempt)) seconds
+    backoff_base: float = 0.5
+    # (float) the longest single sleep between attempts (also caps a server's Retry-After)
+    backoff_max: float = 30.0
+    # (str) name of the environment variable holding the API key (the key is never in YAML)
+    api_key_env: str = "OPENAI_API_KEY"
+    # (float) estimated cost per million prompt tokens (for run summaries)
+    price_input_per_1m: float = 0.0
+    # (float) estimated cost per million completion tokens
+    price_output_per_1m: float = 0.0
+
+    def validate(self) -> None:
+        """Range checks; raises ``ValueError`` naming the setting."""
+        if self.base_url is not None and not self.base_url.strip():
+            raise ValueError("base_url must not be empty (leave it out to use $OPENAI_BASE_URL)")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if not self.model.strip():
+            raise ValueError("model must not be empty")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.backoff_base < 0:
+            raise ValueError(f"backoff_base must be >= 0, got {self.backoff_base}")
+        if self.backoff_max < 0:
+            raise ValueError(f"backoff_max must be >= 0, got {self.backoff_max}")
+        if not self.api_key_env.strip():
+            raise ValueError("api_key_env must name an environment variable")
+        if self.price_input_per_1m < 0 or self.price_output_per_1m < 0:
+            raise ValueError("price_input_per_1m and price_output_per_1m must be >= 0")
+
+    def resolved_base_url(self) -> str:
+        """``base_url``, else ``$OPENAI_BASE_URL``; a clear error when neither is set."""
+        url = self.base_url or os.environ.get(BASE_URL_ENV, "").strip()
+        if not url:
+            raise ValueError(
+                f"no teacher endpoint: set `teacher.base_url` in the config or the {BASE_URL_ENV} "
+                "environment variable (e.g. http://127.0.0.1:8088/v1; `bundlellm teacher serve` "
+                "starts a local one on the embedded model)"
+            )
+        return url.rstrip("/")
+
+    def identity(self) -> dict[str, Any]:
+        """What makes answers differ (part of knowledge fingerprints): never URL or key."""
+        return {"model": self.model, "temperature": self.temperature, "seed": self.seed,
+                "max_tokens": self.max_tokens}
+
+    def public(self) -> dict[str, Any]:
+        """JSON-friendly settings for logs and run summaries (no secrets: the key is not a field)."""
+        url = self.base_url or os.environ.get(BASE_URL_ENV) or None
+        out = {
+            "base_url": redact_url(url) if url else None,
+            "model": self.model,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+            "timeout": self.timeout,
+            "concurrency": self.concurrency,
+            "max_retries": self.max_retries,
+            "backoff_base": self.backoff_base,
+            "backoff_max": self.backoff_max,
+            "api_key_env": self.api_key_env,
+            "price_input_per_1m": self.price_input_per_1m,
+            "price_output_per_1m": self.price_output_per_1m,
+        }
+        return out

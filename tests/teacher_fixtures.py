@@ -1,0 +1,1 @@
+"""Fixtures for the teacher: placeholder, being written."""

@@ -1,0 +1,198 @@
+"""Distillation end to end: the real teacher server over HTTP, a real process kill and resume,
+faults through the proxy, and the knowledge commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_bundlellm.cli import main
+from recbole_bundlellm.knowledge.distill import DistillError, distill
+from recbole_bundlellm.knowledge.store import KnowledgeStore
+
+BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
+KINDS = ["patterns", "rules", "thoughts"]
+
+
+def tiny_config(tiny_data: Path, store: Path, **extra) -> dict:
+    return {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(store),
+            "knowledge_types": ["patterns"], **extra}
+
+
+# -- without a teacher ------------------------------------------------------------------------
+def test_patterns_distill_resumes_and_samples(tiny_data, tmp_path):
+    store = tmp_path / "kn"
+    summary = distill([], tiny_config(tiny_data, store, sampling={"sampler": "length", "ratio": 0.5, "seed": 3}))
+    patterns = summary.kinds["patterns"]
+    assert (patterns.records, patterns.new, summary.sessions) == (9, 9, 9)
+    assert summary.teacher == {}  # no teacher needed, none configured
+    kset = json.loads(Path(summary.knowledge_set).read_text())
+    assert kset["selection"]["clothing"]["sampler"] == "length"
+    assert len(kset["selection"]["clothing"]["session_ids"]) == round(0.5 * 9)
+    runs = list((store / "runs").glob("*.json"))
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["kinds"]["patterns"]["records"] == 9
+    again = distill([], tiny_config(tiny_data, store))
+    assert again.kinds["patterns"].new == 0 and again.kinds["patterns"].records == 9
+    assert len(KnowledgeStore(store).records()) == 9
+    # Another configuration of the extractor makes new records beside the old ones.
+    changed = distill([], tiny_config(tiny_data, store, patterns={"max_size": 3}))
+    assert changed.kinds["patterns"].new == 9 and len(KnowledgeStore(store).records()) == 18
+
+
+def test_distill_errors_are_clear(tiny_data, tmp_path, capsys):
+    base = tiny_config(tiny_data, tmp_path / "kn")
+    cases = [
+        ({"knowledge_types": ["patterns", "rulez"]}, "unknown extractor 'rulez'; did you mean 'rules'"),
+        ({"sampling": {"sampler": "random", "ratio": 0.9}}, "ratio must be between 0.1 and 0.7"),
+        ({"sampling": {"sampler": "randm"}}, "unknown sampler 'randm'; did you mean 'random'"),
+        ({"knowledge_types": ["rules"], "teacher": {"base_url": "http://127.0.0.1:9/v1", "concurency": 2}},
+         "unknown setting 'teacher.concurency'; did you mean 'concurrency'"),
+        ({"patterns": {"max_size": 9}}, "patterns"),
+    ]
+    for extra, message in cases:
+        overrides = [f"--{k}={json.dumps(v)}" for k, v in {**base, **extra}.items()]
+        assert main(["distill", "--no-progress", *overrides]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "kn" / "calls.jsonl").exists()  # failed before any work
+
+
+def test_knowledge_show_and_export(tiny_data, tmp_path, capsys):
+    store = tmp_path / "kn"
+    distill([], tiny_config(tiny_data, store))
+    assert main(["knowledge", "show", "--dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "9 records" in out and "clothing" in out and "patterns" in out
+    assert main(["knowledge", "show", "--dir", str(store), "--kind", "patterns", "-n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count('"kind": "patterns"') == 2
+    assert main(["knowledge", "export", "--dir", str(store), "--out", str(tmp_path / "x.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert len(rows) == 9 and {r["kind"] for r in rows} == {"patterns"} and all(r["record_id"] for r in rows)
+    assert main(["knowledge", "show", "--dir", str(tmp_path / "none")]) == 2
+    assert "no knowledge store" in capsys.readouterr().err
+
+
+# -- with the real teacher server ------------------------------------------------------------
+def teacher_yaml(tmp_path: Path, electronic_data: Path, base_url: str, store: Path, **teacher) -> Path:
+    config = {
+        "dataset": "electronic", "data_path": str(electronic_data), "knowledge_dir": str(store),
+        "knowledge_types": KINDS, "distill_max_sessions": 3,
+        "teacher": {"base_url": base_url, "max_tokens": 48, "concurrency": 2, "timeout": 60,
+                    "backoff_base": 0.05, "backoff_max": 0.2, **teacher},
+        "rules": {"max_tokens_answer": 48, "max_tokens_rules": 48},
+        "thoughts": {"max_tokens": 64},
+        "sampling": {"sampler": "difficulty", "ratio": 0.7, "seed": 0},
+    }
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_real_distillation_killed_and_resumed(teacher_server, fault_proxy, electronic_data, tmp_path):
+    """All three types on 3 Electronic training sessions; SIGKILL mid-run; resume; a cached re-run."""
+    store = tmp_path / "kn"
+    config = teacher_yaml(tmp_path, electronic_data, fault_proxy.base_url, store)
+    proc = subprocess.Popen([*BUNDLELLM, "distill", "-c", str(config), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(lines(store / "calls.jsonl")) < 4 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"distill ended before the kill: {proc.stdout.read()}"
+    os.kill(proc.pid, signal.SIGKILL)  # a real kill, no chance to clean up
+    proc.wait(30)
+    before_calls = {c["key"] for c in lines(store / "calls.jsonl")}
+    before_records = {r["record_id"] for r in lines(store / "records.jsonl")}
+    requests_before = fault_proxy.requests
+    assert 4 <= len(before_calls) < 3 * 4  # killed midway: some calls done, not all
+
+    resumed = subprocess.run([*BUNDLELLM, "distill", "-c", str(config), "--no-progress"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    calls = lines(store / "calls.jsonl")
+    records = lines(store / "records.jsonl")
+    keys = [c["key"] for c in calls]
+    assert len(keys) == len(set(keys)), "a teacher call was stored twice"
+    assert before_calls <= set(keys)
+    new_keys = set(keys) - before_calls
+    # No completed call was repeated: the resumed run sent exactly the calls it lacked.
+    assert fault_proxy.requests - requests_before == len(new_keys)
+    ids = [r["record_id"] for r in records]
+    assert len(ids) == len(set(ids)) and before_records <= set(ids)
+    assert sorted((r["kind"], r["unit"]) for r in records) == sorted(
+        (k, s) for k in KINDS for s in {r["unit"] for r in records})
+    assert len(records) == 3 * len(KINDS)
+    for rec in records:  # provenance of every record
+        prov = rec["provenance"]
+        assert prov["extractor"] == rec["kind"] and prov["created_at"]
+        if rec["kind"] != "patterns":
+            assert prov["teacher_model"] == "smollm2-135m-instruct" and prov["calls"]
+            assert set(prov["calls"]) <= set(keys)
+        if rec["status"] == "failed":
+            assert rec["reason"]
+    summary = json.loads(sorted((store / "runs").glob("*.json"))[-1].read_text())
+    assert summary["teacher"]["calls_made"] == len(new_keys)
+    assert summary["teacher"]["calls_cached"] >= 0 and summary["knowledge_set"]
+
+    requests = fault_proxy.requests
+    cached = subprocess.run([*BUNDLELLM, "distill", "-c", str(config), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert cached.returncode == 0, cached.stderr
+    assert fault_proxy.requests == requests  # a fully cached run makes zero calls
+    assert "0 calls made" in cached.stdout
+    assert len(lines(store / "records.jsonl")) == len(records)
+
+
+@pytest.mark.slow
+def test_faults_end_in_a_finished_store_or_a_clear_error(teacher_server, fault_proxy, electronic_data, tmp_path):
+    store = tmp_path / "kn"
+    config = teacher_yaml(tmp_path, electronic_data, fault_proxy.base_url, store, timeout=2, max_retries=2)
+    overrides = {"knowledge_types": ["rules"], "distill_max_sessions": 2, "sampling": None}
+    # The endpoint goes down for good after two answers: a clear error, nothing corrupted.
+    fault_proxy.script(["pass", "pass"] + [("status", 500)] * 50)
+    with pytest.raises(DistillError, match="run the same command again to resume"):
+        distill([config], overrides)
+    kept = KnowledgeStore(store)
+    assert len(kept.calls()) == 2 and len(kept.records()) <= 1
+    # Back up, but flaky: 429, 500, a dropped connection and a timeout, each retried.
+    fault_proxy.script([("status", 429), ("status", 500), "drop", ("delay", 3.0)])
+    summary = distill([config], overrides)
+    assert summary.kinds["rules"].records == 2
+    assert summary.teacher["retries"] >= 4 and summary.teacher["calls_made"] == 6 - 2
+    final = KnowledgeStore(store)
+    assert len(final.calls()) == 6 and len(final.records()) == 2
+
+
+def test_multi_domain_accumulation_from_one_store(tiny_data, tmp_path):
+    """Two domains distilled into one store, then one type accumulated over both."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "clothing", data / "clothing")
+    (data / "food").mkdir()
+    for path in (data / "clothing").iterdir():  # the same sessions, served as a second domain
+        shutil.copy(path, data / "food" / path.name.replace("clothing", "food"))
+    store = tmp_path / "kn"
+    distill([], tiny_config(data, store, dataset="food"))
+    summary = distill([], tiny_config(data, store, sampling={"sampler": "random", "ratio": 0.7, "seed": 0,
+                                                              "domains": ["clothing", "food"]},
+                                      patterns={"min_count": 1, "min_support": 0.01}))
+    kset = json.loads(Path(summary.knowledge_set).read_text())
+    assert kset["domains"] == ["clothing", "food"] and set(kset["selection"]) == {"clothing", "food"}
+    assert {item["domain"] for item in kset["items"]} <= {"clothing", "food"}
+    # food was distilled with the default patterns settings, so only clothing has records of this fingerprint
+    assert kset["selection"]["food"]["kinds"]["patterns"]["available"] == 0
+    assert kset["selection"]["clothing"]["kinds"]["patterns"]["available"] == 9
+    assert any("food has no patterns records" in note for note in summary.notes)
