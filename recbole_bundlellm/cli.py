@@ -213,9 +213,10 @@ def _is_user_error(exc: BaseException) -> bool:
     from recbole_bundlellm.runner import PreparedDataMissing
     from recbole_bundlellm.settings import SettingsError
     from recbole_bundlellm.teacher.errors import TeacherError
+    from recbole_bundlellm.teacher.server import TeacherServerError
 
     return isinstance(exc, (ConfigKeyError, DataError, RegistryError, PreparedDataMissing, SettingsError,
-                            PluginError, DistillError, StoreError, TeacherError))
+                            PluginError, DistillError, StoreError, TeacherError, TeacherServerError))
 
 
 def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:

@@ -59,3 +59,18 @@ def test_compare_warns_when_rows_score_different_sessions(tiny_data, tmp_path, c
     assert "scored different numbers of sessions" in capsys.readouterr().err
     assert main(["compare", str(cfg), "--floors", "--eval_max_sessions=1"]) == 0
     assert "different numbers" not in capsys.readouterr().err
+
+
+def test_teacher_serve_refuses_a_missing_model_with_one_line(tmp_path, capsys):
+    code = main(["teacher", "serve", "--model", str(tmp_path / "missing.gguf"), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "missing.gguf" in err and len(err.strip().splitlines()) == 1
+
+
+def test_knowledge_and_plugins_commands_reject_stray_arguments(capsys):
+    for argv in (["plugins", "--oops=1"], ["knowledge", "show", "--nope"]):
+        try:
+            main(argv)
+        except SystemExit as exc:  # argparse's own usage error
+            assert exc.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

@@ -125,8 +125,8 @@ class DistillSummary:
         if t:
             lines.append(
                 f"teacher: {t.get('calls_made', 0)} calls made, {t.get('calls_cached', 0)} served from the store, "
-                f"{t.get('retries', 0)} retries, tokens {t.get('prompt_tokens', 0)} in / "
-                f"{t.get('completion_tokens', 0)} out, est. cost {t.get('cost', 0.0):.4f}, "
+                f"{t.get('retries', 0)} retries, tokens {t.get('usage', {}).get('prompt_tokens', 0)} in / "
+                f"{t.get('usage', {}).get('completion_tokens', 0)} out, est. cost {t.get('cost', 0.0):.4f}, "
                 f"{t.get('calls_per_second', 0.0):.2f} calls/s at concurrency {t.get('concurrency', '-')}")
         if self.knowledge_set:
             counts = ", ".join(f"{k} {v}" for k, v in self.knowledge_set_counts.items())
@@ -364,7 +364,7 @@ class _Distiller:
         write_knowledge_set(kset, path)
         for domain, selection in kset.selection.items():
             for kind, counts in selection["kinds"].items():
-                if not counts["available"]:
+                if not self.store.records(kind, domain, fingerprint=self.fingerprints[kind]):
                     notes.append(f"{domain} has no {kind} records of this configuration in the store "
                                  f"(distil it first: --dataset={domain}); it adds nothing to the set")
         return str(path), kset.counts()
