@@ -32,8 +32,10 @@ BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
 
 @pytest.fixture(autouse=True)
 def _fresh_host(monkeypatch):
-    """Each test sees the installed plugins only, with no env toggles, and leaves no host behind."""
+    """Each test sees the installed plugins only, with no env toggles (CI sets strict mode; tests
+    here choose it explicitly), and leaves no host behind."""
     monkeypatch.delenv("BUNDLELLM_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("BUNDLELLM_STRICT_PLUGINS", raising=False)
     reset_host()
     yield
     reset_host()
