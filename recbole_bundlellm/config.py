@@ -36,6 +36,8 @@ _RECBOLE_IMPLICIT_KEYS = {"model", "dataset", "config_files", "local_rank", "npr
                           "eval_type", "device", "valid_metric_bigger", "benchmark_filename",
                           "valid_neg_sample_args", "test_neg_sample_args"}
 _ALIAS_KEY = re.compile(r"^alias_of_\w+$")
+#: Our own settings blocks besides the plugin components' (which the plugin host names).
+SETTINGS_BLOCKS = frozenset({"teacher", "sampling"})
 
 
 class ConfigKeyError(KeyError):
@@ -140,6 +142,17 @@ class BundleConfig(Config):
         default_data = os.environ.get("BUNDLELLM_DATA")
         if default_data:
             self.internal_config_dict["data_path"] = default_data
+
+    def _merge_external_config_dict(self) -> None:
+        super()._merge_external_config_dict()
+        # Settings blocks of our own (teacher, sampling, each plugin component) merge key by key,
+        # so `--teacher='{base_url: ...}'` changes the URL and keeps the file's other settings.
+        # RecBole's own dict keys keep RecBole's replace semantics.
+        ours = SETTINGS_BLOCKS | get_host().settings_keys()
+        for key, value in self.variable_config_dict.items():
+            base = self.file_config_dict.get(key)
+            if isinstance(value, dict) and isinstance(base, dict) and key in ours:
+                self.external_config_dict[key] = {**base, **value}
 
     def _get_final_config_dict(self) -> dict[str, Any]:
         known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys()

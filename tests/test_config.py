@@ -61,3 +61,11 @@ def test_parse_overrides_reads_yaml_values():
         "eval_max_sessions": 5, "prompt_mode": "one_shot", "x": None}
     with pytest.raises(ConfigKeyError):
         parse_overrides(["novalue"])
+
+
+def test_settings_blocks_merge_key_by_key_with_overrides(tiny_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("teacher: {base_url: 'http://a/v1', max_tokens: 99}\nload_col: {inter: [session_id, item_id]}\n")
+    config = BundleConfig("Freq", "clothing", [cfg], {"data_path": str(tiny_data),
+                                                      "teacher": {"base_url": "http://b/v1"}})
+    assert config["teacher"] == {"base_url": "http://b/v1", "max_tokens": 99}

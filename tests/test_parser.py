@@ -182,3 +182,17 @@ def test_largest_dict_wins():
         "}", ", 'bundle3': ['product5', 'product6']}"
     )
     assert ok(text).bundles == [(0, 2), (1, 3), (4, 5)]
+
+
+def test_set_literals_read_the_same_in_every_process():
+    """A set literal answer must not depend on PYTHONHASHSEED (feedback prompts are hashed)."""
+    import os
+    import subprocess
+    import sys
+
+    answer = "{'bundle1': {'product6', 'product5', 'product12', 'product1'}}"
+    code = f"from bundlellm_builtin.knowledge.feedback import answer_bundles; print(answer_bundles({answer!r}, 4))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outs) == 1, outs
+    assert parse_bundles(answer, 6).bundles == [(0, 4, 5)]

@@ -112,7 +112,9 @@ def _collect(obj: object, depth: int = 0) -> list[list[object]]:
                 found.extend(_collect(value, depth + 1))
         return found
     if isinstance(obj, (list, tuple, set, frozenset)):
-        items = list(obj)
+        # A set literal's iteration order depends on PYTHONHASHSEED; sort it so the same answer
+        # reads the same in every process (feedback prompts, and so teacher call keys, use it).
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else list(obj)
         if items and all(_is_scalar(item) for item in items):
             return [items]
         found = []
