@@ -223,10 +223,15 @@ def test_floor_table_random_pairs(electronic_test):
 # --------------------------------------------------------------------------------------------
 # RecBole registration.
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rm():
+    """The RecBole side, with the bundle metrics registered the way every run gets them: by the
+    built-in ``metrics`` plugin of a freshly loaded plugin host."""
     from recbole_bundlellm.evaluation import recbole_metrics
+    from recbole_bundlellm.plugins import get_host, reset_host
 
+    reset_host()
+    get_host()
     return recbole_metrics
 
 
