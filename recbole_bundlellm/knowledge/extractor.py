@@ -53,7 +53,7 @@ class Extraction:
     reason: str | None = None
 
     @classmethod
-    def failed(cls, reason: str, **content: Any) -> "Extraction":
+    def failed(cls, reason: str, **content: Any) -> Extraction:
         return cls("failed", dict(content), "", reason)
 
 

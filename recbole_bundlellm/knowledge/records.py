@@ -34,7 +34,7 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
 
@@ -65,7 +65,7 @@ class CallRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "CallRecord":
+    def from_json(cls, data: dict[str, Any]) -> CallRecord:
         data = dict(data)
         data["usage"] = Usage(**data.get("usage", {}))
         return cls(**data)
@@ -115,7 +115,7 @@ class KnowledgeRecord:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "KnowledgeRecord":
+    def from_json(cls, data: dict[str, Any]) -> KnowledgeRecord:
         data = {k: v for k, v in data.items() if k != "record_id"}
         return cls(**data)
 
@@ -144,5 +144,5 @@ class KnowledgeItem:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "KnowledgeItem":
+    def from_json(cls, data: dict[str, Any]) -> KnowledgeItem:
         return cls(**data)

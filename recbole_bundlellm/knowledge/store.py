@@ -138,7 +138,7 @@ class KnowledgeStore:
         self._calls, self._records = calls, records
 
     @contextmanager
-    def writer(self) -> Iterator["KnowledgeStore"]:
+    def writer(self) -> Iterator[KnowledgeStore]:
         """Hold the store's write lock; torn last lines left by a killed writer are repaired."""
         self.root.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)

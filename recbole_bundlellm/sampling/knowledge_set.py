@@ -41,16 +41,16 @@ class KnowledgeSet:
                 "counts": self.counts(), "items": [item.to_json() for item in self.items]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "KnowledgeSet":
+    def from_json(cls, data: dict[str, Any]) -> KnowledgeSet:
         return cls([KnowledgeItem.from_json(i) for i in data.get("items", [])], list(data.get("kinds", [])),
                    list(data.get("domains", [])), dict(data.get("selection", {})))
 
     @classmethod
-    def load(cls, path: str | Path) -> "KnowledgeSet":
+    def load(cls, path: str | Path) -> KnowledgeSet:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @staticmethod
-    def merge(sets: Sequence["KnowledgeSet"]) -> "KnowledgeSet":
+    def merge(sets: Sequence[KnowledgeSet]) -> KnowledgeSet:
         """One set holding the items of all ``sets`` (kinds and domains in first-seen order)."""
         out = KnowledgeSet()
         for s in sets:
