@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 DEFAULT_DATA = "dataset"
-FLOOR_RULES = ("whole_session", "first_two", "adjacent_pairs", "random_pairs")
 
 
 def _add_data_commands(sub: Any) -> None:
@@ -171,6 +170,8 @@ def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     results = [_run_one([path], overrides) for path in args.configs]
     if args.floors and results:
         first = results[0]
+        from recbole_bundlellm.models.floor import FLOOR_RULES
+
         for rule in FLOOR_RULES:
             floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
                      "floor_rule": rule, "run_name": f"floor:{rule}"}

@@ -47,10 +47,8 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
-def _yaml_keys(path: Path) -> set[str]:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    return set(data) if isinstance(data, dict) else set()
+def _yaml_keys(path: str | os.PathLike) -> set[str]:
+    return set(_load_yaml_dict(path))
 
 
 @functools.lru_cache(maxsize=1)

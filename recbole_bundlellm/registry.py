@@ -68,15 +68,19 @@ def _load(target: type | str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+@functools.lru_cache(maxsize=1)
+def _recbole_model_dir() -> Path:
+    return Path(importlib.util.find_spec("recbole").submodule_search_locations[0]) / "model"
+
+
 def recbole_model_exists(name: str) -> bool:
-    """True when RecBole ships a model of this name (checked without importing it)."""
-    for sub in _RECBOLE_SUBMODULES:
-        try:
-            if importlib.util.find_spec(f"recbole.model.{sub}.{name.lower()}") is not None:
-                return True
-        except ModuleNotFoundError:
-            continue
-    return False
+    """True when RecBole ships a model of this name.
+
+    Looks for the module's file: ``find_spec`` of a submodule would import its package, and each
+    of these packages imports all its models (seconds, on every plugin-host load).
+    """
+    root = _recbole_model_dir()
+    return any((root / sub / f"{name.lower()}.py").is_file() for sub in _RECBOLE_SUBMODULES)
 
 
 class ModelRegistry:

@@ -19,7 +19,7 @@ import difflib
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -129,3 +129,18 @@ def settings_dict(obj: Any) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class NoSettings:
     """The settings of a component that has none (its YAML key must be empty if given)."""
+
+
+class Component:
+    """Base of every plugin component (extractor, sampler, strategy, router).
+
+    ``name`` is how configs refer to it and also the YAML key of its settings; ``Settings`` is a
+    dataclass with defaults that the plugin host fills with :func:`load_settings`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type] = NoSettings
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()

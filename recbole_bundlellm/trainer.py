@@ -44,15 +44,11 @@ class BundleTrainer(AbstractTrainer):
 
     def evaluation_sessions(self, eval_data: Any) -> list[Session]:
         """The sessions of an evaluation loader, in id order, cut to ``eval_max_sessions``."""
-        by_id = {s.session_id: s for s in sessions_from_dataset(eval_data.dataset)}
-        # Walk RecBole's own loader so the sessions are exactly the ones it would evaluate.
-        uid_field = eval_data.dataset.uid_field
-        tokens = eval_data.dataset.field2id_token[uid_field]
-        seen = set()
-        for batch in eval_data:
-            interaction = batch[0] if isinstance(batch, tuple) else batch
-            seen.update(str(tokens[u]) for u in interaction[uid_field].tolist())
-        sessions = [s for sid, s in by_id.items() if sid in seen]
+        sessions = sessions_from_dataset(eval_data.dataset)
+        # The users RecBole's full-sort loader evaluates (its uid_list, no need to iterate it).
+        tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
+        evaluated = {str(tokens[u]) for u in eval_data.uid_list}
+        sessions = [s for s in sessions if s.session_id in evaluated]
         limit = self.config["eval_max_sessions"]
         return sessions[:limit] if limit else sessions
 

@@ -201,7 +201,7 @@ def test_diversity_by_intents_then_fills_up_in_seeded_order():
 def test_difficulty_sampler_orders_by_difficulty_and_puts_unknown_last():
     sessions = plain_sessions(10)
     difficulty = {"0": 0.1, "1": 0.9, "2": 0.5, "3": 0.7, "4": 0.0, "5": 0.3, "6": 0.8, "7": 0.2}  # 8, 9 unknown
-    hardest = select_sessions(DifficultySampler(), sessions, 0.5, 0, difficulty, "teacher")
+    hardest = select_sessions(DifficultySampler(), sessions, 0.5, 0, difficulty)
     assert hardest == ["1", "6", "3", "2", "5"]
     easiest = DifficultySampler(DifficultySampler.Settings(order="easiest"))
     assert select_sessions(easiest, sessions, 0.5, 0, difficulty) == ["4", "0", "7", "5", "2"]

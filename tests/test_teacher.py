@@ -202,7 +202,6 @@ def test_persistent_failure_raises_unavailable_and_keeps_the_store(fault_proxy, 
     reopened = KnowledgeStore(root)
     assert [c.key for c in reopened.calls()] == [earlier.key]
     assert reopened.get_call(earlier.key).text == earlier.text
-    assert reopened.repaired == []
 
 
 def test_bad_request_is_not_retried(fault_proxy, teacher_settings, tmp_path):

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
-from recbole_bundlellm.settings import NoSettings
+from recbole_bundlellm.settings import Component
 
 
-class AdaptationStrategy(ABC):
+class AdaptationStrategy(Component, ABC):
     """Base class of adaptation strategies: ``name`` (also its YAML settings key),
     ``description`` and ``Settings`` (a dataclass with defaults)."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    Settings: ClassVar[type] = NoSettings
-
-    def __init__(self, settings: Any = None) -> None:
-        self.settings = settings if settings is not None else self.Settings()
 
     @abstractmethod
     def adapt(self, student: Any, knowledge: KnowledgeSet, train_sessions: Sequence[Session]) -> Any:

@@ -16,7 +16,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from recbole_bundlellm.data.raw import DOMAINS, DataError, check_domain
+from recbole_bundlellm.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -92,18 +92,6 @@ def _fetch(url: str, timeout: float, retries: int) -> bytes:
     raise AssertionError("unreachable")
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def download(
     dest: Path,
     domains: Sequence[str] = DOMAINS,
@@ -150,6 +138,6 @@ def download(
                     f"{url}: downloaded file does not match the manifest ({problem}); "
                     f"nothing written to {path}"
                 )
-            _write_atomic(path, content)
+            atomic_write_bytes(path, content)
             logger.info("downloaded %s", path)
     return verified

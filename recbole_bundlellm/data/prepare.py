@@ -37,19 +37,19 @@ from recbole_bundlellm.data.raw import (
     USED_FILES,
     AiclSplit,
     DataError,
+    SPLITS,
     RawDomain,
     check_domain,
     read_aicl_split,
     read_domain,
     read_item_asins,
-    sha256_file,
 )
+from recbole_bundlellm.fileio import sha256_file
 
 # Bump when the output format or any rule changes, so stored outputs are rebuilt.
 PREPARE_FORMAT = "2"
 CODE_VERSION = f"recbole_bundlellm {__version__} / prepare format {PREPARE_FORMAT}"
 
-SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = {"train": 0.7, "valid": 0.1, "test": 0.2}
 AICL_DOMAIN = "electronic"
 

@@ -9,7 +9,6 @@ the file name and the 1-based physical line where the row starts.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,15 +60,6 @@ def check_domain(domain: str) -> str:
     return domain
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def iter_rows(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line, row)`` for each data row of a CSV file after checking its header.
 
@@ -116,7 +106,6 @@ class RawDomain:
     categories: dict[int, str] = field(default_factory=dict)
     # 1-based line of each category string, so a parse error can point at it.
     category_lines: dict[int, int] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)
 
 
 def _read_pairs(path: Path, int_second: bool = True) -> Iterator[tuple[int, int | str, int]]:
@@ -185,7 +174,7 @@ def read_domain(raw_root: Path, domain: str) -> RawDomain:
     for name in USED_FILES:
         if not (folder / name).is_file():
             raise DataError(f"{folder / name}: file not found")
-    raw = RawDomain(domain=domain, files=[folder / name for name in USED_FILES])
+    raw = RawDomain(domain=domain)
     _read_session_items(folder / "session_item.csv", raw)
     _read_session_bundles(folder / "session_bundle.csv", raw)
     _read_bundle_items(folder / "bundle_item.csv", raw)
@@ -220,10 +209,10 @@ class AiclSplit:
     sessions: list[AiclSession]
     titles: dict[str, str]
     bundles: dict[int, list[tuple[str, tuple[str, ...]]]]  # aicl id -> [(intent, asins)]
-    files: list[Path]
 
 
-AICL_SPLITS = ("train", "valid", "test")
+#: The session splits, in order (the AICL split's and every prepared dataset's).
+SPLITS = ("train", "valid", "test")
 
 
 def read_aicl_split(raw_root: Path, domain: str = "electronic") -> AiclSplit:
@@ -237,13 +226,12 @@ def read_aicl_split(raw_root: Path, domain: str = "electronic") -> AiclSplit:
             "recbole_bundlellm.data.download; copy the aicl_split/ folder there "
             "(see shared/data/bundle/SOURCE.md)."
         )
-    files = [folder / name for name in AICL_FILES]
     sessions: list[AiclSession] = []
     path = folder / "sessions.csv"
     for line, row in iter_rows(path, AICL_FILES["sessions.csv"]):
         split = row[2]
-        if split not in AICL_SPLITS:
-            raise DataError(f"{path}: line {line}: split {split!r} not in {AICL_SPLITS}")
+        if split not in SPLITS:
+            raise DataError(f"{path}: line {line}: split {split!r} not in {SPLITS}")
         sessions.append(
             AiclSession(
                 aicl_id=parse_int(row[0], path, line, "aicl_session_id"),
@@ -261,4 +249,4 @@ def read_aicl_split(raw_root: Path, domain: str = "electronic") -> AiclSplit:
     for line, (aid, intent, asins) in iter_rows(path, AICL_FILES["bundles_dedup.csv"]):
         key = parse_int(aid, path, line, "aicl_session_id")
         bundles.setdefault(key, []).append((intent, tuple(a for a in asins.split(",") if a)))
-    return AiclSplit(sessions=sessions, titles=titles, bundles=bundles, files=files)
+    return AiclSplit(sessions=sessions, titles=titles, bundles=bundles)

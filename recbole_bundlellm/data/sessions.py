@@ -99,7 +99,7 @@ def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True,
             for b in bids:
                 if b:  # 0 pads token sequences
                     members.setdefault(bundle_tok[b], set()).add(item_tok[iid])
-        bundle_ids = sorted(members, key=_id_order)
+        bundle_ids = sorted(members, key=session_id_order)
         sessions.append(
             Session(
                 session_id=str(sess_tok[uid]),
@@ -110,9 +110,11 @@ def sessions_from_dataset(dataset: Any, *, with_bundles: bool = True,
                 intents=tuple(intents.get(b, "") for b in bundle_ids) if intents else (),
             )
         )
-    sessions.sort(key=lambda s: _id_order(s.session_id))
+    sessions.sort(key=lambda s: session_id_order(s.session_id))
     return sessions
 
 
-def _id_order(token: str) -> tuple[int, int | str]:
-    return (0, int(token)) if token.isdigit() else (1, token)
+def session_id_order(token: str) -> tuple[int, int | str]:
+    """Sort key of raw ids: numeric ids by value first (ASCII digits only: "²".isdigit() is True
+    but int("²") fails), then the others as text."""
+    return (0, int(token)) if token.isascii() and token.isdigit() else (1, token)

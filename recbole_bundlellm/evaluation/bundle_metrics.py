@@ -182,6 +182,13 @@ def compute_bundle_metrics(
     }
 
 
+def session_exact_f1(predicted: Iterable[Iterable[Hashable]] | None, truth: Sequence[Iterable[Hashable]]) -> float:
+    """Exact-match F1 of one session, exactly as :func:`compute_bundle_metrics` scores it
+    (0 when the prediction is ``None`` or holds no bundle of >= 2 items)."""
+    preds = None if predicted is None else [tuple(b) for b in predicted]
+    return compute_bundle_metrics([preds], [list(truth)])["exact_f1"]
+
+
 def format_table(
     rows: Mapping[str, Mapping[str, float]],
     keys: Sequence[str] = METRIC_KEYS,

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from recbole_bundlellm.settings import NoSettings
+from recbole_bundlellm.settings import Component
 
 
-class FusionRouter(ABC):
+class FusionRouter(Component, ABC):
     """Base class of fusion routers: ``name`` (also its YAML settings key), ``description`` and
     ``Settings`` (a dataclass with defaults)."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    Settings: ClassVar[type] = NoSettings
-
-    def __init__(self, settings: Any = None) -> None:
-        self.settings = settings if settings is not None else self.Settings()
 
     @abstractmethod
     def build(self, experts: Sequence[str], input_size: int) -> Any:

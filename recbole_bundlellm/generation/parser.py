@@ -202,47 +202,54 @@ def _parse_literal(span: str) -> object:
     raise ValueError("not a literal")
 
 
-def parse_bundles(text: str, n_items: int) -> ParseResult:
-    """Parse an LLM answer into bundles of 0-based positions in a session of ``n_items``.
+def select_raw_bundles(text: str, n_items: int) -> list[list[object]] | None:
+    """The bundles of an answer *as written* (token lists, nothing dropped), as the parser picks them.
 
     Tries the top-level balanced ``{...}`` / ``[...]`` spans of the answer as literals, largest
-    first, and returns the first that yields a bundle of >= 2 in-range products. When none does,
+    first, and takes the first that yields a bundle of >= 2 in-range products. When none does,
     falls back to a regex over the complete ``[...]`` lists (and quoted string values) of the
-    answer, which recovers the complete bundles of a cut-off answer.
+    answer, which recovers the complete bundles of a cut-off answer. ``None`` when the answer
+    holds no candidate at all. :func:`parse_bundles` cleans these up for the metrics; the rules
+    feedback uses them raw, to name one-product bundles and products that do not exist.
     """
-    if n_items < 0:
-        raise ValueError(f"n_items must be >= 0, got {n_items}")
-    if not isinstance(text, str) or not text.strip():
-        return ParseResult(failed=True, reason="empty answer")
     text = text[:MAX_CHARS]
-
     spans = sorted(_top_level_spans(text), key=lambda s: (s[0] - s[1], s[0]))[:MAX_CANDIDATES]
-    first_parsed: ParseResult | None = None
+    first: list[list[object]] | None = None
     for start, end in spans:
         try:
             obj = _parse_literal(text[start:end])
         except ValueError:
             continue
-        result = _finalize(_collect(obj), n_items)
-        if not result.failed:
-            return result
-        if first_parsed is None:
-            first_parsed = result
+        raw = _collect(obj)
+        if not _finalize(raw, n_items).failed:
+            return raw
+        if first is None:
+            first = raw
 
     # Regex fallback: complete [...] lists, then quoted string values such as 'product1, product2'.
-    raw: list[list[object]] = []
+    fallback: list[list[object]] = []
     for match in _LIST_RE.finditer(text):
         tokens = [tok.strip().strip("'\"").strip() for tok in match.group(1).split(",")]
-        raw.append([tok for tok in tokens if tok])
+        fallback.append([tok for tok in tokens if tok])
     for match in _STRING_VALUE_RE.finditer(text):
         try:
-            raw.append(list(_split_string(match.group(2))))
+            fallback.append(list(_split_string(match.group(2))))
         except _NotABundle:
             continue
-    if raw:
-        result = _finalize(raw, n_items)
-        if not result.failed or first_parsed is None:
-            return result
-    if first_parsed is not None:
-        return first_parsed
-    return ParseResult(failed=True, reason="no JSON/dict found")
+    fallback = [raw for raw in fallback if raw]
+    if fallback and (not _finalize(fallback, n_items).failed or first is None):
+        return fallback
+    return first
+
+
+def parse_bundles(text: str, n_items: int) -> ParseResult:
+    """Parse an LLM answer into bundles of 0-based positions in a session of ``n_items``
+    (the bundles :func:`select_raw_bundles` picks, cleaned up)."""
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if not isinstance(text, str) or not text.strip():
+        return ParseResult(failed=True, reason="empty answer")
+    raw = select_raw_bundles(text, n_items)
+    if raw is None:
+        return ParseResult(failed=True, reason="no JSON/dict found")
+    return _finalize(raw, n_items)

@@ -27,8 +27,9 @@ from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, extractor_fingerprint
-from recbole_bundlellm.knowledge.records import KnowledgeRecord, canonical_json, now_iso, record_id
-from recbole_bundlellm.knowledge.store import KnowledgeStore, atomic_write_text
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, canonical_json, now_iso, reason_class, record_id
+from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.plugins import PluginHost, get_host
 from recbole_bundlellm.settings import SettingsError, load_settings
 
@@ -345,7 +346,7 @@ class _Distiller:
                 summary.ok += 1
             else:
                 summary.failed += 1
-                reasons[_reason_class(rec.reason)] += 1
+                reasons[reason_class(rec.reason)] += 1
         summary.failure_reasons = dict(reasons)
 
     def _sample(self, sessions: Sequence[Session], notes: list[str]) -> tuple[str, dict[str, int]]:
@@ -364,9 +365,9 @@ class _Distiller:
         write_knowledge_set(kset, path)
         for domain, selection in kset.selection.items():
             for kind, counts in selection["kinds"].items():
-                if not self.store.records(kind, domain, fingerprint=self.fingerprints[kind]):
-                    notes.append(f"{domain} has no {kind} records of this configuration in the store "
-                                 f"(distil it first: --dataset={domain}); it adds nothing to the set")
+                if not counts["available"]:
+                    notes.append(f"{domain} has no ok {kind} records of this configuration in the store "
+                                 f"(distil it with --dataset={domain}); it adds nothing to the set")
         return str(path), kset.counts()
 
     def _other_domain_sessions(self, domain: str) -> list[Session]:
@@ -377,19 +378,13 @@ class _Distiller:
     def _teacher_summary(self, client: Any, seconds: float) -> dict[str, Any]:
         if client is None:
             return {}
-        out = client.stats.to_json()
         settings = self.teacher_settings
-        made = out.get("calls_made", 0)
-        out.update(model=settings.model, concurrency=settings.concurrency, cost=client.stats.cost(settings),
+        out = client.stats.to_json(settings)
+        made = out["calls_made"]
+        out.update(model=settings.model, concurrency=settings.concurrency,
                    teacher_seconds=round(seconds, 3),
                    calls_per_second=round(made / seconds, 4) if seconds > 0 and made else 0.0)
         return out
-
-
-def _reason_class(reason: str | None) -> str:
-    """Failure reasons without their per-session details, for counting."""
-    text = (reason or "unknown").split(":")[0].strip()
-    return text[:80]
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

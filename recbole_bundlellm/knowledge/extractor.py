@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord, Status
-from recbole_bundlellm.settings import NoSettings
+from recbole_bundlellm.settings import Component
 
 Message = dict[str, str]
 
@@ -57,7 +57,7 @@ class Extraction:
         return cls("failed", dict(content), "", reason)
 
 
-class KnowledgeExtractor(ABC):
+class KnowledgeExtractor(Component, ABC):
     """Base class of knowledge extractors.
 
     Class attributes: ``name`` (the knowledge type, also the YAML key of its settings),
@@ -66,14 +66,8 @@ class KnowledgeExtractor(ABC):
     :func:`~recbole_bundlellm.settings.load_settings`) and ``needs_teacher``.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     version: ClassVar[str] = "1"
-    Settings: ClassVar[type] = NoSettings
     needs_teacher: ClassVar[bool] = False
-
-    def __init__(self, settings: Any = None) -> None:
-        self.settings = settings if settings is not None else self.Settings()
 
     @abstractmethod
     def extract_session(self, session: Session, teacher: Teacher | None) -> Extraction:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from recbole_bundlellm.knowledge.records import KnowledgeRecord, Usage
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, Usage, reason_class
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 
 
@@ -31,16 +31,17 @@ def overview(store: KnowledgeStore) -> str:
     groups: dict[tuple[str, str, str], list[KnowledgeRecord]] = defaultdict(list)
     for rec in store.records():
         groups[(rec.domain, rec.kind, rec.fingerprint)].append(rec)
+    calls = store.calls()
     usage = Usage()
-    for call in store.calls():
+    for call in calls:
         usage.add(call.usage)
-    lines = [f"knowledge store {store.root}: {len(store)} records, {len(store.calls())} teacher calls "
+    lines = [f"knowledge store {store.root}: {len(store)} records, {len(calls)} teacher calls "
              f"({usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens)"]
     if groups:
         lines.append(f"{'domain':12s} {'kind':10s} {'fingerprint':16s} {'ok':>6s} {'failed':>7s}  top failure reasons")
     for (domain, kind, fp), recs in sorted(groups.items()):
         ok = sum(r.ok for r in recs)
-        reasons = Counter((r.reason or "unknown").split(":")[0] for r in recs if not r.ok)
+        reasons = Counter(reason_class(r.reason) for r in recs if not r.ok)
         top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         lines.append(f"{domain:12s} {kind:10s} {fp:16s} {ok:6d} {len(recs) - ok:7d}  {top}")
     sets = sorted((store.root / "sets").glob("*.json"))

@@ -120,6 +120,11 @@ class KnowledgeRecord:
         return cls(**data)
 
 
+def reason_class(reason: str | None) -> str:
+    """A failure reason without its per-session details (the text before the first colon), for counting."""
+    return (reason or "unknown").split(":")[0].strip()[:80]
+
+
 def record_id(kind: str, domain: str, unit: str, fingerprint: str) -> str:
     return stable_hash([kind, domain, unit, fingerprint], 24)
 

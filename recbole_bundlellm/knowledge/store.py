@@ -64,17 +64,6 @@ def _read_jsonl(path: Path, repair: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class _AppendLog:
     """One append-only JSONL file with whole-line atomic appends."""
 
@@ -115,7 +104,6 @@ class KnowledgeStore:
         self._records: dict[str, KnowledgeRecord] = {}
         self._writing = False
         self._logs: dict[str, _AppendLog] = {}
-        self.repaired: list[str] = []
         self.reload()
 
     @property

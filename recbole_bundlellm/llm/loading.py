@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from recbole_bundlellm.fileio import atomic_write_text, sha256_file
+
 # Read by huggingface_hub when it is first imported: set before transformers can be imported
 # through this module, so nothing can silently reach the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,20 +89,6 @@ def _converted_dir(cache_dir: Path | None) -> Path:
 # --------------------------------------------------------------------------- GGUF conversion
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def gguf_content_key(gguf_path: Path, cache_dir: Path | None = None) -> str:
     """sha256 of a GGUF file, remembered per (path, size, mtime) so it is hashed only once."""
     gguf_path = Path(gguf_path).resolve()
@@ -109,9 +97,9 @@ def gguf_content_key(gguf_path: Path, cache_dir: Path | None = None) -> str:
     index = _converted_dir(cache_dir) / "index" / f"{fast}.sha256"
     if index.is_file():
         return index.read_text().strip()
-    key = _sha256(gguf_path)
+    key = sha256_file(gguf_path)
     index.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(index, key + "\n")
+    atomic_write_text(index, key + "\n")
     return key
 
 

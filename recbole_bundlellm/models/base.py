@@ -46,7 +46,6 @@ class BundleGenerator(AbstractRecommender):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__()
         self.config = config
-        self.device = config["device"]
 
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         """Learn from the training sessions and their ground-truth bundles (default: nothing)."""

@@ -64,6 +64,19 @@ def mine_patterns(
     return patterns
 
 
+def bundle_transactions(session: Session) -> list[list[str]]:
+    """The leaf categories of each ground-truth bundle of ``session`` (items in session order,
+    so the result does not depend on set iteration). Needs ``session.categories``."""
+    category_of = dict(zip(session.item_ids, session.categories))
+    position = {item: i for i, item in enumerate(session.item_ids)}
+    return [[category_of[i] for i in sorted(bundle, key=position.__getitem__)] for bundle in session.bundles]
+
+
+def predict_bundles(session: Session, patterns: Sequence[CategoryPattern]) -> list[tuple[str, ...]]:
+    """Freq's bundles for ``session`` as item ids (empty when no pattern matches)."""
+    return [tuple(session.item_ids[i] for i in b) for b in bundle_by_patterns(session.categories, patterns)]
+
+
 def bundle_by_patterns(categories: Sequence[str], patterns: Sequence[CategoryPattern]) -> list[tuple[int, ...]]:
     """Disjoint bundles (session positions) formed greedily by the given patterns."""
     free = set(range(len(categories)))
@@ -92,8 +105,7 @@ class Freq(BundleGenerator):
         for session in train_sessions:
             if not session.categories:
                 raise KeyError("Freq needs item categories: add `category` to load_col['item']")
-            category_of = dict(zip(session.item_ids, session.categories))
-            transactions += [[category_of[i] for i in bundle] for bundle in session.bundles]
+            transactions += bundle_transactions(session)
         self.patterns = mine_patterns(
             transactions,
             min_support=self.config["freq_min_support"],
@@ -105,8 +117,7 @@ class Freq(BundleGenerator):
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         out = []
         for session in sessions:
-            positions = bundle_by_patterns(session.categories, self.patterns)
-            bundles = [tuple(session.item_ids[i] for i in b) for b in positions]
+            bundles = predict_bundles(session, self.patterns)
             out.append(
                 BundlePrediction(
                     session.session_id,

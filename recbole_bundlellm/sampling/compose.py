@@ -17,7 +17,8 @@ from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor
-from recbole_bundlellm.knowledge.store import KnowledgeStore, atomic_write_text
+from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.sampling.difficulty import RULES_KIND, session_difficulty
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
 from recbole_bundlellm.sampling.sampler import Sampler, SamplingContext, sample_size
@@ -36,7 +37,7 @@ def sampler_rng(sampler: Sampler, seed: int | str) -> random.Random:
 
 
 def select_sessions(sampler: Sampler, sessions: Sequence[Session], ratio: float, seed: int | str,
-                    difficulty: Mapping[str, float] | None = None, difficulty_source: str = "none") -> list[str]:
+                    difficulty: Mapping[str, float] | None = None) -> list[str]:
     """The ids of ``round(ratio * len(sessions))`` sessions (at least one) chosen by ``sampler``.
 
     Raises ``ValueError`` for a ratio outside 0.1..0.7, and ``RuntimeError`` when the sampler
@@ -46,7 +47,7 @@ def select_sessions(sampler: Sampler, sessions: Sequence[Session], ratio: float,
         sample_size(1, ratio)  # still reject a bad ratio
         return []
     size = sample_size(len(sessions), ratio)
-    context = SamplingContext(sessions, sampler_rng(sampler, seed), dict(difficulty or {}), difficulty_source)
+    context = SamplingContext(sessions, sampler_rng(sampler, seed), dict(difficulty or {}))
     chosen = list(sampler.select(context, size))
     known = {s.session_id for s in sessions}
     if len(chosen) != size or len(set(chosen)) != size or not set(chosen) <= known:
@@ -95,9 +96,9 @@ def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, 
     kset = KnowledgeSet(kinds=list(extractors), domains=list(sessions_by_domain))
     for domain, sessions in sessions_by_domain.items():
         difficulty, source = _split_difficulty(difficulty_by_domain.get(domain))
-        if difficulty is None and getattr(sampler, "needs_difficulty", False) and sessions:
+        if difficulty is None and sampler.needs_difficulty and sessions:
             difficulty, source = _domain_difficulty(store, domain, sessions, fingerprints)
-        chosen = select_sessions(sampler, sessions, ratio, seed, difficulty, source)
+        chosen = select_sessions(sampler, sessions, ratio, seed, difficulty)
         position = {sid: i for i, sid in enumerate(chosen)}
         domain_ids = {s.session_id for s in sessions}
         per_kind: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
+from recbole_bundlellm.evaluation.bundle_metrics import session_exact_f1
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 
 RULES_KIND = "rules"
@@ -36,11 +36,7 @@ def freq_defaults() -> dict[str, Any]:
             "min_size": int(raw["freq_min_size"]), "max_size": int(raw["freq_max_size"])}
 
 
-def exact_f1(predicted: Iterable[Iterable[str]] | None, truth: Sequence[Iterable[str]]) -> float:
-    """Exact-match F1 of one session, as :func:`compute_bundle_metrics` scores it (0 when the
-    prediction is empty or unusable). ``truth`` must be non-empty."""
-    preds = None if predicted is None else [tuple(b) for b in predicted]
-    return compute_bundle_metrics([preds], [list(truth)])["exact_f1"]
+exact_f1 = session_exact_f1  # one session's exact F1, as the metrics compute it
 
 
 def _teacher_value(record: KnowledgeRecord) -> float | None:
@@ -54,25 +50,16 @@ def freq_difficulty(sessions: Sequence[Session], targets: Sequence[Session] | No
     """``1 - exact F1`` of the Freq baseline on ``targets`` (default: all ``sessions``), with
     patterns mined from the bundles of ``sessions``. Sessions without categories or without
     ground-truth bundles get no value (their F1 is undefined)."""
-    from recbole_bundlellm.models.freq import (  # pandas/mlxtend: lazy
-        bundle_by_patterns,
-        mine_patterns,
-    )
+    from recbole_bundlellm.models.freq import bundle_transactions, mine_patterns, predict_bundles  # lazy: mlxtend
 
     targets = sessions if targets is None else targets
-    transactions = []
-    for session in sessions:
-        if not session.categories:
-            continue
-        category_of = dict(zip(session.item_ids, session.categories))
-        transactions += [[category_of[i] for i in bundle if i in category_of] for bundle in session.bundles]
+    transactions = [t for s in sessions if s.categories for t in bundle_transactions(s)]
     patterns = mine_patterns(transactions, **freq_defaults())
     out: dict[str, float] = {}
     for session in targets:
         if not session.categories or not session.bundles:
             continue
-        positions = bundle_by_patterns(session.categories, patterns)
-        predicted = [[session.item_ids[i] for i in bundle] for bundle in positions]
+        predicted = predict_bundles(session, patterns)
         out[session.session_id] = 1.0 - exact_f1(predicted or None, session.bundles)
     return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +47,3 @@ class KnowledgeSet:
     @classmethod
     def load(cls, path: str | Path) -> KnowledgeSet:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    @staticmethod
-    def merge(sets: Sequence[KnowledgeSet]) -> KnowledgeSet:
-        """One set holding the items of all ``sets`` (kinds and domains in first-seen order)."""
-        out = KnowledgeSet()
-        for s in sets:
-            out.items.extend(s.items)
-            out.kinds.extend(k for k in s.kinds if k not in out.kinds)
-            out.domains.extend(d for d in s.domains if d not in out.domains)
-            for domain, sel in s.selection.items():
-                out.selection.setdefault(domain, {}).update(sel)
-        return out

@@ -13,10 +13,10 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.settings import NoSettings
+from recbole_bundlellm.settings import Component
 
 MIN_RATIO, MAX_RATIO = 0.1, 0.7
 
@@ -34,7 +34,6 @@ class SamplingContext:
     sessions: Sequence[Session]
     rng: random.Random
     difficulty: Mapping[str, float] = field(default_factory=dict)
-    difficulty_source: str = "none"
 
 
 def sample_size(n_sessions: int, ratio: float) -> int:
@@ -44,18 +43,12 @@ def sample_size(n_sessions: int, ratio: float) -> int:
     return max(1, min(n_sessions, round(ratio * n_sessions)))
 
 
-class Sampler(ABC):
+class Sampler(Component, ABC):
     """Base class of samplers: ``name`` (also the YAML key of its settings), ``description``,
     ``Settings`` (a dataclass with defaults) and ``needs_difficulty``."""
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    Settings: ClassVar[type] = NoSettings
     #: True when :meth:`select` reads ``context.difficulty`` (the caller then computes it).
     needs_difficulty: ClassVar[bool] = False
-
-    def __init__(self, settings: Any = None) -> None:
-        self.settings = settings if settings is not None else self.Settings()
 
     @abstractmethod
     def select(self, context: SamplingContext, size: int) -> list[str]:

@@ -6,6 +6,8 @@ that holds it (``api_key_env``), so YAML files, logs and run summaries cannot le
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -99,19 +101,4 @@ class TeacherSettings:
     def public(self) -> dict[str, Any]:
         """JSON-friendly settings for logs and run summaries (no secrets: the key is not a field)."""
         url = self.base_url or os.environ.get(BASE_URL_ENV) or None
-        out = {
-            "base_url": redact_url(url) if url else None,
-            "model": self.model,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "max_tokens": self.max_tokens,
-            "timeout": self.timeout,
-            "concurrency": self.concurrency,
-            "max_retries": self.max_retries,
-            "backoff_base": self.backoff_base,
-            "backoff_max": self.backoff_max,
-            "api_key_env": self.api_key_env,
-            "price_input_per_1m": self.price_input_per_1m,
-            "price_output_per_1m": self.price_output_per_1m,
-        }
-        return out
+        return {**dataclasses.asdict(self), "base_url": redact_url(url) if url else None}

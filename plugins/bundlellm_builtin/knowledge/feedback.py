@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
+from recbole_bundlellm.evaluation.bundle_metrics import session_exact_f1
 from recbole_bundlellm.generation import parser as _parser
+from recbole_bundlellm.generation.parser import select_raw_bundles
 
 Label = Literal["correct", "single_product", "invalid", "missing_products", "irrelevant_products"]
 #: A predicted bundle as written: 0-based positions (possibly out of range), or the text of an
@@ -84,40 +85,15 @@ def truth_positions(session: Session) -> list[tuple[int, ...]]:
 def answer_bundles(text: str, n_items: int) -> list[RawBundle] | None:
     """The bundles of an answer *as written*, for feedback; ``None`` when it holds none at all.
 
-    Follows :func:`recbole_bundlellm.generation.parser.parse_bundles` (same candidate spans, same
-    order, same regex fallback, nothing evaluated) but keeps what the parser drops: bundles of one
-    product, numbers outside the session (as out-of-range positions) and entries that are no
-    product reference (as their text), so the feedback can name them.
+    The parser's own choice of bundles (:func:`~recbole_bundlellm.generation.parser.select_raw_bundles`),
+    so feedback reads an answer exactly as the metrics do, but keeping what the metrics drop:
+    bundles of one product, numbers outside the session (as out-of-range positions) and entries
+    that are no product reference (as their text), so the feedback can name them.
     """
     if not isinstance(text, str) or not text.strip():
         return None
-    text = text[:_parser.MAX_CHARS]
-    # The parser's own helpers, so feedback reads an answer exactly as the metrics do.
-    spans = sorted(_parser._top_level_spans(text), key=lambda s: (s[0] - s[1], s[0]))[:_parser.MAX_CANDIDATES]
-    first: list[list[object]] | None = None
-    for start, end in spans:
-        try:
-            obj = _parser._parse_literal(text[start:end])
-        except ValueError:
-            continue
-        raw = _parser._collect(obj)
-        if not _parser._finalize(raw, n_items).failed:
-            return _as_raw(raw)
-        if first is None and raw:
-            first = raw
-    fallback: list[list[object]] = []
-    for match in _parser._LIST_RE.finditer(text):
-        tokens = [tok.strip().strip("'\"").strip() for tok in match.group(1).split(",")]
-        fallback.append([tok for tok in tokens if tok])
-    for match in _parser._STRING_VALUE_RE.finditer(text):
-        try:
-            fallback.append(list(_parser._split_string(match.group(2))))
-        except _parser._NotABundle:
-            continue
-    fallback = [raw for raw in fallback if raw]
-    if fallback and (not _parser._finalize(fallback, n_items).failed or first is None):
-        return _as_raw(fallback)
-    return _as_raw(first) if first else None
+    raw = select_raw_bundles(text, n_items)
+    return _as_raw(raw) if raw else None
 
 
 def _as_raw(raw_bundles: list[list[object]]) -> list[RawBundle]:
@@ -222,6 +198,4 @@ def render_feedback(feedback: SessionFeedback, *, closing: str = "Please revise 
     return " ".join(lines)
 
 
-def exact_f1(pred_bundles: Sequence[Sequence[int]] | None, truth_bundles: Sequence[Sequence[int]]) -> float:
-    """Exact-match F1 of one session (the ``exact_f1`` of the bundle metrics; 0 when ``pred`` is None)."""
-    return compute_bundle_metrics([pred_bundles], [truth_bundles])["exact_f1"]
+exact_f1 = session_exact_f1  # one session's exact F1, as the metrics compute it

@@ -20,7 +20,11 @@ from typing import ClassVar
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.hookspecs import hookimpl
-from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, Teacher
+from recbole_bundlellm.knowledge.extractor import (
+    Extraction,
+    KnowledgeExtractor,
+    Teacher,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 
 PROMPT_VERSION = "patterns-v1"
@@ -82,17 +86,17 @@ class PatternsExtractor(KnowledgeExtractor):
             return Extraction.failed("session has no ground-truth bundle")
         if len(session.categories) != len(session.item_ids):
             return Extraction.failed("session has no item categories (add `category` to load_col['item'])")
-        category_of = dict(zip(session.item_ids, session.categories))
-        position = {item: i for i, item in enumerate(session.item_ids)}
-        # Session order inside a bundle, so the stored content does not depend on set iteration.
-        transactions = [[category_of[i] for i in sorted(bundle, key=position.__getitem__)]
-                        for bundle in session.bundles]
+        from recbole_bundlellm.models.freq import bundle_transactions  # lazy: mlxtend
+
+        transactions = bundle_transactions(session)
         text = "; ".join(" + ".join(t) for t in transactions)
         return Extraction("ok", {"transactions": transactions}, text)
 
     def aggregate(self, records: Sequence[KnowledgeRecord], domain: str) -> list[KnowledgeItem]:
         """Mine the transactions of the ``ok`` records; the ``max_items`` best patterns as items."""
-        from recbole_bundlellm.models.freq import mine_patterns  # imports recbole: only when mining
+        from recbole_bundlellm.models.freq import (
+            mine_patterns,  # imports recbole: only when mining
+        )
 
         s = self.settings
         transactions = [list(t) for r in records if r.ok for t in r.content.get("transactions", []) if t]

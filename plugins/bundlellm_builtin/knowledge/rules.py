@@ -30,11 +30,17 @@ from bundlellm_builtin.knowledge.feedback import (
     render_feedback,
     truth_positions,
 )
+from bundlellm_builtin.knowledge.words import WORD_RE, fold_plural
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import answer_dict, build_messages
 from recbole_bundlellm.hookspecs import hookimpl
-from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, Message, Teacher
+from recbole_bundlellm.knowledge.extractor import (
+    Extraction,
+    KnowledgeExtractor,
+    Message,
+    Teacher,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 from recbole_bundlellm.teacher.errors import TeacherError
 
@@ -57,7 +63,6 @@ _MARKER_RE = re.compile(
 # A rule about one session's products ("product3 goes with product5") is no general rule.
 _PRODUCT_REF_RE = re.compile(r"\bproduct\s*_?#?\s*\d+", re.IGNORECASE)
 _PREAMBLE_RE = re.compile(r"^(?:here|sure|these|the following|general rules|rules)\b.*:\s*$", re.IGNORECASE)
-_WORD_RE = re.compile(r"[a-z0-9]+")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 _INLINE_ITEM_RE = re.compile(r"\s+(?=\d{1,2}[.)]\s)")
 # Words that carry no meaning for "is this the same rule?".
@@ -135,22 +140,13 @@ def parse_rules(text: str, max_rules: int) -> list[str]:
 
 def normalize_rule(rule: str) -> str:
     """Lowercase, numbering and punctuation stripped, spaces collapsed."""
-    return " ".join(_WORD_RE.findall(_MARKER_RE.sub("", rule.lower(), count=1)))
-
-
-def _stem(word: str) -> str:
-    # Crude plural folding, enough for "bundle"/"bundles", "accessory"/"accessories".
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+    return " ".join(WORD_RE.findall(_MARKER_RE.sub("", rule.lower(), count=1)))
 
 
 def rule_tokens(rule: str) -> frozenset[str]:
     """The content words of a rule (stopwords dropped, plurals folded), for near-duplicate tests."""
     words = normalize_rule(rule).split()
-    content = frozenset(_stem(w) for w in words if w not in _STOPWORDS)
+    content = frozenset(fold_plural(w) for w in words if w not in _STOPWORDS)
     return content or frozenset(words)
 
 

@@ -26,11 +26,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bundlellm_builtin.knowledge.feedback import truth_positions
+from bundlellm_builtin.knowledge.words import WORD_RE, fold_plural
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import SYSTEM, answer_dict, products_dict
 from recbole_bundlellm.hookspecs import hookimpl
-from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, Message, Teacher
+from recbole_bundlellm.knowledge.extractor import (
+    Extraction,
+    KnowledgeExtractor,
+    Message,
+    Teacher,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 
 PROMPT_VERSION = "thoughts-v1"
@@ -41,7 +47,6 @@ REQUEST = (
 )
 
 _PRODUCT_RE = re.compile(r"\bproduct\s*[_#-]?\s*(\d+)", re.IGNORECASE)
-_WORD_RE = re.compile(r"[a-z0-9]+")
 _FENCE_RE = re.compile(r"```[a-zA-Z]*")
 # Intent words too common to show that the reasoning refers to one particular bundle.
 _STOPWORDS = frozenset(
@@ -64,18 +69,9 @@ class ThoughtsSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _fold(word: str) -> str:
-    """A word with plurals folded ("batteries" -> "battery", "cables" -> "cable")."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
 def intent_words(intent: str) -> frozenset[str]:
     """The content words of an intent (lowercased, plurals folded, stopwords and 1-2 letter words dropped)."""
-    return frozenset(_fold(w) for w in _WORD_RE.findall(intent.lower()) if len(w) > 2 and w not in _STOPWORDS)
+    return frozenset(fold_plural(w) for w in WORD_RE.findall(intent.lower()) if len(w) > 2 and w not in _STOPWORDS)
 
 
 def bundle_lines(session: Session) -> list[str]:
@@ -126,7 +122,7 @@ def check_thought(reasoning: str, session: Session, min_words: int) -> ThoughtCh
         number = int(match.group(1)[:9])
         if number not in mentioned:
             mentioned.append(number)
-    words = {_fold(w) for w in _WORD_RE.findall(reasoning.lower())}
+    words = {fold_plural(w) for w in WORD_RE.findall(reasoning.lower())}
     truth = truth_positions(session)
     intents = session.intents or ("",) * len(truth)
     references: list[str | None] = []

@@ -15,18 +15,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
 
-from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.data.sessions import Session, session_id_order
 from recbole_bundlellm.hookspecs import hookimpl
 from recbole_bundlellm.sampling.sampler import Sampler, SamplingContext
 
 
-def _id_order(token: str) -> tuple[int, int | str]:
-    return (0, int(token)) if token.isascii() and token.isdigit() else (1, token)
-
-
 def _candidates(context: SamplingContext, size: int) -> list[Session]:
     """The sessions in canonical id order, after checking ids are distinct and ``size`` fits."""
-    sessions = sorted(context.sessions, key=lambda s: _id_order(s.session_id))
+    sessions = sorted(context.sessions, key=lambda s: session_id_order(s.session_id))
     for a, b in pairwise(sessions):
         if a.session_id == b.session_id:
             raise ValueError(f"session id '{a.session_id}' occurs more than once among the sessions to sample")
