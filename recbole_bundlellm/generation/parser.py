@@ -223,7 +223,7 @@ def select_raw_bundles(text: str, n_items: int) -> list[list[object]] | None:
         raw = _collect(obj)
         if not _finalize(raw, n_items).failed:
             return raw
-        if first is None:
+        if first is None and raw:  # an empty literal names nothing; a failing fallback may
             first = raw
 
     # Regex fallback: complete [...] lists, then quoted string values such as 'product1, product2'.
