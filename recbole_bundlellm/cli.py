@@ -4,14 +4,12 @@ plugins, and the embedded teacher server."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 DEFAULT_DATA = "dataset"
 
@@ -25,6 +23,9 @@ def _add_data_commands(sub: Any) -> None:
     prep.add_argument("--domain", action="append", help="electronic, clothing or food (repeatable; default all)")
     prep.add_argument("--seed", type=int, default=2024, help="seed of the clothing/food split")
     prep.add_argument("--force", action="store_true", help="re-prepare even if up to date")
+    prep.add_argument("--category-predictor", default="linear", choices=["linear", "nearest"],
+                      help="title -> category for items outside training bundles: a linear classifier "
+                           "(default) or the 1-nearest-neighbour of earlier versions")
     down = dsub.add_parser("download", help="fetch and verify the raw files from the upstream repository")
     down.add_argument("--dest", required=True, help="raw data root to write")
     down.add_argument("--domain", action="append", help="domain (repeatable; default all)")
@@ -87,6 +88,8 @@ def _add_knowledge_commands(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8088)
     serve.add_argument("--n-ctx", type=int, default=2048, help="context window in tokens")
     serve.add_argument("--n-threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
+    check = tsub.add_parser("check", help="start the embedded server once and ask it one short completion")
+    check.add_argument("--model", default=None, help="a .gguf file (default: the embedded SmolLM2-135M-Instruct)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -98,7 +101,8 @@ def _prepare(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     out = Path(args.out or os.environ.get("BUNDLELLM_DATA") or DEFAULT_DATA)
-    cards = prepare(raw, out, args.domain or DOMAINS, seed=args.seed, force=args.force)
+    cards = prepare(raw, out, args.domain or DOMAINS, seed=args.seed, force=args.force,
+                    category_predictor=args.category_predictor)
     for domain, card in cards.items():
         print(f"{domain}: prepared in {out / domain} ({_card_line(card)})")
     return 0
@@ -125,69 +129,57 @@ def _split_overrides(extra: Sequence[str]) -> dict[str, Any]:
     return parse_overrides(extra)
 
 
-def _run_one(config_files: Sequence[str], overrides: dict[str, Any], model: str | None = None,
-             dataset: str | None = None, output_dir: str | None = None) -> Any:
-    from recbole_bundlellm.runner import run
+def _host(args: argparse.Namespace, config_groups: Sequence[Sequence[str]] = (),
+          overrides: dict[str, Any] | None = None) -> Any:
+    """This command's one plugin host: the installed plugins less what the configs disable.
 
-    merged: dict[str, Any] = {}
-    for path in config_files:
-        merged.update(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-    model = model or overrides.get("model") or merged.get("model")
-    if not model:
-        raise SystemExit("error: no model given (set `model:` in the config or pass --model)")
-    dataset = dataset or overrides.get("dataset") or merged.get("dataset")
-    overrides = {k: v for k, v in overrides.items() if k not in ("model", "dataset")}
-    return run(model, dataset, config_files, overrides, output_dir=output_dir)
+    ``config_groups``: the config files of each run the command makes; they must agree on
+    ``disable_plugins`` (one host serves them all).
+    """
+    from recbole_bundlellm.config import disabled_plugins
+    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.settings import SettingsError
 
-
-def _print_results(results: list[Any], out: str | None = None) -> None:
-    from recbole_bundlellm.evaluation.bundle_metrics import format_table
-    from recbole_bundlellm.evaluation.recbole_metrics import summary_keys
-
-    bundle_rows = {r.run_name: summary_keys(r.test_result) for r in results if "exactf1" in r.test_result}
-    other = [r for r in results if "exactf1" not in r.test_result]
-    text = ""
-    if bundle_rows:
-        text += format_table(bundle_rows) + "\n"
-        timing = [f"{r.run_name}: {r.timing.get('seconds_per_session', 0):.3f} s/session over "
-                  f"{r.timing.get('eval_sessions', 0)} sessions" for r in results if r.run_name in bundle_rows]
-        text += "\n".join(timing) + "\n"
-    for r in other:
-        text += f"{r.run_name} on {r.dataset}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.test_result.items()) + "\n"
-    print(text, end="")
-    if out:
-        stem = Path(out)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".md").write_text(text, encoding="utf-8")
-        payload = [{"run_name": r.run_name, "model": r.model, "dataset": r.dataset, "test": r.test_result,
-                    "timing": r.timing, "output_dir": str(r.output_dir)} for r in results]
-        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    wanted = {tuple(sorted(disabled_plugins(files, overrides))) for files in config_groups} or {()}
+    if len(wanted) > 1:
+        raise SettingsError("the configs of one command disable different plugins "
+                            f"({' vs '.join(', '.join(w) or 'none' for w in sorted(wanted))}); run them separately")
+    return PluginHost.from_environment(next(iter(wanted)), strict=args.strict)
 
 
 def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from recbole_bundlellm.compare import compare, format_results, incomparable_counts, write_results
+
     if args.full:
         overrides["eval_max_sessions"] = None
-    results = [_run_one([path], overrides) for path in args.configs]
-    if args.floors and results:
-        first = results[0]
-        from recbole_bundlellm.models.floor import FLOOR_RULES
-
-        for rule in FLOOR_RULES:
-            floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
-                     "floor_rule": rule, "run_name": f"floor:{rule}"}
-            results.append(_run_one([], floor, model="Floor", dataset=first.dataset))
-    _print_results(results, args.out)
-    scored = {r.run_name: r.timing.get("eval_sessions") for r in results if "eval_sessions" in r.timing}
-    if len(set(scored.values())) > 1:
+    host = _host(args, [[path] for path in args.configs], overrides)
+    results = compare(args.configs, overrides, floors=args.floors, host=host)
+    text = format_results(results)
+    print(text, end="")
+    if args.out:
+        write_results(results, text, args.out)
+    scored = incomparable_counts(results)
+    if scored:
         print("warning: the runs scored different numbers of sessions, so their rows are not comparable: "
               + ", ".join(f"{k} {v}" for k, v in scored.items()), file=sys.stderr)
     return 0
 
 
-def _models() -> int:
-    from recbole_bundlellm.registry import model_registry
+def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from recbole_bundlellm.compare import format_results
+    from recbole_bundlellm.runner import run_config
 
-    for spec in model_registry().specs():
+    if args.full:
+        overrides["eval_max_sessions"] = None
+    result = run_config(args.config, overrides, model=args.model, dataset=args.dataset,
+                        output_dir=args.output_dir, host=_host(args, [args.config], overrides))
+    print(format_results([result]), end="")
+    print(f"outputs: {result.output_dir}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    for spec in _host(args).models.specs():
         print(f"{spec.name:12s} {spec.origin:10s} {spec.description}")
     print("... and every RecBole model by its RecBole name (e.g. BPR, SASRec), on a <domain>_next dataset")
     return 0
@@ -207,25 +199,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(exc: BaseException) -> bool:
     from recbole_bundlellm.config import ConfigKeyError
     from recbole_bundlellm.data import DataError
-    from recbole_bundlellm.knowledge.distill import DistillError
+    from recbole_bundlellm.distill import DistillError
     from recbole_bundlellm.knowledge.store import StoreError
     from recbole_bundlellm.plugins import PluginError
     from recbole_bundlellm.registry import RegistryError
-    from recbole_bundlellm.runner import PreparedDataMissing
+    from recbole_bundlellm.runner import RunError
     from recbole_bundlellm.settings import SettingsError
     from recbole_bundlellm.teacher.errors import TeacherError
     from recbole_bundlellm.teacher.server import TeacherServerError
 
-    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, PreparedDataMissing, SettingsError,
+    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, RunError, SettingsError,
                             PluginError, DistillError, StoreError, TeacherError, TeacherServerError))
 
 
 def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from recbole_bundlellm.knowledge.distill import distill
+    from recbole_bundlellm.distill import distill
 
     if args.dataset:
         overrides["dataset"] = args.dataset
-    summary = distill(args.config, overrides, progress=not args.no_progress)
+    summary = distill(args.config, overrides, progress=False if args.no_progress else None,
+                      host=_host(args, [args.config], overrides))
     print(summary.format())
     return 0
 
@@ -233,11 +226,9 @@ def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 def _store_dir(args: argparse.Namespace) -> Path:
     if args.dir:
         return Path(args.dir)
-    for path in reversed(args.config):
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if data.get("knowledge_dir"):
-            return Path(data["knowledge_dir"])
-    return Path("knowledge")
+    from recbole_bundlellm.config import load_yaml_files
+
+    return Path(load_yaml_files(args.config).get("knowledge_dir") or "knowledge")
 
 
 def _knowledge(args: argparse.Namespace) -> int:
@@ -263,28 +254,27 @@ def _knowledge(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
-    from recbole_bundlellm.teacher.server import serve
+    from recbole_bundlellm.teacher.server import check_server, serve
 
+    if args.teacher_command == "check":
+        print(check_server(args.model))
+        return 0
     return serve(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.n_threads)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.strict:
-        from recbole_bundlellm.plugins import configure_plugins
-
-        configure_plugins(strict=True)
     if args.command in ("data", "knowledge", "plugins", "teacher") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "data":
         return _prepare(args) if args.data_command == "prepare" else _download(args)
     if args.command == "models":
-        return _models()
+        return _models(args)
     if args.command == "plugins":
-        from recbole_bundlellm.plugins import format_statuses, get_host
+        from recbole_bundlellm.plugins import format_statuses
 
-        print(format_statuses(get_host()))
+        print(format_statuses(_host(args)))
         return 0
     if args.command == "knowledge":
         return _knowledge(args)
@@ -294,12 +284,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "distill":
         return _distill(args, overrides)
     if args.command == "run":
-        if args.full:
-            overrides["eval_max_sessions"] = None
-        result = _run_one(args.config, overrides, args.model, args.dataset, args.output_dir)
-        _print_results([result])
-        print(f"outputs: {result.output_dir}")
-        return 0
+        return _run(args, overrides)
     return _compare(args, overrides)
 
 

@@ -9,7 +9,6 @@ never have their ``sys.argv`` parsed behind their back.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -22,8 +21,10 @@ import yaml
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.config import Config
 
-from recbole_bundlellm.plugins import configure_plugins, disabled_from_config, get_host
+from recbole_bundlellm.lookup import did_you_mean
+from recbole_bundlellm.plugins import PluginHost, disabled_from_config
 from recbole_bundlellm.registry import ModelSpec
+from recbole_bundlellm.settings import SettingsError
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
@@ -69,8 +70,7 @@ def recbole_known_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def _project_known_keys() -> set[str]:
-    host = get_host()
+def _project_known_keys(host: PluginHost) -> set[str]:
     keys = _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL) | host.settings_keys()
     for spec in host.models.specs():
         for path in spec.config_files:
@@ -84,17 +84,41 @@ def _load_yaml_dict(path: str | os.PathLike) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def plugins_for(config_files: Sequence[str | os.PathLike], config_dict: dict[str, Any] | None) -> None:
-    """Load the plugin host with the ``disable_plugins`` the given files and dict ask for.
+def load_yaml_files(config_files: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """The top-level keys of several YAML config files, later files winning (as RecBole merges)."""
+    merged: dict[str, Any] = {}
+    for path in config_files:
+        merged.update(_load_yaml_dict(path))
+    return merged
 
-    Needed before RecBole's Config exists, because plugins provide the models and metrics that
-    the Config resolves.
-    """
+
+def disabled_plugins(config_files: Sequence[str | os.PathLike], config_dict: dict[str, Any] | None) -> list[str]:
+    """The ``disable_plugins`` that the given files and dict ask for, in order, checked."""
     disabled: list[str] = []
     for path in config_files:
         disabled += disabled_from_config(_load_yaml_dict(path))
     disabled += disabled_from_config(config_dict or {})
-    configure_plugins(disabled)
+    return list(dict.fromkeys(disabled))
+
+
+def host_for(config_files: Sequence[str | os.PathLike] = (), config_dict: dict[str, Any] | None = None,
+             *, strict: bool = False) -> PluginHost:
+    """A plugin host with the ``disable_plugins`` of these files and dict (plus the environment's).
+
+    Plugins provide the models and metrics that a Config resolves, so the host exists first.
+    """
+    return PluginHost.from_environment(disabled_plugins(config_files, config_dict), strict=strict)
+
+
+def check_host(host: PluginHost, config_files: Sequence[str | os.PathLike],
+               config_dict: dict[str, Any] | None) -> None:
+    """Refuse a given host that has loaded a plugin the configuration disables."""
+    loaded = {s.name for s in host.statuses if s.status == "loaded"}
+    clash = [name for name in disabled_plugins(config_files, config_dict) if name in loaded]
+    if clash:
+        raise SettingsError(f"the configuration disables plugin(s) {', '.join(clash)}, but the plugin host "
+                            "it was given has them loaded; build the host with them disabled "
+                            f"(PluginHost.from_environment(disabled={clash!r}) or host_for(config files))")
 
 
 def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
@@ -103,13 +127,16 @@ def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
     for key in given:
         if key in known or _ALIAS_KEY.match(key):
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigKeyError(f"unknown config key '{key}' in {where}{hint}")
+        raise ConfigKeyError(f"unknown config key '{key}' in {where}{did_you_mean(key, known)}")
 
 
 class BundleConfig(Config):
-    """:class:`recbole.config.Config` that knows this project's models and YAML files."""
+    """:class:`recbole.config.Config` that knows this project's models and YAML files.
+
+    ``host`` is the plugin host whose models, metrics and settings keys the config resolves;
+    without one, a host is built from the configuration's ``disable_plugins`` and the
+    environment (:func:`host_for`). It is :attr:`host` afterwards.
+    """
 
     def __init__(
         self,
@@ -117,12 +144,33 @@ class BundleConfig(Config):
         dataset: str | None = None,
         config_file_list: Sequence[str | os.PathLike] | None = None,
         config_dict: dict[str, Any] | None = None,
+        *,
+        host: PluginHost | None = None,
     ) -> None:
         files = [str(p) for p in config_file_list or []]
-        plugins_for(files, config_dict)
-        self.spec: ModelSpec = get_host().models.resolve(model) if isinstance(model, str) else _spec_of(model)
+        if host is None:
+            host = host_for(files, config_dict)
+        else:
+            check_host(host, files, config_dict)
+        self.host: PluginHost | None = host
+        self.spec: ModelSpec = host.models.resolve(model) if isinstance(model, str) else _spec_of(model, host)
         self._user_files = files
         super().__init__(self.spec.model_class, dataset, files or None, config_dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # RecBole pickles the config into its checkpoints; the host (modules, hook callers) is
+        # live process state, not configuration.
+        state = dict(self.__dict__)
+        state["host"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def with_dataset(self, dataset: str) -> BundleConfig:
+        """The same files, overrides and host for another dataset (e.g. another domain)."""
+        overrides = {k: v for k, v in self.variable_config_dict.items() if k != "dataset"}
+        return BundleConfig(self.spec.name, dataset, self._user_files, overrides, host=self.host)
 
     def _load_cmd_line(self) -> dict[str, Any]:
         return {}
@@ -146,22 +194,22 @@ class BundleConfig(Config):
         # Settings blocks of our own (teacher, sampling, each plugin component) merge key by key,
         # so `--teacher='{base_url: ...}'` changes the URL and keeps the file's other settings.
         # RecBole's own dict keys keep RecBole's replace semantics.
-        ours = SETTINGS_BLOCKS | get_host().settings_keys()
+        ours = SETTINGS_BLOCKS | self.host.settings_keys()
         for key, value in self.variable_config_dict.items():
             base = self.file_config_dict.get(key)
             if isinstance(value, dict) and isinstance(base, dict) and key in ours:
                 self.external_config_dict[key] = {**base, **value}
 
     def _get_final_config_dict(self) -> dict[str, Any]:
-        known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys()
+        known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys(self.host)
         for path in self._user_files:
             check_keys(_yaml_keys(Path(path)), known, f"config file {path}")
         check_keys(self.variable_config_dict, known, "the config overrides")
         return super()._get_final_config_dict()
 
 
-def _spec_of(model_class: type) -> ModelSpec:
-    for spec in get_host().models.specs():
+def _spec_of(model_class: type, host: PluginHost) -> ModelSpec:
+    for spec in host.models.specs():
         if spec.target is model_class or spec.model_class is model_class:
             return spec
     return ModelSpec(model_class.__name__, model_class, origin="recbole", is_bundle_model=False)

@@ -18,7 +18,7 @@ import pluggy
 if TYPE_CHECKING:  # annotations only: importing these here would import RecBole and torch
     from recbole_bundlellm.adaptation import AdaptationStrategy
     from recbole_bundlellm.fusion import FusionRouter
-    from recbole_bundlellm.knowledge.distill import DistillPlan, DistillSummary
+    from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary
     from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor
     from recbole_bundlellm.knowledge.records import KnowledgeRecord
     from recbole_bundlellm.plugins import PluginHost
@@ -101,7 +101,7 @@ def plugins_loaded(host: PluginHost) -> None:
 def distill_started(plan: DistillPlan) -> None:
     """Called before a distillation extracts anything.
 
-    :param plan: the :class:`recbole_bundlellm.knowledge.distill.DistillPlan` (domain, knowledge
+    :param plan: the :class:`recbole_bundlellm.knowledge.summary.DistillPlan` (domain, knowledge
         types, sessions, store folder, teacher settings without the API key).
     """
 
@@ -119,7 +119,7 @@ def knowledge_record_stored(record: KnowledgeRecord) -> None:
 def distill_finished(summary: DistillSummary) -> None:
     """Called when a distillation has finished, with its summary.
 
-    :param summary: the :class:`recbole_bundlellm.knowledge.distill.DistillSummary` (records per
+    :param summary: the :class:`recbole_bundlellm.knowledge.summary.DistillSummary` (records per
         type, failures, calls made and served from the store, tokens, cost, time).
     """
 

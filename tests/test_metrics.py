@@ -228,11 +228,11 @@ def rm():
     """The RecBole side, with the bundle metrics registered the way every run gets them: by the
     built-in ``metrics`` plugin of a freshly loaded plugin host."""
     from recbole_bundlellm.evaluation import recbole_metrics
-    from recbole_bundlellm.plugins import get_host, reset_host
+    from recbole_bundlellm.plugins import PluginHost
 
-    reset_host()
-    get_host()
-    return recbole_metrics
+    host = PluginHost()
+    yield recbole_metrics
+    host.close()
 
 
 def _config(metrics: list[str], valid_metric: str, decimals: int = 4):

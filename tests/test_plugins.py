@@ -19,9 +19,7 @@ from recbole_bundlellm.plugins import (
     PluginError,
     PluginHost,
     PluginWarning,
-    configure_plugins,
     format_statuses,
-    reset_host,
 )
 from recbole_bundlellm.settings import SettingsError
 
@@ -31,14 +29,11 @@ BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_host(monkeypatch):
+def _no_env_toggles(monkeypatch):
     """Each test sees the installed plugins only, with no env toggles (CI sets strict mode; tests
-    here choose it explicitly), and leaves no host behind."""
+    here choose it explicitly)."""
     monkeypatch.delenv("BUNDLELLM_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("BUNDLELLM_STRICT_PLUGINS", raising=False)
-    reset_host()
-    yield
-    reset_host()
 
 
 def make_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
@@ -142,7 +137,7 @@ def test_third_party_example_plugin_is_installed_listed_and_separate():
 
 
 def test_third_party_extractor_is_used_by_distill(tiny_data, tmp_path):
-    from recbole_bundlellm.knowledge.distill import distill
+    from recbole_bundlellm.distill import distill
     from recbole_bundlellm.knowledge.store import KnowledgeStore
 
     summary = distill([], {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
@@ -193,25 +188,43 @@ def test_cli_lists_broken_plugins_and_strict_fails(broken_dist):
 
 def test_plugins_are_disabled_by_env_and_by_yaml(monkeypatch, tmp_path):
     monkeypatch.setenv("BUNDLELLM_DISABLE_PLUGINS", "thoughts, keywords")
-    host = configure_plugins()
+    host = PluginHost.from_environment()
     by_name = {s.name: s.status for s in host.statuses}
     assert by_name["thoughts"] == "disabled" and by_name["keywords"] == "disabled"
     with pytest.raises(PluginError, match="unknown extractor 'thoughts'.*not loaded: .*thoughts"):
         host.get("extractor", "thoughts")
     monkeypatch.delenv("BUNDLELLM_DISABLE_PLUGINS")
 
-    from recbole_bundlellm.config import BundleConfig, plugins_for
+    from recbole_bundlellm.config import host_for
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("disable_plugins: [rules]\n", encoding="utf-8")
-    plugins_for([cfg], None)
-    from recbole_bundlellm.plugins import get_host
-
-    assert {s.name: s.status for s in get_host().statuses}["rules"] == "disabled"
-    assert "rules" not in get_host().names("extractor") and "thoughts" in get_host().names("extractor")
+    yaml_host = host_for([cfg], None)
+    assert {s.name: s.status for s in yaml_host.statuses}["rules"] == "disabled"
+    assert "rules" not in yaml_host.names("extractor") and "thoughts" in yaml_host.names("extractor")
     with pytest.raises(SettingsError, match="disable_plugins must be a list"):
-        plugins_for([], {"disable_plugins": 3})
-    del BundleConfig
+        host_for([], {"disable_plugins": 3})
+
+
+def test_two_hosts_live_side_by_side(tiny_data):
+    """No process-wide host: configs built with different hosts see their own plugins, and
+    closing one host leaves the other's metrics registered in RecBole."""
+    from recbole.evaluator import register as recbole_register
+
+    from recbole_bundlellm.config import BundleConfig
+
+    full = PluginHost()
+    without_rules = PluginHost(disabled=["rules"])
+    a = BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data)}, host=full)
+    b = BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data)}, host=without_rules)
+    assert a.host is full and b.host is without_rules
+    assert "rules" in a.host.names("extractor") and "rules" not in b.host.names("extractor")
+    without_rules.close()
+    assert "exactf1" in recbole_register.metrics_dict  # the other host still holds it
+    BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data), "valid_metric": "ExactF1"}, host=full)
+    # A host that loaded a plugin the configuration disables is refused, not silently used.
+    with pytest.raises(SettingsError, match="disables plugin.*rules"):
+        BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data), "disable_plugins": ["rules"]}, host=full)
 
 
 def test_each_component_reads_one_validated_yaml_key(tiny_data):
@@ -260,37 +273,35 @@ class _Probe:
 
 
 def test_lifecycle_hooks_are_called(tiny_data, tmp_path, monkeypatch):
-    import recbole_bundlellm.plugins as plugins
-    from recbole_bundlellm.knowledge.distill import distill
+    from recbole_bundlellm.distill import distill
 
     probe = _Probe()
-    monkeypatch.setattr(plugins, "_HOST", PluginHost(plugins=[("probe", probe)]))
+    host = PluginHost(plugins=[("probe", probe)])
     config = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
               "knowledge_types": ["keywords"]}
-    distill([], config)
+    distill([], config, host=host)
     assert probe.events[0].startswith("loaded:")
     assert probe.events[1] == "started:clothing:keywords:{'keywords': 9}"
     assert sum(e.startswith("record:") for e in probe.events) == 9
     assert probe.events[-1] == "finished:9"
-    distill([], config)  # resumed: nothing new
+    distill([], config, host=host)  # resumed: nothing new
     assert probe.events[-1] == "finished:0"
 
 
 def test_a_failing_lifecycle_hook_warns_or_fails_in_strict(tiny_data, tmp_path, monkeypatch):
-    import recbole_bundlellm.plugins as plugins
-    from recbole_bundlellm.knowledge.distill import distill
+    from recbole_bundlellm.distill import distill
 
     config = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_types": ["keywords"]}
-    monkeypatch.setattr(plugins, "_HOST", PluginHost(plugins=[("probe", _Probe(fail=True))]))
+    host = PluginHost(plugins=[("probe", _Probe(fail=True))])
     with warnings.catch_warnings(record=True) as caught:  # not pytest.warns: it re-emits RecBole's own
         warnings.simplefilter("always", PluginWarning)
-        summary = distill([], {**config, "knowledge_dir": str(tmp_path / "a")})
+        summary = distill([], {**config, "knowledge_dir": str(tmp_path / "a")}, host=host)
     messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
     assert len(messages) == 9 and "plugin 'probe' failed in knowledge_record_stored" in messages[0]
     assert summary.kinds["keywords"].new == 9  # the run went on
-    monkeypatch.setattr(plugins, "_HOST", PluginHost(strict=True, plugins=[("probe", _Probe(fail=True))]))
+    strict_host = PluginHost(strict=True, plugins=[("probe", _Probe(fail=True))])
     with pytest.raises(PluginError, match="probe failure"):
-        distill([], {**config, "knowledge_dir": str(tmp_path / "b")})
+        distill([], {**config, "knowledge_dir": str(tmp_path / "b")}, host=strict_host)
 
 
 def test_every_hook_is_documented_with_its_exact_signature():

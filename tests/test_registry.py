@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from recbole_bundlellm.models.base import BundleGenerator
-from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError, register_model, resolve_model
+from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError
+
+BUNDLE_TRAINER = "recbole_bundlellm.trainer:BundleTrainer"
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelRegistry:
+    """The model registry of a freshly loaded plugin host (the built-in plugins register into it)."""
+    return PluginHost().models
 
 
 class Outside(BundleGenerator):
@@ -15,20 +24,20 @@ class Outside(BundleGenerator):
         return []
 
 
-def test_builtin_models_resolve_to_their_classes():
-    spec = resolve_model("Freq")
+def test_builtin_models_resolve_to_their_classes(models):
+    spec = models.resolve("Freq")
     assert spec.model_class.__name__ == "Freq"
     assert spec.is_bundle_model and spec.origin == "models"  # the built-in `models` plugin
     assert spec.config_files[0].name == "Freq.yaml" and spec.config_files[0].is_file()
-    assert resolve_model("bundlellm").name == "BundleLLM"  # case-insensitive for ours
+    assert models.resolve("bundlellm").name == "BundleLLM"  # case-insensitive for ours
 
 
-def test_recbole_models_resolve_after_ours():
-    spec = resolve_model("SASRec")
+def test_recbole_models_resolve_after_ours(models):
+    spec = models.resolve("SASRec")
     assert spec.origin == "recbole" and not spec.is_bundle_model
     assert spec.model_class.__module__ == "recbole.model.sequential_recommender.sasrec"
     assert spec.trainer_class.__name__ == "Trainer"
-    assert resolve_model("BPR").model_class.__name__ == "BPR"
+    assert models.resolve("BPR").model_class.__name__ == "BPR"
 
 
 def test_name_clash_with_recbole_is_an_error():
@@ -46,16 +55,13 @@ def test_same_name_from_two_origins_is_an_error():
 
 
 def test_outside_model_registers_and_resolves():
-    spec = register_model("OutsideModel", Outside, origin="test-suite")
-    try:
-        assert resolve_model("OutsideModel") is spec
-        assert spec.trainer_class.__name__ == "BundleTrainer"
-    finally:
-        from recbole_bundlellm.registry import model_registry
-
-        model_registry()._specs.pop("outsidemodel")
+    models = PluginHost().models  # its own host: the module's registry stays as the plugins left it
+    spec = models.register(ModelSpec("OutsideModel", Outside, trainer=BUNDLE_TRAINER, origin="test-suite"))
+    assert models.resolve("OutsideModel") is spec
+    assert spec.trainer_class.__name__ == "BundleTrainer"
+    assert "OutsideModel" not in PluginHost().models.names()  # registries are per host
 
 
-def test_unknown_model_suggests_the_closest_name():
+def test_unknown_model_suggests_the_closest_name(models):
     with pytest.raises(RegistryError, match="did you mean 'Freq'"):
-        resolve_model("Freqq")
+        models.resolve("Freqq")

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-from recbole_bundlellm.runner import PreparedDataMissing, run
+from recbole_bundlellm.data import PreparedDataMissing
+from recbole_bundlellm.runner import run
 
 KEYS = {  # RecBole result key -> compute_bundle_metrics key
     "bundleprecision": "bundle_precision", "bundlerecall": "bundle_recall",

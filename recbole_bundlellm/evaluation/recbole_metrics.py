@@ -174,11 +174,18 @@ BUNDLE_METRIC_CLASSES: tuple[type, ...] = _CLASSES
 BUNDLE_METRICS: tuple[str, ...] = tuple(cls.__name__ for cls in _CLASSES)
 
 
-def register_metric(cls: type) -> None:
+#: metric name -> ids of the owners (plugin hosts) that registered it. RecBole's tables are
+#: process-wide, so a metric stays registered while any host that registered it is open.
+_OWNERS: dict[str, set[int]] = {}
+
+
+def register_metric(cls: type, owner: object | None = None) -> None:
     """Register a RecBole metric class defined outside ``recbole.evaluator.metrics``.
 
     The registry name is ``cls.__name__.lower()``. Registering the same class again is a no-op;
     a class with the same module and qualified name (a reloaded module) replaces the old one.
+    ``owner`` (a plugin host) is remembered so that :func:`unregister_metric` with the same owner
+    removes the metric only once no other owner holds it.
 
     Raises:
         ValueError: ``cls`` is not a class, lacks ``metric_need`` / ``metric_type`` /
@@ -209,11 +216,24 @@ def register_metric(cls: type) -> None:
             _register.smaller_metrics.append(name)
     elif name in _register.smaller_metrics:
         _register.smaller_metrics.remove(name)
+    if owner is not None:
+        _OWNERS.setdefault(name, set()).add(id(owner))
 
 
-def unregister_metric(name: str) -> None:
-    """Remove a metric registered by :func:`register_metric` (a plugin host being replaced)."""
+def unregister_metric(name: str, owner: object | None = None) -> None:
+    """Remove a metric registered by :func:`register_metric`.
+
+    With ``owner``, only that owner's hold is released; the metric leaves RecBole's tables when
+    no owner holds it any more (two plugin hosts in one process do not pull metrics from under
+    each other).
+    """
     key = name.lower()
+    if owner is not None:
+        owners = _OWNERS.get(key, set())
+        owners.discard(id(owner))
+        if owners:
+            return
+        _OWNERS.pop(key, None)
     if _register.metrics_dict.get(key) is None or _register.metrics_dict[key].__module__.startswith("recbole."):
         return  # never remove RecBole's own metrics
     for table in (_register.metrics_dict, _register.metric_information, _register.metric_types):

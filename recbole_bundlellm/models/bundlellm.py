@@ -70,7 +70,10 @@ class BundleLLM(BundleGenerator):
         words, prefix = self.config["max_title_words"], self.config["answer_prefix"] or ""
         prompts = [build_messages(s, ex, max_title_words=words, answer_prefix=prefix)
                    for s, ex in zip(sessions, shots)]
-        texts = self.generator.generate(prompts, progress=self.config["show_progress"])
+        # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
+        # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
+        texts = self.generator.generate(prompts, progress=self.config["show_progress"] or None,
+                                        desc=f"{type(self).__name__} sessions")
         out = []
         for session, examples, answers in zip(sessions, shots, texts):
             text = prefix + answers[0]

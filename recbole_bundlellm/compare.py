@@ -1,0 +1,67 @@
+"""Comparisons: several runs on one dataset, the label-free floors beside them, one table.
+
+``bundlellm compare a.yaml b.yaml --floors`` calls :func:`compare`, then :func:`format_results`
+and :func:`write_results`. Every row must score the same sessions: :func:`incomparable_counts`
+names the runs when they do not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.runner import RunResult, run_config
+
+
+def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
+            floors: bool = False, host: PluginHost | None = None) -> list[RunResult]:
+    """One run per config file (each with ``overrides``), then the floors on the first run's dataset."""
+    from recbole_bundlellm.models.floor import FLOOR_RULES
+
+    overrides = dict(overrides or {})
+    results = [run_config([path], overrides, host=host) for path in config_files]
+    if floors and results:
+        first = results[0]
+        for rule in FLOOR_RULES:
+            floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
+                     "floor_rule": rule, "run_name": f"floor:{rule}"}
+            results.append(run_config([], floor, model="Floor", dataset=first.dataset, host=host))
+    return results
+
+
+def format_results(results: Sequence[RunResult]) -> str:
+    """The bundle metrics table (with time per session), then one line per non-bundle run."""
+    from recbole_bundlellm.evaluation.bundle_metrics import format_table
+    from recbole_bundlellm.evaluation.recbole_metrics import summary_keys
+
+    bundle_rows = {r.run_name: summary_keys(r.test_result) for r in results if "exactf1" in r.test_result}
+    other = [r for r in results if "exactf1" not in r.test_result]
+    text = ""
+    if bundle_rows:
+        text += format_table(bundle_rows) + "\n"
+        timing = [f"{r.run_name}: {r.timing.get('seconds_per_session', 0):.3f} s/session over "
+                  f"{r.timing.get('eval_sessions', 0)} sessions" for r in results if r.run_name in bundle_rows]
+        text += "\n".join(timing) + "\n"
+    for r in other:
+        text += f"{r.run_name} on {r.dataset}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.test_result.items()) + "\n"
+    return text
+
+
+def write_results(results: Sequence[RunResult], text: str, stem: str | os.PathLike) -> None:
+    """``<stem>.md`` (the table) and ``<stem>.json`` (every run's metrics, timing, output folder)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    payload = [{"run_name": r.run_name, "model": r.model, "dataset": r.dataset, "test": r.test_result,
+                "timing": r.timing, "output_dir": str(r.output_dir)} for r in results]
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def incomparable_counts(results: Sequence[RunResult]) -> dict[str, int] | None:
+    """Sessions scored per run when the runs scored different numbers of sessions, else ``None``."""
+    scored = {r.run_name: int(r.timing["eval_sessions"]) for r in results if "eval_sessions" in r.timing}
+    return scored if len(set(scored.values())) > 1 else None

@@ -1,0 +1,177 @@
+"""The extraction executor: extractors over sessions, through the store, teacher calls in parallel.
+
+For each knowledge type it runs the extractor on every session that has no stored record for the
+current configuration (its fingerprint). Each finished session is written to the store at once,
+so a killed run resumes where it stopped and no completed teacher call is repeated (calls are
+cached in the store as well). Sessions are fed to the thread pool lazily: on a stop, at most
+``concurrency`` sessions are in flight, and what they finish is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, now_iso, reason_class, record_id
+from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.knowledge.summary import KindSummary
+from recbole_bundlellm.progress import progress_bar
+from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+
+log = logging.getLogger(__name__)
+
+#: One session's outcome: the extraction (None after an extractor crash), the teacher unit used,
+#: and the crash message.
+Outcome = tuple["Extraction | None", Any, "str | None"]
+
+
+class ExtractionRun:
+    """Extract one domain's knowledge of several types into ``store`` (open for writing).
+
+    ``plugins`` maps each knowledge type to the plugin that provides its extractor (provenance);
+    ``on_record`` is called with every record newly stored; ``strict`` lets an extractor's crash
+    stop the run instead of being counted and retried on the next run.
+    """
+
+    def __init__(self, store: KnowledgeStore, domain: str, extractors: Mapping[str, KnowledgeExtractor],
+                 fingerprints: Mapping[str, str], *, plugins: Mapping[str, str], client: Any = None,
+                 concurrency: int = 1, strict: bool = False,
+                 on_record: Callable[[KnowledgeRecord], None] | None = None, progress: bool | None = None) -> None:
+        self.store = store
+        self.domain = domain
+        self.extractors = dict(extractors)
+        self.fingerprints = dict(fingerprints)
+        self.plugins = dict(plugins)
+        self.client = client
+        self.concurrency = concurrency
+        self.strict = strict
+        self.on_record = on_record
+        self.progress = progress
+
+    def pending(self, kind: str, sessions: Sequence[Session]) -> list[Session]:
+        """The sessions with no stored record of ``kind`` for the current configuration."""
+        fp = self.fingerprints[kind]
+        return [s for s in sessions if self.store.get_record(record_id(kind, self.domain, s.session_id, fp)) is None]
+
+    def extract(self, kind: str, todo: Sequence[Session], summary: KindSummary) -> None:
+        """Run ``kind``'s extractor on ``todo``, storing each finished session; updates ``summary``."""
+        if not todo:
+            return
+        extractor = self.extractors[kind]
+        bar = progress_bar(total=len(todo), desc=kind, unit="session", enabled=self.progress)
+        try:
+            if not extractor.needs_teacher:
+                for session in todo:
+                    self._finish(kind, session, self._one(extractor, session, None), summary)
+                    bar.update(1)
+                return
+            self._extract_concurrently(kind, extractor, todo, summary, bar)
+        finally:
+            bar.close()
+
+    def _extract_concurrently(self, kind: str, extractor: KnowledgeExtractor, todo: Sequence[Session],
+                              summary: KindSummary, bar: Any) -> None:
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"distill-{kind}") as pool:
+            queue = iter(todo)
+            running: dict[Future[Outcome], Session] = {}
+
+            def submit_next() -> None:
+                session = next(queue, None)
+                if session is not None:
+                    unit = self.client.for_unit()
+                    running[pool.submit(self._one, extractor, session, unit)] = session
+
+            for _ in range(self.concurrency):
+                submit_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                failure: BaseException | None = None
+                for future in done:
+                    session = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - stop below, after draining
+                        failure = failure or exc
+                        continue
+                    self._finish(kind, session, outcome, summary)
+                    bar.update(1)
+                if failure is not None:
+                    self._drain(kind, running, summary, bar)
+                    raise failure
+                for _ in done:
+                    submit_next()
+
+    def _drain(self, kind: str, running: dict[Future[Outcome], Session], summary: KindSummary, bar: Any) -> None:
+        """Keep what the sessions already in flight finish (their calls are paid for)."""
+        for future, session in list(running.items()):
+            try:
+                outcome = future.result()
+            except BaseException:  # noqa: BLE001
+                continue
+            self._finish(kind, session, outcome, summary)
+            bar.update(1)
+
+    def _one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
+        """Run one session; a teacher rejection becomes a failed record, an extractor crash an error."""
+        try:
+            return extractor.extract_session(session, unit), unit, None
+        except TeacherRequestError as exc:
+            # Keep what the extractor had before the rejection (e.g. the first answer's difficulty).
+            return Extraction.failed(f"teacher rejected the request: {exc}", **dict(exc.partial)), unit, None
+        except TeacherUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run
+            if self.strict:
+                raise
+            message = f"{type(exc).__name__}: {exc}"
+            log.warning("extractor %s failed on session %s: %s", extractor.name, session.session_id, message)
+            return None, unit, message
+
+    def _finish(self, kind: str, session: Session, outcome: Outcome, summary: KindSummary) -> None:
+        extraction, unit, _error = outcome
+        if extraction is None:
+            summary.errors += 1
+            return
+        extractor = self.extractors[kind]
+        provenance: dict[str, Any] = {"extractor": extractor.name, "version": extractor.version,
+                                      "plugin": self.plugins[kind], "created_at": now_iso()}
+        if unit is not None:
+            provenance.update(teacher_model=unit.model, calls=list(unit.call_keys),
+                              calls_made=unit.calls_made, calls_cached=unit.calls_cached,
+                              usage={"prompt_tokens": unit.usage.prompt_tokens,
+                                     "completion_tokens": unit.usage.completion_tokens})
+        record = KnowledgeRecord(kind, self.domain, session.session_id, self.fingerprints[kind], extraction.status,
+                                 extraction.content, extraction.text if extraction.status == "ok" else "",
+                                 extraction.reason, session.session_id, provenance)
+        if self.store.put_record(record):
+            summary.new += 1
+            if self.on_record is not None:
+                self.on_record(record)
+
+    def count(self, kind: str, sessions: Sequence[Session], summary: KindSummary) -> None:
+        """Fill ``summary``'s ok / failed counts and failure reasons from the store."""
+        wanted = {s.session_id for s in sessions}
+        reasons: Counter[str] = Counter()
+        for rec in self.store.records(kind, self.domain, fingerprint=self.fingerprints[kind]):
+            if rec.unit not in wanted:
+                continue
+            if rec.ok:
+                summary.ok += 1
+            else:
+                summary.failed += 1
+                reasons[reason_class(rec.reason)] += 1
+        summary.failure_reasons = dict(reasons)
+
+    def run_kind(self, kind: str, todo: Sequence[Session], summary: KindSummary) -> None:
+        """:meth:`extract`, timing it into ``summary.seconds``."""
+        t0 = time.perf_counter()
+        try:
+            self.extract(kind, todo, summary)
+        finally:
+            summary.seconds = time.perf_counter() - t0
