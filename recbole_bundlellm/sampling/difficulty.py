@@ -5,7 +5,8 @@ Difficulty is ``1 - exact F1`` of a first attempt at the session's bundles (1 = 
 * the teacher's first answer, where the ``rules`` extractor ran (its records carry
   ``content["difficulty"]``, failed records included: a useless first answer is a hard session);
 * otherwise the Freq baseline: category patterns mined from the training bundles' leaf
-  categories with Freq's default settings (``models/Freq.yaml``), applied to the session.
+  categories with Freq's defaults (:data:`~recbole_bundlellm.frequent_patterns.FREQ_DEFAULTS`),
+  applied to the session.
 
 Exact F1 is the one of :mod:`recbole_bundlellm.evaluation.bundle_metrics` for a single session.
 """
@@ -14,27 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import session_exact_f1
+from recbole_bundlellm.frequent_patterns import (
+    FREQ_DEFAULTS,
+    bundle_transactions,
+    mine_patterns,
+    predict_bundles,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 
 RULES_KIND = "rules"
-_FREQ_YAML = Path(__file__).resolve().parents[1] / "models" / "Freq.yaml"
-
-
-@lru_cache(maxsize=1)
-def freq_defaults() -> dict[str, Any]:
-    """Freq's default ``mine_patterns`` arguments, read from ``models/Freq.yaml``."""
-    import yaml
-
-    raw = yaml.safe_load(_FREQ_YAML.read_text(encoding="utf-8"))
-    return {"min_support": float(raw["freq_min_support"]), "min_confidence": float(raw["freq_min_confidence"]),
-            "min_size": int(raw["freq_min_size"]), "max_size": int(raw["freq_max_size"])}
-
 
 exact_f1 = session_exact_f1  # one session's exact F1, as the metrics compute it
 
@@ -50,11 +43,9 @@ def freq_difficulty(sessions: Sequence[Session], targets: Sequence[Session] | No
     """``1 - exact F1`` of the Freq baseline on ``targets`` (default: all ``sessions``), with
     patterns mined from the bundles of ``sessions``. Sessions without categories or without
     ground-truth bundles get no value (their F1 is undefined)."""
-    from recbole_bundlellm.models.freq import bundle_transactions, mine_patterns, predict_bundles  # lazy: mlxtend
-
     targets = sessions if targets is None else targets
     transactions = [t for s in sessions if s.categories for t in bundle_transactions(s)]
-    patterns = mine_patterns(transactions, **freq_defaults())
+    patterns = mine_patterns(transactions, **asdict(FREQ_DEFAULTS))
     out: dict[str, float] = {}
     for session in targets:
         if not session.categories or not session.bundles:
