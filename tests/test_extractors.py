@@ -19,13 +19,25 @@ from bundlellm_builtin.knowledge.feedback import (
     render_feedback,
     truth_positions,
 )
-from bundlellm_builtin.knowledge.patterns import PatternsExtractor, PatternsSettings, render_pattern
+from bundlellm_builtin.knowledge.patterns import (
+    PatternsExtractor,
+    PatternsSettings,
+    render_pattern,
+)
 from bundlellm_builtin.knowledge.rules import RulesExtractor, RulesSettings, parse_rules
-from bundlellm_builtin.knowledge.thoughts import ThoughtsExtractor, ThoughtsSettings, check_thought
+from bundlellm_builtin.knowledge.thoughts import (
+    ThoughtsExtractor,
+    ThoughtsSettings,
+    check_thought,
+)
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.prompt import answer_dict
-from recbole_bundlellm.knowledge.extractor import Extraction, extractor_fingerprint
+from recbole_bundlellm.knowledge.extractor import (
+    Extraction,
+    extractor_fingerprint,
+    provides_difficulty,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.errors import TeacherRequestError
@@ -287,6 +299,19 @@ def test_rules_without_parsable_rules_fail_with_raw_answers():
     assert extraction.content["answers"] == {"initial": FIRST, "revised": REVISED,
                                              "rules": "Sure!\n1. product1 and product2\n"}
     assert extraction.content["difficulty"] == pytest.approx(0.5)  # samplers still get it
+
+
+def test_rules_difficulty_is_the_first_answers_on_ok_and_failed_records():
+    rules = RulesExtractor()
+    ok = as_record("rules", "s1", rules.extract_session(SESSION, ScriptedTeacher([FIRST, REVISED, RULES])))
+    failed = as_record("rules", "s2", rules.extract_session(SESSION, ScriptedTeacher([FIRST, REVISED, "Sure!"])))
+    assert ok.ok and not failed.ok
+    assert rules.difficulty(ok) == rules.difficulty(failed) == pytest.approx(0.5)  # 1 - F1 of FIRST
+    for content in ({}, {"difficulty": None}, {"difficulty": "hard"}, {"difficulty": True}):
+        assert rules.difficulty(as_record("rules", "s3", Extraction.failed("x", **content))) is None
+    # only the rules extractor tells the difficulty sampler anything
+    assert provides_difficulty(rules)
+    assert not provides_difficulty(PatternsExtractor()) and not provides_difficulty(ThoughtsExtractor())
 
 
 def test_rules_without_revision_or_when_already_correct():

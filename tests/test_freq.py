@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.models.freq import Freq, bundle_by_patterns, mine_patterns
+from recbole_bundlellm.frequent_patterns import (
+    FREQ_DEFAULTS,
+    bundle_by_patterns,
+    mine_patterns,
+)
+from recbole_bundlellm.models.freq import Freq, mining_settings
 
 TRAIN = [
     ["Shirts", "Ties"], ["Shirts", "Ties"], ["Shirts", "Ties", "Cufflinks"],
@@ -57,3 +67,26 @@ def test_freq_model_fits_on_bundles_and_returns_item_ids():
     assert pred.bundles == [("a", "c"), ("b", "d")]
     (none,) = model.generate_bundles([Session("u", ("x", "y"), ("", ""), ("Hats", "Shoes"))])
     assert none.bundles == [] and "no frequent pattern" in none.failure
+
+
+def test_freq_yaml_states_the_shared_mining_defaults():
+    # The difficulty fallback mines with FREQ_DEFAULTS; Freq with its YAML: they must not drift.
+    import recbole_bundlellm.models.freq as freq_module
+
+    raw = yaml.safe_load((Path(freq_module.__file__).parent / "Freq.yaml").read_text(encoding="utf-8"))
+    assert mining_settings(raw) == FREQ_DEFAULTS
+    assert [type(v) for v in (raw["freq_min_support"], raw["freq_min_confidence"])] == [float, float]
+    assert [type(v) for v in (raw["freq_min_size"], raw["freq_max_size"])] == [int, int]
+
+
+def test_frequent_patterns_imports_no_model_code_nor_mlxtend_until_mining():
+    code = ("import sys\n"
+            "from recbole_bundlellm.frequent_patterns import mine_patterns\n"
+            "heavy = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'mlxtend', 'pandas', 'recbole'})\n"
+            "print(heavy(), sorted(m for m in sys.modules if m.startswith('recbole_bundlellm.models')))\n"
+            "mine_patterns([['a', 'b']], min_support=0.5, min_confidence=0.0, min_size=2, max_size=2)\n"
+            "print(heavy())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = done.stdout.splitlines()
+    assert before == "[] []"
+    assert "'mlxtend'" in after

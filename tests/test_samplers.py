@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 
 import pytest
+from bundlellm_builtin.knowledge.patterns import PatternsExtractor
+from bundlellm_builtin.knowledge.rules import RulesExtractor
 from bundlellm_builtin.sampling.samplers import (
     DifficultySampler,
     DiversitySampler,
@@ -244,14 +246,15 @@ def test_session_difficulty_from_rules_records_and_mixed():
     sessions = _freq_sessions()
     records = [record("rules", "d", s.session_id, "failed" if i % 2 else "ok", difficulty=0.25)
                for i, s in enumerate(sessions)]
-    difficulty, source = session_difficulty(sessions, records)
+    readers = {"rules": RulesExtractor(), "patterns": PatternsExtractor()}
+    difficulty, source = session_difficulty(sessions, records, readers)
     assert source == "teacher"
     assert difficulty == {s.session_id: 0.25 for s in sessions}
 
     partial = [record("rules", "d", "hard", difficulty=0.4), record("rules", "d", "easy", difficulty=1.7),
-               record("patterns", "d", "t0", difficulty=0.9),  # another kind: ignored
+               record("patterns", "d", "t0", difficulty=0.9),  # an extractor without difficulty: ignored
                record("rules", "d", "t1")]  # no difficulty value: falls back
-    difficulty, source = session_difficulty(sessions, partial)
+    difficulty, source = session_difficulty(sessions, partial, readers)
     assert source == "teacher+freq"
     assert difficulty["hard"] == 0.4 and difficulty["easy"] == 1.0  # clamped to [0, 1]
     assert difficulty["t0"] == 0.0 and difficulty["t1"] == 0.0  # Freq's exact answers
@@ -354,7 +357,7 @@ def test_difficulty_sampler_measures_difficulty_from_stored_rules(tmp_path):
                     for i, s in enumerate(sessions)]
                + [record("rules", "clothing", s.session_id, fingerprint="old", difficulty=1 - i / 10)
                   for i, s in enumerate(sessions)])
-    rules = FakeExtractor()
+    rules = RulesExtractor()
     kset = aggregate_formats("clothing", st, sessions, extractors={"rules": rules}, fingerprints={"rules": "fp"},
                              sampler=DifficultySampler(), ratio=0.3, seed=0)
     sel = kset.selection["clothing"]
@@ -363,6 +366,29 @@ def test_difficulty_sampler_measures_difficulty_from_stored_rules(tmp_path):
                               sampler=DifficultySampler(), ratio=0.3, seed=0,
                               difficulty=({"c0": 1.0, "c1": 0.9, "c2": 0.8}, "teacher"))
     assert given.selection["clothing"]["session_ids"] == ["c0", "c1", "c2"]
+
+
+class GradedExtractor(FakeExtractor):
+    """An extractor of no built-in kind that knows how hard its sessions are."""
+
+    name = "graded"
+
+    def difficulty(self, record: KnowledgeRecord) -> float | None:
+        return record.content.get("grade")
+
+
+def test_difficulty_comes_from_any_extractor_that_provides_it(tmp_path):
+    sessions = _domain_sessions("clothing", 10)
+    st = KnowledgeStore(tmp_path / "s", fsync=False)
+    fill_store(st, [record("graded", "clothing", s.session_id, grade=i / 10) for i, s in enumerate(sessions[:8])]
+               + [record("alpha", "clothing", s.session_id, difficulty=1.0) for s in sessions])
+    extractors = {"alpha": FakeExtractor(), "graded": GradedExtractor()}  # alpha provides no difficulty
+    kset = aggregate_formats("clothing", st, sessions, extractors=extractors, fingerprints=FPS | {"graded": "fp"},
+                             sampler=DifficultySampler(), ratio=0.3, seed=0)
+    sel = kset.selection["clothing"]
+    # c8 and c9 have no graded record: Freq covers them (exact on them: difficulty 0); alpha's 1.0 is never read
+    assert sel["difficulty_source"] == "graded+freq"
+    assert sel["session_ids"] == ["c7", "c6", "c5"]
 
 
 def test_write_and_load_round_trip(store, tmp_path):

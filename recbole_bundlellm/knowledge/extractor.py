@@ -10,6 +10,9 @@ An extractor turns training sessions into knowledge in two steps:
    a fine-tuning set uses. Cheap and deterministic, and it never calls the teacher, so any
    sampler/ratio can be tried on stored records for free.
 
+Optionally, :meth:`KnowledgeExtractor.difficulty` tells how hard a record's session was, for the
+``difficulty`` sampler.
+
 Register a subclass through the ``register_knowledge_extractors`` hook.
 """
 
@@ -80,6 +83,22 @@ class KnowledgeExtractor(Component, ABC):
     @abstractmethod
     def aggregate(self, records: Sequence[KnowledgeRecord], domain: str) -> list[KnowledgeItem]:
         """The knowledge items of the selected sessions' ``ok`` records (no teacher calls)."""
+
+    def difficulty(self, record: KnowledgeRecord) -> float | None:
+        """How hard ``record``'s session is, from 0 (easy) to 1 (hard), or ``None`` when unknown.
+
+        Optional: the default knows nothing. An extractor that measures it (the ``rules``
+        extractor: ``1 - exact F1`` of the teacher's first answer) overrides this. It is asked
+        for records of any status (a useless first answer is a hard session) and never calls
+        the teacher; the caller ignores non-finite values and clamps the rest to [0, 1].
+        """
+        return None
+
+
+def provides_difficulty(extractor: KnowledgeExtractor) -> bool:
+    """Whether ``extractor`` overrides :meth:`KnowledgeExtractor.difficulty` (the others are not
+    asked, so their records need not be read)."""
+    return type(extractor).difficulty is not KnowledgeExtractor.difficulty
 
 
 def extractor_fingerprint(extractor: KnowledgeExtractor, teacher_identity: dict[str, Any] | None) -> str:

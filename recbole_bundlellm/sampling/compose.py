@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor
 from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.knowledge.extractor import (
+    KnowledgeExtractor,
+    provides_difficulty,
+)
 from recbole_bundlellm.knowledge.store import KnowledgeStore
-from recbole_bundlellm.sampling.difficulty import RULES_KIND, session_difficulty
+from recbole_bundlellm.sampling.difficulty import session_difficulty
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
 from recbole_bundlellm.sampling.sampler import Sampler, SamplingContext, sample_size
 from recbole_bundlellm.settings import settings_dict
@@ -66,12 +69,13 @@ def _split_difficulty(value: DomainDifficulty | None) -> tuple[dict[str, float] 
 
 
 def _domain_difficulty(store: KnowledgeStore, domain: str, sessions: Sequence[Session],
+                       extractors: Mapping[str, KnowledgeExtractor],
                        fingerprints: Mapping[str, str]) -> tuple[dict[str, float], str]:
-    # Only the rules records of the configuration in use: another fingerprint's teacher may
-    # have found other sessions hard.
-    fingerprint = fingerprints.get(RULES_KIND)
-    records = store.records(RULES_KIND, domain, fingerprint=fingerprint) if fingerprint else None
-    return session_difficulty(sessions, records)
+    # Only the records of the configuration in use (any status): another fingerprint's teacher
+    # may have found other sessions hard. Extractors without difficulty are not read at all.
+    readers = {kind: e for kind, e in extractors.items() if provides_difficulty(e)}
+    records = [r for kind in readers for r in store.records(kind, domain, fingerprint=fingerprints[kind])]
+    return session_difficulty(sessions, records, readers)
 
 
 def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, Sequence[Session]],
@@ -86,8 +90,10 @@ def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, 
     record of a kind contributes nothing to that kind; the counts are in ``selection``.
 
     A sampler with ``needs_difficulty`` (the ``difficulty`` sampler) whose domain has no entry
-    in ``difficulty_by_domain`` gets difficulties measured here, from the stored rules records
-    of ``fingerprints["rules"]`` where given, else from the Freq baseline.
+    in ``difficulty_by_domain`` gets difficulties measured here: from the stored records (of
+    ``fingerprints[kind]``) of the extractors that provide difficulty (the ``rules`` one: the
+    teacher's first answer), else from the Freq baseline; see
+    :func:`~recbole_bundlellm.sampling.difficulty.session_difficulty`.
     """
     missing = [kind for kind in extractors if kind not in fingerprints]
     if missing:
@@ -97,7 +103,7 @@ def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, 
     for domain, sessions in sessions_by_domain.items():
         difficulty, source = _split_difficulty(difficulty_by_domain.get(domain))
         if difficulty is None and sampler.needs_difficulty and sessions:
-            difficulty, source = _domain_difficulty(store, domain, sessions, fingerprints)
+            difficulty, source = _domain_difficulty(store, domain, sessions, extractors, fingerprints)
         chosen = select_sessions(sampler, sessions, ratio, seed, difficulty)
         position = {sid: i for i, sid in enumerate(chosen)}
         domain_ids = {s.session_id for s in sessions}

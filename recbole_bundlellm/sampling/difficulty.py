@@ -1,11 +1,13 @@
 """How hard each training session is, for the ``difficulty`` sampler.
 
-Difficulty is ``1 - exact F1`` of a first attempt at the session's bundles (1 = hardest):
+Difficulty is a value in [0, 1] per session (1 = hardest):
 
-* the teacher's first answer, where the ``rules`` extractor ran (its records carry
-  ``content["difficulty"]``, failed records included: a useless first answer is a hard session);
-* otherwise the Freq baseline: category patterns mined from the training bundles' leaf
-  categories with Freq's default settings (``models/Freq.yaml``), applied to the session.
+* what the extractors that provide one say about their stored records
+  (:meth:`~recbole_bundlellm.knowledge.extractor.KnowledgeExtractor.difficulty`; the built-in
+  ``rules`` extractor gives ``1 - exact F1`` of the teacher's first answer);
+* otherwise ``1 - exact F1`` of the Freq baseline: category patterns mined from the training
+  bundles' leaf categories with Freq's defaults
+  (:data:`~recbole_bundlellm.frequent_patterns.FREQ_DEFAULTS`), applied to the session.
 
 Exact F1 is the one of :mod:`recbole_bundlellm.evaluation.bundle_metrics` for a single session.
 """
@@ -13,48 +15,46 @@ Exact F1 is the one of :mod:`recbole_bundlellm.evaluation.bundle_metrics` for a 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import session_exact_f1
+from recbole_bundlellm.frequent_patterns import (
+    FREQ_DEFAULTS,
+    bundle_transactions,
+    mine_patterns,
+    predict_bundles,
+)
+from recbole_bundlellm.knowledge.extractor import (
+    KnowledgeExtractor,
+    provides_difficulty,
+)
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
-
-RULES_KIND = "rules"
-_FREQ_YAML = Path(__file__).resolve().parents[1] / "models" / "Freq.yaml"
-
-
-@lru_cache(maxsize=1)
-def freq_defaults() -> dict[str, Any]:
-    """Freq's default ``mine_patterns`` arguments, read from ``models/Freq.yaml``."""
-    import yaml
-
-    raw = yaml.safe_load(_FREQ_YAML.read_text(encoding="utf-8"))
-    return {"min_support": float(raw["freq_min_support"]), "min_confidence": float(raw["freq_min_confidence"]),
-            "min_size": int(raw["freq_min_size"]), "max_size": int(raw["freq_max_size"])}
-
 
 exact_f1 = session_exact_f1  # one session's exact F1, as the metrics compute it
 
 
-def _teacher_value(record: KnowledgeRecord) -> float | None:
-    value = record.content.get("difficulty") if isinstance(record.content, dict) else None
+def _usable(value: object) -> float | None:
+    """An extractor's answer as a difficulty in [0, 1], or None when it is no finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return min(1.0, max(0.0, float(value)))
+
+
+def source_label(kind: str, extractor: KnowledgeExtractor) -> str:
+    """How a knowledge set names difficulties that came from ``extractor``: ``"teacher"`` for a
+    teacher-based extractor (whose value reflects the teacher's answers), else its kind."""
+    return "teacher" if extractor.needs_teacher else kind
 
 
 def freq_difficulty(sessions: Sequence[Session], targets: Sequence[Session] | None = None) -> dict[str, float]:
     """``1 - exact F1`` of the Freq baseline on ``targets`` (default: all ``sessions``), with
     patterns mined from the bundles of ``sessions``. Sessions without categories or without
     ground-truth bundles get no value (their F1 is undefined)."""
-    from recbole_bundlellm.models.freq import bundle_transactions, mine_patterns, predict_bundles  # lazy: mlxtend
-
     targets = sessions if targets is None else targets
     transactions = [t for s in sessions if s.categories for t in bundle_transactions(s)]
-    patterns = mine_patterns(transactions, **freq_defaults())
+    patterns = mine_patterns(transactions, **asdict(FREQ_DEFAULTS))
     out: dict[str, float] = {}
     for session in targets:
         if not session.categories or not session.bundles:
@@ -64,39 +64,39 @@ def freq_difficulty(sessions: Sequence[Session], targets: Sequence[Session] | No
     return out
 
 
-def session_difficulty(sessions: Sequence[Session],
-                       rules_records: Iterable[KnowledgeRecord] | None = None) -> tuple[dict[str, float], str]:
+def session_difficulty(sessions: Sequence[Session], records: Iterable[KnowledgeRecord] | None = None,
+                       extractors: Mapping[str, KnowledgeExtractor] | None = None) -> tuple[dict[str, float], str]:
     """Difficulty in [0, 1] per session id, and where it came from.
 
-    ``rules_records`` should be the records of one rules configuration (one fingerprint), of any
-    status; records of another kind, of other sessions or without a numeric
-    ``content["difficulty"]`` are ignored, and the first usable record of a session wins.
+    Each record is read by the extractor of its kind in ``extractors`` (kind → extractor) that
+    provides difficulty; pass the records of one configuration (one fingerprint per kind), of
+    any status. Records of other sessions, of another kind or without a finite value are
+    ignored, values are clamped to [0, 1], and the first usable record of a session wins.
     Sessions they leave uncovered fall back to the Freq baseline, mined on all ``sessions``.
 
-    The source is ``"teacher"``, ``"freq"``, ``"teacher+freq"`` (both used), or ``"none"`` when
-    no session got a value.
+    The source joins with ``+`` the :func:`source_label` of each extractor that gave a value
+    (``"teacher"`` for the rules extractor), in ``extractors`` order, and ``"freq"`` when the
+    fallback gave one: ``"teacher"``, ``"freq"``, ``"teacher+freq"``, or ``"none"`` when no
+    session got a value.
     """
+    readers = {kind: e for kind, e in (extractors or {}).items() if provides_difficulty(e)}
     ids = {s.session_id for s in sessions}
     difficulty: dict[str, float] = {}
-    for record in rules_records or ():
-        if record.kind != RULES_KIND or record.session_id not in ids or record.session_id in difficulty:
+    used: set[str] = set()
+    for record in records or ():
+        extractor = readers.get(record.kind)
+        if extractor is None or record.session_id not in ids or record.session_id in difficulty:
             continue
-        value = _teacher_value(record)
+        value = _usable(extractor.difficulty(record))
         if value is not None:
             difficulty[record.session_id] = value
-    n_teacher = len(difficulty)
+            used.add(record.kind)
+    # In the extractors' order, not the records': the label must not depend on the store's order.
+    labels = list(dict.fromkeys(source_label(kind, e) for kind, e in readers.items() if kind in used))
     uncovered = [s for s in sessions if s.session_id not in difficulty]
-    n_freq = 0
     if uncovered:
         from_freq = freq_difficulty(sessions, uncovered)
         difficulty.update(from_freq)
-        n_freq = len(from_freq)
-    if n_teacher and n_freq:
-        source = "teacher+freq"
-    elif n_teacher:
-        source = "teacher"
-    elif n_freq:
-        source = "freq"
-    else:
-        source = "none"
-    return difficulty, source
+        if from_freq:
+            labels.append("freq")
+    return difficulty, "+".join(labels) or "none"

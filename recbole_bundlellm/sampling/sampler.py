@@ -25,10 +25,10 @@ MIN_RATIO, MAX_RATIO = 0.1, 0.7
 class SamplingContext:
     """What a sampler may look at.
 
-    ``difficulty`` maps session ids to a difficulty in [0, 1] (1 = hardest), measured from the
-    teacher's first answers where the rules extractor ran, else from the Freq baseline; see
-    :func:`recbole_bundlellm.sampling.difficulty.session_difficulty`. ``rng`` is seeded by the
-    caller so every sampler is deterministic under a seed.
+    ``difficulty`` maps session ids to a difficulty in [0, 1] (1 = hardest), given by the
+    extractors that provide one (the rules extractor: the teacher's first answer), else measured
+    with the Freq baseline; see :func:`recbole_bundlellm.sampling.difficulty.session_difficulty`.
+    ``rng`` is seeded by the caller so every sampler is deterministic under a seed.
     """
 
     sessions: Sequence[Session]

@@ -2,8 +2,8 @@
 
 Per session the extractor stores each ground-truth bundle as a transaction of its items' leaf
 categories; ``aggregate`` mines the transactions of the selected sessions with mlxtend Apriori
-(the Freq baseline's :func:`~recbole_bundlellm.models.freq.mine_patterns`) and renders each
-pattern as one sentence a prompt can carry, e.g.::
+(:func:`~recbole_bundlellm.frequent_patterns.mine_patterns`, as the Freq baseline does) and
+renders each pattern as one sentence a prompt can carry, e.g.::
 
     Products of the categories 'Cases' and 'Screen Protectors' are often bought together in one
     bundle (support 2.9%, confidence 50%).
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.frequent_patterns import bundle_transactions, mine_patterns
 from recbole_bundlellm.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import (
     Extraction,
@@ -86,18 +87,12 @@ class PatternsExtractor(KnowledgeExtractor):
             return Extraction.failed("session has no ground-truth bundle")
         if len(session.categories) != len(session.item_ids):
             return Extraction.failed("session has no item categories (add `category` to load_col['item'])")
-        from recbole_bundlellm.models.freq import bundle_transactions  # lazy: mlxtend
-
         transactions = bundle_transactions(session)
         text = "; ".join(" + ".join(t) for t in transactions)
         return Extraction("ok", {"transactions": transactions}, text)
 
     def aggregate(self, records: Sequence[KnowledgeRecord], domain: str) -> list[KnowledgeItem]:
         """Mine the transactions of the ``ok`` records; the ``max_items`` best patterns as items."""
-        from recbole_bundlellm.models.freq import (
-            mine_patterns,  # imports recbole: only when mining
-        )
-
         s = self.settings
         transactions = [list(t) for r in records if r.ok for t in r.content.get("transactions", []) if t]
         if not transactions:

@@ -11,8 +11,8 @@ Per training session, in one conversation with the teacher:
 
 The rules are parsed defensively; a session without one usable rule is failed (raw answers kept).
 ``difficulty`` = 1 - exact F1 of the teacher's *first* answer, kept even on failed records, is
-what the difficulty-aware samplers read. ``aggregate`` merges near-duplicate rules across the
-selected sessions and ranks them by how many sessions state them.
+what :meth:`RulesExtractor.difficulty` tells the difficulty sampler. ``aggregate`` merges
+near-duplicate rules across the selected sessions and ranks them by how many sessions state them.
 """
 
 from __future__ import annotations
@@ -284,6 +284,14 @@ class RulesExtractor(KnowledgeExtractor):
                                 "variants": variants[:10], "sessions": units})
             for count, text, variants, units in ranked[: s.top_k]
         ]
+
+    def difficulty(self, record: KnowledgeRecord) -> float | None:
+        """``content["difficulty"]``: 1 - exact F1 of the teacher's first answer (failed records
+        keep it too); ``None`` when the record has no numeric value."""
+        value = record.content.get("difficulty") if isinstance(record.content, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
 
 
 @hookimpl
