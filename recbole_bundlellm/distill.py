@@ -168,8 +168,8 @@ class Distillation:
         assert sampling is not None and sampler is not None
         domains = list(sampling.domains or [s.domain])
         by_domain = {d: (sessions if d == s.domain else self._other_domain_sessions(d)) for d in domains}
-        # A difficulty sampler gets the teacher's difficulty from this run's records where an
-        # extractor provides it, else the Freq baseline's (computed inside build_knowledge_set).
+        # A difficulty sampler gets difficulty from the extractors that provide it (rules: the
+        # teacher's first answer), else the Freq baseline's (computed inside build_knowledge_set).
         kset = build_knowledge_set(self.store, by_domain, s.extractors, s.fingerprints, sampler,
                                    sampling.ratio, sampling.seed)
         name = f"{'+'.join(domains)}-{'+'.join(s.extractors)}-{sampling.sampler}-r{sampling.ratio:g}-s{sampling.seed}.json"
