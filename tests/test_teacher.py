@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import threading
 import uuid
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 from teacher_fixtures import need_llama_cpp
 
-from recbole_bundlellm.knowledge.records import call_key
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.settings import SettingsError, load_settings
+from recbole_bundlellm.teacher.calls import CallRecord, call_key
 from recbole_bundlellm.teacher.client import TeacherClient, TeacherStats
 from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.server import (
@@ -78,6 +79,40 @@ def test_call_is_stored_and_served_from_store(fault_proxy, teacher_settings, tmp
     assert fault_proxy.requests == 1
     assert client2.stats.calls_made == 0 and client2.stats.calls_cached == 2
     assert client2.stats.usage.total_tokens == 0  # cached calls cost nothing
+
+
+class DictCache:
+    """The smallest :class:`~recbole_bundlellm.teacher.calls.CallCache`: a dict in memory."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallRecord] = {}
+
+    def get_call(self, key: str) -> CallRecord | None:
+        return self.calls.get(key)
+
+    def put_call(self, call: CallRecord) -> bool:
+        return self.calls.setdefault(call.key, call) is call
+
+
+def test_any_call_cache_serves_the_client(fault_proxy, teacher_settings):
+    cache = DictCache()
+    client = TeacherClient(teacher_settings(fault_proxy.base_url), cache)
+    first, cached = client.complete(ask("Name a shoe colour."))
+    assert not cached and list(cache.calls) == [first.key]
+    again, cached = client.complete(ask("Name a shoe colour."))
+    assert cached and again is first and fault_proxy.requests == 1
+
+
+def test_teacher_imports_nothing_from_knowledge():
+    # The teacher is the lower layer: importing it must not pull the knowledge package in.
+    import recbole_bundlellm
+
+    code = ("import sys, recbole_bundlellm.teacher.client, recbole_bundlellm.teacher.server; "
+            "print(sorted(m for m in sys.modules if m.startswith('recbole_bundlellm.knowledge')))")
+    root = str(Path(recbole_bundlellm.__file__).resolve().parents[1])  # this checkout, not an installed copy
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root).stdout
+    assert out.strip() == "[]"
 
 
 def test_unit_teacher_tracks_its_calls(fault_proxy, teacher_settings, tmp_path):
