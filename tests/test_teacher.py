@@ -19,7 +19,7 @@ from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.calls import CallRecord, call_key
 from recbole_bundlellm.teacher.client import TeacherClient, TeacherStats
-from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.server import (
     DEFAULT_ALIAS,
     TeacherServer,
@@ -113,6 +113,17 @@ def test_teacher_imports_nothing_from_knowledge():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root).stdout
     assert out.strip() == "[]"
+
+
+def test_partial_content_travels_with_the_error():
+    content = {"difficulty": 0.5, "answers": {"initial": "x"}}
+    exc = TeacherRequestError("HTTP 400")
+    assert exc.partial is None
+    assert exc.with_partial(content) is exc
+    content["difficulty"] = 1.0  # a copy was taken when the call failed
+    assert exc.partial == {"difficulty": 0.5, "answers": {"initial": "x"}}
+    assert TeacherUnavailable("down", partial={"a": 1}).partial == {"a": 1}
+    assert isinstance(exc, TeacherError) and str(exc) == "HTTP 400"
 
 
 def test_unit_teacher_tracks_its_calls(fault_proxy, teacher_settings, tmp_path):
