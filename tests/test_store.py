@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from recbole_bundlellm.knowledge.records import CallRecord, KnowledgeRecord, Usage, call_key
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, record_id
 from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, StoreLocked
+from recbole_bundlellm.teacher.calls import CallRecord, Usage, call_key
 
 
 def make_call(i: int) -> CallRecord:
@@ -24,6 +25,16 @@ def make_call(i: int) -> CallRecord:
 def make_record(unit: str, status: str = "ok") -> KnowledgeRecord:
     return KnowledgeRecord("rules", "electronic", unit, "fp", status, {"rules": ["r"]}, "r",
                            None if status == "ok" else "no rules parsed", unit)
+
+
+def test_keys_are_those_of_existing_stores():
+    # Pinned values computed before the call types moved to recbole_bundlellm.teacher.calls: a
+    # different key would make every call in an existing store miss (and be paid for again).
+    messages = [{"role": "system", "content": "Answer in one short sentence."},
+                {"role": "user", "content": "Name a colour \u2014 of a t-shirt."}]
+    params = {"temperature": 0.0, "seed": 0, "max_tokens": 16}
+    assert call_key("smollm2-135m-instruct", messages, params) == "346d32cf9c93a91267b075d199e94817929c25c2"
+    assert record_id("rules", "electronic", "s1", "fp") == "0a059e1560f8d5ea212c3756"
 
 
 def test_round_trip_and_no_duplicates(tmp_path):

@@ -1,12 +1,20 @@
 """The teacher client against a real OpenAI-compatible server (llama.cpp on the embedded GGUF),
-over real HTTP through a fault-injecting proxy. Nothing here mocks the openai client."""
+over real HTTP through a fault-injecting proxy. Nothing here mocks the openai client.
+
+How a server process dies is tested with a stand-in process that really dies of SIGILL
+(``fake_teacher`` in teacher_fixtures.py), so those tests need no llama.cpp."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,15 +22,22 @@ from pathlib import Path
 import pytest
 from teacher_fixtures import need_llama_cpp
 
-from recbole_bundlellm.knowledge.records import call_key
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.settings import SettingsError, load_settings
+from recbole_bundlellm.teacher.calls import CallRecord, call_key
 from recbole_bundlellm.teacher.client import TeacherClient, TeacherStats
-from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.server import (
     DEFAULT_ALIAS,
+    INSTALL_HINT,
+    REBUILD_HINT,
     TeacherServer,
     TeacherServerError,
+    _check_port_free,
+    check_server,
+    exit_report,
+    exit_status,
+    serve,
     server_command,
 )
 from recbole_bundlellm.teacher.settings import TeacherSettings
@@ -78,6 +93,51 @@ def test_call_is_stored_and_served_from_store(fault_proxy, teacher_settings, tmp
     assert fault_proxy.requests == 1
     assert client2.stats.calls_made == 0 and client2.stats.calls_cached == 2
     assert client2.stats.usage.total_tokens == 0  # cached calls cost nothing
+
+
+class DictCache:
+    """The smallest :class:`~recbole_bundlellm.teacher.calls.CallCache`: a dict in memory."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallRecord] = {}
+
+    def get_call(self, key: str) -> CallRecord | None:
+        return self.calls.get(key)
+
+    def put_call(self, call: CallRecord) -> bool:
+        return self.calls.setdefault(call.key, call) is call
+
+
+def test_any_call_cache_serves_the_client(fault_proxy, teacher_settings):
+    cache = DictCache()
+    client = TeacherClient(teacher_settings(fault_proxy.base_url), cache)
+    first, cached = client.complete(ask("Name a shoe colour."))
+    assert not cached and list(cache.calls) == [first.key]
+    again, cached = client.complete(ask("Name a shoe colour."))
+    assert cached and again is first and fault_proxy.requests == 1
+
+
+def test_teacher_imports_nothing_from_knowledge():
+    # The teacher is the lower layer: importing it must not pull the knowledge package in.
+    import recbole_bundlellm
+
+    code = ("import sys, recbole_bundlellm.teacher.client, recbole_bundlellm.teacher.server; "
+            "print(sorted(m for m in sys.modules if m.startswith('recbole_bundlellm.knowledge')))")
+    root = str(Path(recbole_bundlellm.__file__).resolve().parents[1])  # this checkout, not an installed copy
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root).stdout
+    assert out.strip() == "[]"
+
+
+def test_partial_content_travels_with_the_error():
+    content = {"difficulty": 0.5, "answers": {"initial": "x"}}
+    exc = TeacherRequestError("HTTP 400")
+    assert exc.partial is None
+    assert exc.with_partial(content) is exc
+    content["difficulty"] = 1.0  # a copy was taken when the call failed
+    assert exc.partial == {"difficulty": 0.5, "answers": {"initial": "x"}}
+    assert TeacherUnavailable("down", partial={"a": 1}).partial == {"a": 1}
+    assert isinstance(exc, TeacherError) and str(exc) == "HTTP 400"
 
 
 def test_unit_teacher_tracks_its_calls(fault_proxy, teacher_settings, tmp_path):
@@ -375,3 +435,174 @@ def test_server_refuses_a_taken_port(tmp_path):
         with pytest.raises(TeacherServerError, match="cannot serve on 127.0.0.1"):
             server.start()
     assert not server.running
+
+
+# --------------------------------------------------------------------------- a server that dies
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def post_chat(base_url: str, timeout: float = 10.0) -> bytes:
+    body = json.dumps({"model": DEFAULT_ALIAS, "messages": ask("Hello?"), "max_tokens": 4}).encode()
+    request = urllib.request.Request(f"{base_url}/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=timeout) as resp:
+        return resp.read()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_exit_descriptions():
+    assert exit_report(1) == "the teacher server exited with code 1"
+    assert exit_report(-4, "before answering") == (
+        f"the teacher server was killed by SIGILL (exit status 132) before answering: {REBUILD_HINT}")
+    assert exit_report(132) == f"the teacher server exited with code 132 (SIGILL, as a shell reports it): {REBUILD_HINT}"
+    assert exit_report(-15) == "the teacher server was killed by SIGTERM (exit status 143)"
+    assert "memory" in exit_report(-9)
+    assert [exit_status(c) for c in (-4, 1, 0, 3)] == [132, 1, 1, 3]
+    assert "scripts/setup.sh --test --rebuild-teacher" in REBUILD_HINT and "CPU" in REBUILD_HINT
+
+
+def test_server_dying_before_it_answers_names_the_signal(fake_teacher, tmp_path):
+    model = fake_teacher("die-at-start")
+    log_path = tmp_path / "server.log"
+    server = TeacherServer(model, log_path=log_path, startup_timeout=60)
+    with pytest.raises(TeacherServerError) as info:
+        server.start()
+    message = str(info.value)
+    assert message.startswith(f"the teacher server was killed by SIGILL (exit status 132) before answering: "
+                              f"{REBUILD_HINT}\n")
+    assert str(log_path) in message and "fake teacher: loading model" in message  # the log's tail
+    assert not server.running
+
+
+def test_server_death_after_startup_is_logged_at_once_and_exposed(fake_teacher, caplog):
+    server = TeacherServer(fake_teacher("die-on-chat"), startup_timeout=60)
+    with caplog.at_level(logging.ERROR, logger="recbole_bundlellm.teacher"):
+        server.start()
+        try:
+            server.check()  # running: no error
+            assert server.failure is None
+            with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+                post_chat(server.base_url)  # the server dies of SIGILL on its first completion
+            assert wait_for(lambda: server.failure is not None)
+            assert not server.running
+            errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+            assert len(errors) == 1 and errors[0].getMessage() == server.failure
+            assert "killed by SIGILL" in server.failure and REBUILD_HINT in server.failure
+            assert "fake teacher: first completion" in server.failure  # the log's tail
+            with pytest.raises(TeacherServerError, match="killed by SIGILL"):
+                server.check()
+            log_path = server.log_path
+        finally:
+            server.stop()
+    assert log_path is not None and log_path.is_file()  # the failure names it: kept
+
+
+def test_a_stopped_server_is_no_failure(fake_teacher, caplog):
+    server = TeacherServer(fake_teacher("ok"), startup_timeout=60)
+    with caplog.at_level(logging.ERROR, logger="recbole_bundlellm.teacher"):
+        with server:
+            assert json.loads(post_chat(server.base_url))["choices"][0]["message"]["content"] == "OK"
+            log_path = server.log_path
+        time.sleep(0.3)  # time for the watcher to see the exit stop() caused
+    assert server.failure is None and not caplog.records
+    assert log_path is not None and not log_path.exists()  # its own log is removed after a clean stop
+    with pytest.raises(TeacherServerError, match="not started"):
+        server.check()
+
+
+def test_port_with_only_time_wait_leftovers_is_free():
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first (as after a readiness probe): its end waits in TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    listener.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the port does have a leftover: a bind without SO_REUSEADDR fails
+    _check_port_free("127.0.0.1", port)  # ... but no server owns it
+
+
+@pytest.mark.parametrize("reuse", [0, 1])
+def test_port_with_a_live_listener_is_taken(reuse):
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(TeacherServerError, match=f"cannot serve on 127.0.0.1:{port}.*already running"):
+            _check_port_free("127.0.0.1", port)
+
+
+def test_server_restarts_on_the_same_port_at_once(fake_teacher):
+    model = fake_teacher("ok")
+    port = free_port()
+    for _ in range(2):  # the readiness probe and the chat leave TIME_WAIT connections on the port
+        with TeacherServer(model, port=port, startup_timeout=60) as server:
+            assert server.port == port
+            assert json.loads(post_chat(server.base_url))["choices"][0]["message"]["content"] == "OK"
+
+
+def test_serve_reports_a_death_with_signal_and_output(fake_teacher, capsys):
+    model = fake_teacher("die-later")
+    code = serve(model, port=free_port())
+    out, err = capsys.readouterr()
+    assert code == 132
+    assert "ready." in out and "fake teacher: loading model" in out  # relayed as it came
+    last = err.strip().splitlines()[-1]
+    assert last == f"error: the teacher server was killed by SIGILL (exit status 132): {REBUILD_HINT}"
+    assert "last output lines:\nfake teacher: loading model" in err
+
+
+def test_check_server_reports_a_server_dying_on_its_first_completion(fake_teacher, caplog):
+    with caplog.at_level(logging.ERROR, logger="recbole_bundlellm.teacher"), \
+            pytest.raises(TeacherServerError) as info:
+        check_server(fake_teacher("die-on-chat"), timeout=60)
+    assert not caplog.records  # reported once: by the error, not by the watcher's log as well
+    message = str(info.value)
+    assert message.startswith("the teacher server was killed by SIGILL (exit status 132) while answering a "
+                              f"chat completion: {REBUILD_HINT}\n")
+    assert "fake teacher: first completion" in message
+
+
+def test_check_server_reports_no_answer_in_time(fake_teacher):
+    with pytest.raises(TeacherServerError, match="did not answer a 4-token chat completion within"):
+        check_server(fake_teacher("hang"), timeout=6)
+
+
+def test_check_server_describes_a_working_server(fake_teacher):
+    line = check_server(fake_teacher("ok"), timeout=60)
+    assert line.startswith("teacher OK: ") and "\n" not in line
+    assert "fake.gguf" in line and "answered 'OK' (1 tokens)" in line
+
+
+def test_check_server_without_llama_cpp_gives_the_install_hint(monkeypatch, tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what find_spec reports for a missing package
+    with pytest.raises(TeacherServerError, match="not installed") as info:
+        check_server(model, timeout=10)
+    assert INSTALL_HINT in str(info.value)
+
+
+def test_check_server_with_the_real_server():
+    need_llama_cpp()
+    line = check_server(timeout=120, n_threads=1)
+    assert line.startswith("teacher OK: llama-cpp-python ") and ".gguf" in line and "answered " in line

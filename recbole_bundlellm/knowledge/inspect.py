@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from recbole_bundlellm.knowledge.records import KnowledgeRecord, Usage, reason_class
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class
 from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.teacher.calls import Usage
 
 
 def select_records(store: KnowledgeStore, *, kind: str | None = None, domain: str | None = None,

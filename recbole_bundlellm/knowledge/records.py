@@ -1,80 +1,13 @@
-"""What the knowledge store holds: teacher calls and knowledge records, as JSON-ready dataclasses."""
+"""What the knowledge store holds besides teacher calls: knowledge records and items, as JSON-ready
+dataclasses. The teacher calls themselves (:class:`~recbole_bundlellm.teacher.calls.CallRecord`)
+are defined in the teacher package, below this one."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces) used for hashing."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def stable_hash(obj: Any, length: int = 32) -> str:
-    """SHA-256 of :func:`canonical_json` of ``obj``, hex, cut to ``length``."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass
-class Usage:
-    """Token counts of one or more teacher calls."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: Usage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-
-    def cost(self, price_input_per_1m: float, price_output_per_1m: float) -> float:
-        """Estimated cost in the currency of the prices (per million tokens)."""
-        return (self.prompt_tokens * price_input_per_1m + self.completion_tokens * price_output_per_1m) / 1e6
-
-
-@dataclass
-class CallRecord:
-    """One completed teacher call, keyed by :func:`call_key` of its request.
-
-    ``request`` holds the model, messages and sampling parameters exactly as sent (never the API
-    key or the base URL); ``text`` the first choice's message content.
-    """
-
-    key: str
-    model: str
-    request: dict[str, Any]
-    text: str
-    finish_reason: str | None
-    usage: Usage
-    created_at: str
-    latency_s: float
-    attempts: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CallRecord:
-        data = dict(data)
-        data["usage"] = Usage(**data.get("usage", {}))
-        return cls(**data)
-
-
-def call_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-    """The store key of a teacher request: a hash of (model, messages, parameters)."""
-    return stable_hash({"model": model, "messages": messages, "params": params}, 40)
-
+from recbole_bundlellm.teacher.calls import stable_hash
 
 Status = Literal["ok", "failed"]
 

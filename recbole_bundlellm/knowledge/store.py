@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.knowledge.records import CallRecord, KnowledgeRecord
+from recbole_bundlellm.knowledge.records import KnowledgeRecord
+from recbole_bundlellm.teacher.calls import CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class _AppendLog:
 
 
 class KnowledgeStore:
-    """Teacher calls and knowledge records of one store folder.
+    """Teacher calls and knowledge records of one store folder (the teacher's
+    :class:`~recbole_bundlellm.teacher.calls.CallCache`).
 
     Reading needs no lock. Writing happens inside :meth:`writer` (an exclusive ``flock`` on
     ``.lock``), so two distillations never interleave in one store; within a process, writes are
@@ -155,6 +157,7 @@ class KnowledgeStore:
 
     # -- teacher calls ------------------------------------------------------------------------
     def get_call(self, key: str) -> CallRecord | None:
+        """The stored call with this key, or None."""
         return self._calls.get(key)
 
     def put_call(self, call: CallRecord) -> bool:

@@ -1,1 +1,1 @@
-"""The teacher: any OpenAI-compatible chat endpoint, called through the knowledge store."""
+"""The teacher: any OpenAI-compatible chat endpoint, called through a call cache (the knowledge store)."""

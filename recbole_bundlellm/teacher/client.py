@@ -1,9 +1,10 @@
-"""The teacher client: OpenAI-compatible chat calls, answered from the knowledge store when possible.
+"""The teacher client: OpenAI-compatible chat calls, answered from a call cache when possible.
 
-Every request is keyed by :func:`~recbole_bundlellm.knowledge.records.call_key` of (model,
-messages, sampling parameters). A stored key is answered from disk without any HTTP; a new one is
-sent (at most ``concurrency`` at once), retried with exponential backoff on transient failures, and
-stored before its answer is returned, so a killed run never pays for a finished call twice.
+Every request is keyed by :func:`~recbole_bundlellm.teacher.calls.call_key` of (model, messages,
+sampling parameters). A key found in the :class:`~recbole_bundlellm.teacher.calls.CallCache` (in
+practice the knowledge store) is answered without any HTTP; a new one is sent (at most
+``concurrency`` at once), retried with exponential backoff on transient failures, and stored before
+its answer is returned, so a killed run never pays for a finished call twice.
 
 The API key is read from the environment variable named by ``teacher.api_key_env`` and handed to
 the ``openai`` client only: it is never part of a stored request, a log line or an error message.
@@ -22,8 +23,7 @@ from typing import Any
 
 import openai
 
-from recbole_bundlellm.knowledge.records import CallRecord, Usage, call_key, now_iso
-from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.teacher.calls import CallCache, CallRecord, Usage, call_key, now_iso
 from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
@@ -90,14 +90,15 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 class TeacherClient:
-    """Calls the teacher through the knowledge store; thread-safe, one per distillation.
+    """Calls the teacher through a call cache; thread-safe, one per distillation.
 
-    The store must be open for writing (``with store.writer():``) when a new call is made.
+    ``store`` is any :class:`~recbole_bundlellm.teacher.calls.CallCache`; a knowledge store must be
+    open for writing (``with store.writer():``) when a new call is made.
     ``client`` replaces the ``openai.OpenAI`` client built from the settings (its own retries
     should be off: this class retries).
     """
 
-    def __init__(self, settings: TeacherSettings, store: KnowledgeStore, *,
+    def __init__(self, settings: TeacherSettings, store: CallCache, *,
                  client: openai.OpenAI | None = None) -> None:
         settings.validate()
         self.settings = settings

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound="TeacherError")
+
 
 class TeacherError(RuntimeError):
-    """Base class of teacher errors."""
+    """Base class of teacher errors.
+
+    ``partial`` is what the caller had already computed when the call failed (e.g. an extractor's
+    content up to the failed turn), or None. A caller attaches it with :meth:`with_partial` before
+    re-raising; the distiller keeps it in the failed record of that session.
+    """
+
+    def __init__(self, *args: object, partial: Mapping[str, Any] | None = None) -> None:
+        super().__init__(*args)
+        self.partial: dict[str, Any] | None = dict(partial) if partial is not None else None
+
+    def with_partial(self: _E, content: Mapping[str, Any]) -> _E:
+        """Attach (a shallow copy of) ``content`` as :attr:`partial`; returns this error."""
+        self.partial = dict(content)
+        return self
 
 
 class TeacherRequestError(TeacherError):
     """The endpoint rejected one request for good (e.g. 400: prompt too long); retrying won't help.
 
-    Extractors let it propagate; the distiller stores that session as failed with this message.
+    Extractors let it propagate; the distiller stores that session as failed with this message
+    and :attr:`partial` as its content.
     """
 
 

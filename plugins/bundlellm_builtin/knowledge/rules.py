@@ -202,7 +202,7 @@ class RulesExtractor(KnowledgeExtractor):
         except TeacherError as exc:
             # The distiller records the session as failed; this keeps the first answer and its
             # difficulty reachable for it (the samplers want them).
-            exc.partial_content = content  # type: ignore[attr-defined]
+            exc.with_partial(content)
             raise
         rules = parse_rules(rules_answer, s.max_rules)
         content["rules"] = rules

@@ -1,0 +1,100 @@
+"""Teacher calls as data: the call record, its token usage, its key, and the cache they live in.
+
+These sit in the teacher package (the lowest layer) so that the client needs nothing from the
+knowledge package; the knowledge store implements :class:`CallCache` and imports them from here.
+
+The key of a request is a hash of its canonical JSON: changing :func:`canonical_json`,
+:func:`stable_hash` or :func:`call_key` would make every stored call miss, so they must not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces) used for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def stable_hash(obj: Any, length: int = 32) -> str:
+    """SHA-256 of :func:`canonical_json` of ``obj``, hex, cut to ``length``."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
+
+
+def now_iso() -> str:
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Usage:
+    """Token counts of one or more teacher calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+    def cost(self, price_input_per_1m: float, price_output_per_1m: float) -> float:
+        """Estimated cost in the currency of the prices (per million tokens)."""
+        return (self.prompt_tokens * price_input_per_1m + self.completion_tokens * price_output_per_1m) / 1e6
+
+
+@dataclass
+class CallRecord:
+    """One completed teacher call, keyed by :func:`call_key` of its request.
+
+    ``request`` holds the model, messages and sampling parameters exactly as sent (never the API
+    key or the base URL); ``text`` the first choice's message content.
+    """
+
+    key: str
+    model: str
+    request: dict[str, Any]
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    created_at: str
+    latency_s: float
+    attempts: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallRecord:
+        data = dict(data)
+        data["usage"] = Usage(**data.get("usage", {}))
+        return cls(**data)
+
+
+def call_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+    """The cache key of a teacher request: a hash of (model, messages, parameters)."""
+    return stable_hash({"model": model, "messages": messages, "params": params}, 40)
+
+
+class CallCache(Protocol):
+    """Where the client keeps finished calls (the knowledge store is one).
+
+    ``put_call`` must be thread-safe and durable before it returns: the client stores a call
+    before handing its answer out, so a killed run never pays for a finished call twice.
+    """
+
+    def get_call(self, key: str) -> CallRecord | None:
+        """The stored call with this key, or None."""
+        ...
+
+    def put_call(self, call: CallRecord) -> bool:
+        """Store a finished call; False (and nothing written) when its key is already stored."""
+        ...
