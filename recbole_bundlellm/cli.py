@@ -90,6 +90,7 @@ def _add_knowledge_commands(sub: Any) -> None:
     serve.add_argument("--n-threads", type=int, default=None, help="CPU threads (default: llama.cpp's choice)")
     check = tsub.add_parser("check", help="start the embedded server once and ask it one short completion")
     check.add_argument("--model", default=None, help="a .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    check.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -257,7 +258,7 @@ def _teacher(args: argparse.Namespace) -> int:
     from recbole_bundlellm.teacher.server import check_server, serve
 
     if args.teacher_command == "check":
-        print(check_server(args.model))
+        print(check_server(args.model, timeout=args.timeout))
         return 0
     return serve(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.n_threads)
 

@@ -29,13 +29,13 @@ from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.extraction import ExtractionRun
 from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor, extractor_fingerprint
-from recbole_bundlellm.knowledge.records import canonical_json, now_iso
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary, KindSummary
 from recbole_bundlellm.plugins import PluginHost
 from recbole_bundlellm.sampling.sampler import Sampler
 from recbole_bundlellm.sampling.settings import SamplingSettings
 from recbole_bundlellm.settings import SettingsError, load_settings
+from recbole_bundlellm.teacher.calls import canonical_json, now_iso
 from recbole_bundlellm.teacher.errors import TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings
 

@@ -334,7 +334,7 @@ def test_teacher_request_errors_propagate():
     with pytest.raises(TeacherRequestError) as info:
         RulesExtractor().extract_session(SESSION, ScriptedTeacher([FIRST, TeacherRequestError("400")]))
     # the first answer and its difficulty stay reachable for the distiller
-    assert info.value.partial_content["difficulty"] == pytest.approx(0.5)
+    assert info.value.partial["difficulty"] == pytest.approx(0.5)
     with pytest.raises(TeacherRequestError):
         ThoughtsExtractor().extract_session(SESSION, ScriptedTeacher([TeacherRequestError("400")]))
 

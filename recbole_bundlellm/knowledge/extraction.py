@@ -18,10 +18,11 @@ from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
-from recbole_bundlellm.knowledge.records import KnowledgeRecord, now_iso, reason_class, record_id
+from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class, record_id
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.knowledge.summary import KindSummary
 from recbole_bundlellm.progress import progress_bar
+from recbole_bundlellm.teacher.calls import now_iso
 from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class ExtractionRun:
             return extractor.extract_session(session, unit), unit, None
         except TeacherRequestError as exc:
             # Keep what the extractor had before the rejection (e.g. the first answer's difficulty).
-            return Extraction.failed(f"teacher rejected the request: {exc}", **dict(exc.partial)), unit, None
+            return Extraction.failed(f"teacher rejected the request: {exc}", **(exc.partial or {})), unit, None
         except TeacherUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run

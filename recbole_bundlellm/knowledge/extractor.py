@@ -107,7 +107,7 @@ def extractor_fingerprint(extractor: KnowledgeExtractor, teacher_identity: dict[
 
     The domain is not part of it, so one configuration has one fingerprint across domains.
     """
-    from recbole_bundlellm.knowledge.records import stable_hash
+    from recbole_bundlellm.teacher.calls import stable_hash
     from recbole_bundlellm.settings import settings_dict
 
     return stable_hash({

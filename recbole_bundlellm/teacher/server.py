@@ -48,8 +48,8 @@ DEFAULT_N_CTX = 2048
 # So all cores is fastest on a machine left to the teacher; where other work shares the cores
 # (training the student alongside), pass n_threads=1: llama.cpp's threads busy-wait on each other.
 DEFAULT_N_THREADS: int | None = None
-INSTALL_HINT = ("install the teacher extra: pip install -e '.[teacher]' "
-                "(it compiles llama.cpp, about 4 minutes)")
+INSTALL_HINT = ("install it with `bash scripts/setup.sh --test` (it compiles llama.cpp portably once, "
+                "about 4 minutes)")
 REBUILD_HINT = ("the llama.cpp build does not run on this CPU; rebuild it with "
                 "`bash scripts/setup.sh --test --rebuild-teacher`")
 
@@ -72,7 +72,7 @@ def require_llama_cpp() -> None:
 
 
 def _default_model() -> Path:
-    from recbole_bundlellm.llm.loading import embedded_gguf_path
+    from recbole_bundlellm.embedded import embedded_gguf_path
 
     return embedded_gguf_path()
 
