@@ -85,8 +85,7 @@ def bundle_transactions(session: Session) -> list[list[str]]:
     """The leaf categories of each ground-truth bundle of ``session`` (items in session order,
     so the result does not depend on set iteration). Needs ``session.categories``."""
     category_of = dict(zip(session.item_ids, session.categories))
-    position = {item: i for i, item in enumerate(session.item_ids)}
-    return [[category_of[i] for i in sorted(bundle, key=position.__getitem__)] for bundle in session.bundles]
+    return [[category_of[i] for i in session.in_session_order(bundle)] for bundle in session.bundles]
 
 
 def predict_bundles(session: Session, patterns: Sequence[CategoryPattern]) -> list[tuple[str, ...]]:

@@ -175,7 +175,7 @@ def write_outputs(result: RunResult, config: BundleConfig, trainer: Any) -> None
                 "session_id": pred.session_id,
                 "items": list(session.item_ids),
                 "predicted_bundles": None if pred.failed else [list(b) for b in pred.bundles],
-                "ground_truth": [sorted(b, key=session.item_ids.index) for b in session.bundles],
+                "ground_truth": [session.in_session_order(b) for b in session.bundles],
                 "raw_text": pred.raw_text,
                 "failure": pred.failure,
                 **pred.details,

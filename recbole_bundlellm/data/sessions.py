@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ class Session:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Item id → its 0-based position in the session (computed once per session)."""
+        return {item: i for i, item in enumerate(self.item_ids)}
+
+    def in_session_order(self, items: Iterable[str]) -> list[str]:
+        """``items`` (of this session) sorted by their position in it."""
+        return sorted(items, key=self.positions.__getitem__)
 
 
 def read_intents(path: str | Path) -> dict[str, str]:

@@ -37,9 +37,9 @@ def products_dict(session: Session, max_title_words: int | None = None) -> str:
 
 def answer_dict(session: Session) -> str:
     """The ground-truth bundles of a session written as the expected answer."""
-    position = {item: i for i, item in enumerate(session.item_ids)}
+    position = session.positions
     answer = {
-        f"bundle{k + 1}": [f"product{position[i] + 1}" for i in sorted(b, key=position.__getitem__)]
+        f"bundle{k + 1}": [f"product{position[i] + 1}" for i in session.in_session_order(b)]
         for k, b in enumerate(session.bundles)
     }
     return repr(answer)

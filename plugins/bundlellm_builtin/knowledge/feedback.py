@@ -78,8 +78,7 @@ class SessionFeedback:
 
 def truth_positions(session: Session) -> list[tuple[int, ...]]:
     """The ground-truth bundles of ``session`` as sorted 0-based positions (as in ``answer_dict``)."""
-    position = {item: i for i, item in enumerate(session.item_ids)}
-    return [tuple(sorted(position[i] for i in bundle)) for bundle in session.bundles]
+    return [tuple(sorted(session.positions[i] for i in bundle)) for bundle in session.bundles]
 
 
 def answer_bundles(text: str, n_items: int) -> list[RawBundle] | None:
