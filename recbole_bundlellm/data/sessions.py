@@ -32,8 +32,11 @@ class Session:
 
     @functools.cached_property
     def positions(self) -> dict[str, int]:
-        """Item id → its 0-based position in the session (computed once per session)."""
-        return {item: i for i, item in enumerate(self.item_ids)}
+        """Item id → its 0-based position in the session (its first one, as ``item_ids.index``)."""
+        first: dict[str, int] = {}
+        for i, item in enumerate(self.item_ids):
+            first.setdefault(item, i)
+        return first
 
     def in_session_order(self, items: Iterable[str]) -> list[str]:
         """``items`` (of this session) sorted by their position in it."""
