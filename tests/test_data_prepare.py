@@ -13,18 +13,16 @@ import pytest
 
 import recbole_bundlellm  # noqa: F401  (numpy-2 patches before recbole)
 from recbole_bundlellm.data import DOMAINS, DataError, default_raw_root, prepare, prepare_domain
-from recbole_bundlellm.data.categories import (
-    CategoryPredictor,
-    choose_path,
-    holdout_accuracy,
-    parse_category_paths,
-)
-from recbole_bundlellm.data.prepare import Bundle, dedup_bundles, seeded_split, split_sizes
+from recbole_bundlellm.data.categories import choose_path, parse_category_paths
+from recbole_bundlellm.data.category_predictors import NearestTitlePredictor, holdout_accuracy
+from recbole_bundlellm.data.dedup import Bundle, dedup_bundles
+from recbole_bundlellm.data.splits import seeded_split, split_sizes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = FIXTURES / "tiny_raw"
 # The package re-exports the function ``prepare``, which shadows the submodule's attribute name.
 prepare_module = importlib.import_module("recbole_bundlellm.data.prepare")
+outputs_module = importlib.import_module("recbole_bundlellm.data.outputs")
 SPLITS = ("train", "valid", "test")
 
 EXPECTED = {
@@ -200,7 +198,10 @@ def test_no_category_leak(prepared, domain):
     assert stats["items_raw_category"] == len(raw_items)
     assert stats["items_predicted_category"] == len(items) - len(raw_items)
     hold = stats["predictor_holdout"]
-    assert hold["n_heldout"] > 100 and 0.3 < hold["leaf_accuracy"] <= 1.0
+    assert stats["category_predictor"] == "linear"  # the default
+    # The linear predictor's leaf accuracy was 0.63 / 0.59 / 0.54 (E / C / F) when written;
+    # the nearest neighbour's 0.51 / 0.41 / 0.42.
+    assert hold["n_heldout"] > 100 and 0.5 < hold["leaf_accuracy"] <= 1.0
 
 
 def test_recbole_loads_electronic(prepared):
@@ -312,6 +313,42 @@ def test_idempotent_and_force(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["clothing", "clothing_next"]
 
 
+def test_category_predictor_is_part_of_the_output(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    nearest = prepare_domain(TINY, out, "clothing", seed=0, category_predictor="nearest")
+    manifest = json.loads((out / "clothing" / "manifest.json").read_text())
+    assert manifest["category_predictor"] == "nearest"
+    cats = nearest["categories"]
+    assert cats["category_predictor"] == "nearest" and cats["predictor"].startswith("TF-IDF (word unigrams)")
+    markdown = (out / "clothing" / "dataset_card.md").read_text()
+    assert "by the `nearest` predictor" in markdown
+    assert f"leaf accuracy {cats['predictor_holdout']['leaf_accuracy']}" in markdown
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(prepare_module, "build_domain", boom)
+    assert prepare_domain(TINY, out, "clothing", seed=0, category_predictor="nearest") == nearest
+    with pytest.raises(AssertionError, match="recomputed"):  # switching predictor re-prepares
+        prepare_domain(TINY, out, "clothing", seed=0)
+    monkeypatch.undo()
+    linear = prepare_domain(TINY, out, "clothing", seed=0, category_predictor="linear")
+    assert linear["categories"]["category_predictor"] == "linear"
+    assert json.loads((out / "clothing" / "manifest.json").read_text())["category_predictor"] == "linear"
+    assert "by the `linear` predictor" in (out / "clothing" / "dataset_card.md").read_text()
+    # Only predicted categories may differ; everything else is the same output.
+    assert linear["counts"] == nearest["counts"]
+    assert linear["categories"]["items_raw_category"] == cats["items_raw_category"]
+
+
+def test_unknown_category_predictor(tmp_path):
+    with pytest.raises(DataError, match="unknown category predictor 'knn'"):
+        prepare(TINY, tmp_path / "out", ["clothing"], category_predictor="knn")
+    with pytest.raises(DataError, match="expected one of linear, nearest"):
+        prepare_domain(TINY, tmp_path / "out", "clothing", category_predictor="knn")
+    _assert_nothing_written(tmp_path / "out")
+
+
 def test_changed_input_recomputes(tmp_path):
     raw = copy_tiny(tmp_path)
     out = tmp_path / "out"
@@ -408,8 +445,8 @@ def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
             raise OSError("disk full")
         return original(path, header, rows)
 
-    original = prepare_module.write_atomic_table
-    monkeypatch.setattr(prepare_module, "write_atomic_table", failing)
+    original = outputs_module.write_atomic_table
+    monkeypatch.setattr(outputs_module, "write_atomic_table", failing)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         prepare_domain(TINY, out, "clothing", seed=0)
@@ -443,11 +480,11 @@ def test_parse_category_paths():
 def test_category_predictor():
     titles = ["silk neck tie", "cotton dress shirt", "leather belt"]
     paths = [("Men", "Ties"), ("Men", "Shirts"), ("Men", "Belts")]
-    model = CategoryPredictor().fit(titles, paths)
+    model = NearestTitlePredictor().fit(titles, paths)
     assert model.predict(["striped silk tie", "oxford shirt", "zzz"]) == [
         ("Men", "Ties"), ("Men", "Shirts"), ("Men", "Ties")  # no shared word -> most frequent (first)
     ]
-    result = holdout_accuracy(titles * 4, paths * 4, seed=0)
+    result = holdout_accuracy(titles * 4, paths * 4, seed=0, predictor="nearest")
     assert result["n_heldout"] == 2 and result["leaf_accuracy"] == 1.0
 
 

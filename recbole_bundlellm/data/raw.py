@@ -31,6 +31,7 @@ RAW_FILES: dict[str, tuple[str, ...]] = {
 }
 
 # The derived AICL files (electronic only, not upstream); see shared/data/bundle/SOURCE.md.
+AICL_DOMAIN = "electronic"  # the one domain whose split and full titles come from AICL
 AICL_DIR = "aicl_split"
 AICL_FILES: dict[str, tuple[str, ...]] = {
     "sessions.csv": ("aicl_session_id", "bundlerec_session_id", "split", "item_asins", "session_text"),
