@@ -23,7 +23,7 @@ def _add_data_commands(sub: Any) -> None:
     prep.add_argument("--domain", action="append", help="electronic, clothing or food (repeatable; default all)")
     prep.add_argument("--seed", type=int, default=2024, help="seed of the clothing/food split")
     prep.add_argument("--force", action="store_true", help="re-prepare even if up to date")
-    prep.add_argument("--category-predictor", default="linear", choices=["linear", "nearest"],
+    prep.add_argument("--category-predictor", default="linear", choices=["linear", "nearest"],  # see data.CATEGORY_PREDICTORS
                       help="title -> category for items outside training bundles: a linear classifier "
                            "(default) or the 1-nearest-neighbour of earlier versions")
     down = dsub.add_parser("download", help="fetch and verify the raw files from the upstream repository")

@@ -74,3 +74,13 @@ def test_knowledge_and_plugins_commands_reject_stray_arguments(capsys):
         except SystemExit as exc:  # argparse's own usage error
             assert exc.code == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_prepare_offers_exactly_the_registered_category_predictors():
+    from recbole_bundlellm.cli import build_parser
+    from recbole_bundlellm.data import CATEGORY_PREDICTORS, DEFAULT_CATEGORY_PREDICTOR
+
+    parser = build_parser()
+    prepare = parser._subparsers._group_actions[0].choices["data"]._subparsers._group_actions[0].choices["prepare"]
+    option = next(a for a in prepare._actions if a.dest == "category_predictor")
+    assert set(option.choices) == set(CATEGORY_PREDICTORS) and option.default == DEFAULT_CATEGORY_PREDICTOR
