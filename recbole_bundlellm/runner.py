@@ -124,9 +124,7 @@ def run(
                            dict(valid_result) if valid_result else None, out,
                            Path(config["data_path"]).parent, timing, info)
         write_outputs(result, config, trainer)
-        from recbole_bundlellm.plugins import get_host
-
-        get_host().notify("run_finished", result=result)
+        config.host.notify("run_finished", result=result)
         return result
     finally:
         logging.getLogger().removeHandler(handler)

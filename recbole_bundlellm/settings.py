@@ -15,11 +15,12 @@ is an error that names the field and the expected type. Nothing is silently drop
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar, Union
+
+from recbole_bundlellm.lookup import did_you_mean
 
 T = TypeVar("T")
 
@@ -100,10 +101,8 @@ def load_settings(cls: type[T], data: Mapping[str, Any] | None, key: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     for name in data:
         if name not in fields:
-            close = difflib.get_close_matches(str(name), sorted(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             known = ", ".join(sorted(fields)) or "none"
-            raise SettingsError(f"unknown setting '{key}.{name}'{hint} (known: {known})")
+            raise SettingsError(f"unknown setting '{key}.{name}'{did_you_mean(name, fields)} (known: {known})")
     values = {name: _coerce(value, hints.get(name, Any), f"'{key}.{name}'") for name, value in data.items()}
     try:
         obj = cls(**values)
