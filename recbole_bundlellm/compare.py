@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.plugins import PluginHost
-from recbole_bundlellm.runner import RunResult, run_config
+from recbole_bundlellm.evaluation.results import RunResult
+from recbole_bundlellm.runner import run_config
 
 
 def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # annotations only: importing these here would import RecBole
     from recbole_bundlellm.knowledge.records import KnowledgeRecord
     from recbole_bundlellm.plugins import PluginHost
     from recbole_bundlellm.registry import ModelSpec
-    from recbole_bundlellm.runner import RunResult
+    from recbole_bundlellm.evaluation.results import RunResult
     from recbole_bundlellm.sampling.sampler import Sampler
 
 PROJECT = "recbole_bundlellm"
@@ -128,7 +128,7 @@ def distill_finished(summary: DistillSummary) -> None:
 def run_finished(result: RunResult) -> None:
     """Called after ``bundlellm run`` (or :func:`recbole_bundlellm.runner.run`) wrote its outputs.
 
-    :param result: the :class:`recbole_bundlellm.runner.RunResult`.
+    :param result: the :class:`recbole_bundlellm.evaluation.results.RunResult`.
     """
 
 

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +25,12 @@ from recbole.utils import init_seed
 from recbole_bundlellm.compat import trusted_torch_load
 from recbole_bundlellm.config import BundleConfig, load_yaml_files
 from recbole_bundlellm.data import check_prepared
+from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.plugins import PluginHost
 
 
 class RunError(ValueError):
     """A run that cannot start as asked (e.g. no model named)."""
-
-
-@dataclass
-class RunResult:
-    """What one run produced; ``test_result`` maps metric names to values."""
-
-    run_name: str
-    model: str
-    dataset: str
-    test_result: dict[str, float]
-    valid_result: dict[str, float] | None
-    output_dir: Path
-    data_path: Path  # the folder holding the prepared <dataset>/ folders
-    timing: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
