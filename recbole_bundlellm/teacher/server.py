@@ -2,7 +2,7 @@
 
 By default it serves the SmolLM2-135M-Instruct GGUF shipped with the student, under the model
 name :data:`DEFAULT_ALIAS` (the default ``teacher.model``), so a distillation works offline with
-nothing but ``pip install -e '.[teacher]'``. Any other ``.gguf`` file works the same way.
+nothing but llama-cpp-python's server (``bash scripts/setup.sh --test`` builds it portably). Any other ``.gguf`` file works the same way.
 
 :class:`TeacherServer` runs it in the background (tests, scripts); :func:`serve` in the foreground
 (``bundlellm teacher serve``); :func:`check_server` is the smoke check (``bundlellm teacher check``).
