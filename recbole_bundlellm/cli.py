@@ -188,29 +188,13 @@ def _models(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bundlellm`` command; user errors print one line and exit 2."""
+    from recbole_bundlellm.errors import BundleLLMError
+
     try:
         return _main(argv)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        if not _is_user_error(exc):
-            raise
+    except BundleLLMError as exc:  # the user's to fix: one line, no traceback
         print(f"error: {exc if not isinstance(exc, KeyError) else exc.args[0]}", file=sys.stderr)
         return 2
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    from recbole_bundlellm.config import ConfigKeyError
-    from recbole_bundlellm.data import DataError
-    from recbole_bundlellm.distill import DistillError
-    from recbole_bundlellm.knowledge.store import StoreError
-    from recbole_bundlellm.plugins import PluginError
-    from recbole_bundlellm.registry import RegistryError
-    from recbole_bundlellm.runner import RunError
-    from recbole_bundlellm.settings import SettingsError
-    from recbole_bundlellm.teacher.errors import TeacherError
-    from recbole_bundlellm.teacher.server import TeacherServerError
-
-    return isinstance(exc, (ConfigKeyError, DataError, RegistryError, RunError, SettingsError,
-                            PluginError, DistillError, StoreError, TeacherError, TeacherServerError))
 
 
 def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ import yaml
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.config import Config
 
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.plugins import PluginHost, disabled_from_config
 from recbole_bundlellm.registry import ModelSpec
@@ -41,7 +42,7 @@ _ALIAS_KEY = re.compile(r"^alias_of_\w+$")
 SETTINGS_BLOCKS = frozenset({"teacher", "sampling"})
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(BundleLLMError, KeyError):
     """An unknown key in a user's configuration."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes

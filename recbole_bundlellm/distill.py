@@ -26,6 +26,7 @@ from typing import Any
 
 from recbole_bundlellm.config import BundleConfig
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.extraction import ExtractionRun
 from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor, extractor_fingerprint
@@ -40,7 +41,7 @@ from recbole_bundlellm.teacher.errors import TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings
 
 
-class DistillError(RuntimeError):
+class DistillError(BundleLLMError, RuntimeError):
     """A distillation that stopped; the message says what is kept and how to resume."""
 
 

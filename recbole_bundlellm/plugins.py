@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pluggy
 
 from recbole_bundlellm import hookspecs
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.hookspecs import PROJECT
 from recbole_bundlellm.lookup import did_you_mean, import_object
 from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError
@@ -51,7 +52,7 @@ COMPONENT_KINDS: dict[str, tuple[str, str]] = {
 REGISTRATION_HOOKS = ("register_models", "register_metrics", *(h for h, _ in COMPONENT_KINDS.values()))
 
 
-class PluginError(RuntimeError):
+class PluginError(BundleLLMError, RuntimeError):
     """A plugin that failed to load or register (raised in strict mode), or an unknown component."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean, import_object
 
 _RECBOLE_SUBMODULES = (
@@ -26,7 +27,7 @@ _RECBOLE_SUBMODULES = (
 )
 
 
-class RegistryError(ValueError):
+class RegistryError(BundleLLMError, ValueError):
     """A model name that cannot be registered or resolved."""
 
 

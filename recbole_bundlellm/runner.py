@@ -25,11 +25,12 @@ from recbole.utils import init_seed
 from recbole_bundlellm.compat import trusted_torch_load
 from recbole_bundlellm.config import BundleConfig, load_yaml_files
 from recbole_bundlellm.data import check_prepared
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.plugins import PluginHost
 
 
-class RunError(ValueError):
+class RunError(BundleLLMError, ValueError):
     """A run that cannot start as asked (e.g. no model named)."""
 
 

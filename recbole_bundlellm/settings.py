@@ -20,12 +20,13 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar, Union
 
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
+class SettingsError(BundleLLMError, ValueError):
     """A YAML settings block that does not match its dataclass."""
 
 

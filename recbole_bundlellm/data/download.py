@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from recbole_bundlellm.data.raw import DOMAINS, DataError, check_domain
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ BASE_URL_ENV = "BUNDLELLM_DATA_URL"
 BACKOFF_S = 1.0
 
 
-class DownloadError(OSError):
+class DownloadError(BundleLLMError, OSError):
     """A file could not be fetched after all retries."""
 
 

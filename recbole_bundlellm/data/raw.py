@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recbole_bundlellm.errors import BundleLLMError
+
 DOMAINS: tuple[str, ...] = ("electronic", "clothing", "food")
 
 # The 11 upstream files of each domain and their exact header rows.
@@ -50,7 +52,7 @@ USED_FILES: tuple[str, ...] = (
 )
 
 
-class DataError(ValueError):
+class DataError(BundleLLMError, ValueError):
     """Raw data is missing or malformed; the message names the file and line where it can."""
 
 

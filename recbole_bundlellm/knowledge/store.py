@@ -28,13 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 from recbole_bundlellm.teacher.calls import CallRecord
 
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
+class StoreError(BundleLLMError, RuntimeError):
     """A knowledge store that cannot be opened or written as asked."""
 
 

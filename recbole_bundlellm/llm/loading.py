@@ -25,6 +25,7 @@ import torch
 
 from recbole_bundlellm.embedded import cache_root, embedded_gguf_path
 from recbole_bundlellm.fileio import atomic_write_text, sha256_file
+from recbole_bundlellm.progress import progress_enabled
 
 # Read by huggingface_hub when it is first imported: set before transformers can be imported
 # through this module, so nothing can silently reach the hub.
@@ -94,6 +95,7 @@ def _dequantize_to_folder(gguf_path: Path, out_dir: Path) -> None:
     """Load a GGUF densely with transformers and save it as a plain HF folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    _quiet_transformers_bars()
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     # dequantize=True: with the `kernels` package installed transformers would otherwise keep
@@ -257,9 +259,21 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _quiet_transformers_bars() -> None:
+    """transformers draws a "Loading weights" bar on every load; keep it off logs that are not a
+    terminal (our own bars follow the same rule, see ``progress.py``)."""
+    from transformers.utils import logging as hf_logging
+
+    if progress_enabled():
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+
+
 def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers_bars()
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     model.to(device)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from recbole_bundlellm.errors import BundleLLMError
+
 _E = TypeVar("_E", bound="TeacherError")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(BundleLLMError, RuntimeError):
     """Base class of teacher errors.
 
     ``partial`` is what the caller had already computed when the call failed (e.g. an extractor's

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TextIO
 
+from recbole_bundlellm.errors import BundleLLMError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "smollm2-135m-instruct"
@@ -54,7 +56,7 @@ REBUILD_HINT = ("the llama.cpp build does not run on this CPU; rebuild it with "
                 "`bash scripts/setup.sh --test --rebuild-teacher`")
 
 
-class TeacherServerError(RuntimeError):
+class TeacherServerError(BundleLLMError, RuntimeError):
     """The embedded teacher server cannot be started (not installed, bad model, port taken), died,
     or did not answer."""
 
