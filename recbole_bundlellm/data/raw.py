@@ -54,7 +54,8 @@ USED_FILES: tuple[str, ...] = (
 
 
 class DataError(BundleLLMError, ValueError):
-    """Raw data is missing or malformed; the message names the file and line where it can."""
+    """Raw data is missing or malformed (the message names the file and line where it can), or the
+    output folder cannot be written safely."""
 
 
 def check_domain(domain: str) -> str:
