@@ -43,6 +43,11 @@ from recbole_bundlellm.data.raw import (
     read_domain,
     read_item_asins,
 )
+from recbole_bundlellm.data.safety import (
+    check_out_apart_from_raw,
+    check_replaceable,
+    output_lock,
+)
 from recbole_bundlellm.data.splits import aicl_split, check_against_aicl, seeded_split
 from recbole_bundlellm.data.task_set import load_titles, task_sessions
 
@@ -122,18 +127,34 @@ def prepare_domain(
     Returns the stored card without recomputing when ``out_root/<domain>/manifest.json``
     records the same input hashes, seed, category predictor and code version (unless
     ``force``). Outputs are built in a temporary folder and renamed into place, so an error
-    leaves no partial output (and an older output untouched).
+    leaves no partial output (and an older output untouched). ``out_root`` must be apart from
+    ``raw_root``; an existing output folder is replaced only if it holds nothing but what
+    prepare wrote there; and one process at a time writes a domain (see :mod:`.safety`).
     """
     check_domain(domain)
     check_category_predictor(category_predictor)
     raw_root, out_root = Path(raw_root), Path(out_root)
+    check_out_apart_from_raw(raw_root, out_root)
     manifest = make_manifest(domain, seed, category_predictor, input_hashes(raw_root, domain))
     if not force:
         card = stored_card(out_root, domain, manifest)
         if card is not None:
             return card
+    check_replaceable(out_root, domain)  # fail before the build, which takes seconds
     built = build_domain(raw_root, domain, seed, manifest["inputs"], category_predictor=category_predictor)
-    write_outputs(built, out_root, domain, manifest)
+    return _write_locked(built, out_root, domain, manifest, force)
+
+
+def _write_locked(built: BuiltDomain, out_root: Path, domain: str, manifest: dict, force: bool) -> dict:
+    """Write ``built`` under the domain's lock; the card of what is then in place."""
+    with output_lock(out_root, domain):
+        # Another process may have finished the same output, or left files, while we built.
+        if not force:
+            card = stored_card(out_root, domain, manifest)
+            if card is not None:
+                return card
+        check_replaceable(out_root, domain)
+        write_outputs(built, out_root, domain, manifest)
     return built.card
 
 

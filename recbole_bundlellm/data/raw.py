@@ -8,6 +8,7 @@ the file name and the 1-based physical line where the row starts.
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ USED_FILES: tuple[str, ...] = (
 
 
 class DataError(BundleLLMError, ValueError):
-    """Raw data is missing or malformed; the message names the file and line where it can."""
+    """Raw data is missing or malformed (the message names the file and line where it can), or the
+    output folder cannot be written safely."""
 
 
 def check_domain(domain: str) -> str:
@@ -67,24 +69,62 @@ def iter_rows(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[s
     """Yield ``(line, row)`` for each data row of a CSV file after checking its header.
 
     ``line`` is the 1-based physical line where the row starts (quoted fields may span lines).
+    A UTF-8 byte-order mark and CRLF line ends are accepted; bytes that are not UTF-8 raise a
+    :class:`DataError` naming the file, line and byte offset.
     """
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
-        got = next(reader, None)
-        if got is None or tuple(got) != header:
-            shown = ",".join(got) if got is not None else "<empty file>"
-            raise DataError(f"{path}: line 1: expected header {','.join(header)!r}, got {shown!r}")
-        start = reader.line_num + 1
-        for row in reader:
-            if row and len(row) != len(header):
-                raise DataError(
-                    f"{path}: line {start}: expected {len(header)} columns, got {len(row)}"
-                )
-            if row:
-                yield start, row
+        start = 1
+        try:
+            _check_header(path, header, next(reader, None))
             start = reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise DataError(
+                        f"{path}: line {start}: expected {len(header)} columns, got {len(row)}"
+                    )
+                if row:
+                    yield start, row
+                start = reader.line_num + 1
+        except UnicodeDecodeError:
+            # The decoder works on 8 KiB chunks, so its offsets are not the file's: find the
+            # first bad byte again in the whole file.
+            raise _encoding_error(path) from None
+        except csv.Error as exc:  # e.g. an unclosed quote that swallows the rest of the file
+            raise DataError(f"{path}: line {start}: {exc}") from None
+
+
+def _check_header(path: Path, header: tuple[str, ...], got: list[str] | None) -> None:
+    if got is not None and tuple(got) == header:
+        return
+    if got is not None and "\x00" in "".join(got):
+        raise DataError(f"{path}: line 1: {_UTF16_ADVICE} (it has NUL bytes)")
+    shown = ",".join(got) if got is not None else "<empty file>"
+    raise DataError(f"{path}: line 1: expected header {','.join(header)!r}, got {shown!r}")
+
+
+_UTF16_ADVICE = "the file looks UTF-16 encoded; save the file as UTF-8"
+
+
+def _encoding_error(path: Path) -> DataError:
+    """A :class:`DataError` naming the line and byte offset of the first non-UTF-8 byte of ``path``."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return DataError(f"{path}: line 1: {_UTF16_ADVICE} (it starts with a UTF-16 byte-order mark)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if b"\x00" in data[: exc.start]:  # UTF-16 without a byte-order mark
+            return DataError(f"{path}: line 1: {_UTF16_ADVICE} (it has NUL bytes)")
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = " ".join(f"0x{b:02x}" for b in data[exc.start : exc.end])
+        return DataError(
+            f"{path}: line {line}: byte {exc.start}: invalid UTF-8 ({bad}: {exc.reason}); "
+            "save the file as UTF-8"
+        )
+    return DataError(f"{path}: not valid UTF-8; save the file as UTF-8")  # changed while being read
 
 
 def parse_int(value: str, path: Path, line: int, column: str) -> int:
@@ -128,18 +168,39 @@ def _read_session_items(path: Path, raw: RawDomain) -> None:
         raw.session_items.setdefault(session, []).append(item)
 
 
-def _read_session_bundles(path: Path, raw: RawDomain) -> None:
+def _read_session_bundles(path: Path, raw: RawDomain) -> dict[int, int]:
+    """Fill ``raw.bundle_session``/``session_bundles``; returns each bundle's line in ``path``."""
+    lines: dict[int, int] = {}
     for session, bundle, line in _read_pairs(path):
         if session not in raw.session_items:
             raise DataError(f"{path}: line {line}: session {session} is not in session_item.csv")
-        if bundle in raw.bundle_session:
-            raise DataError(f"{path}: line {line}: bundle {bundle} belongs to two sessions")
+        if bundle in lines:
+            owner = raw.bundle_session[bundle]
+            raise _repeated_bundle_error(path, line, lines[bundle], session, bundle, owner)
+        lines[bundle] = line
         raw.bundle_session[bundle] = session
         raw.session_bundles.setdefault(session, []).append(bundle)
+    return lines
 
 
-def _read_bundle_items(path: Path, raw: RawDomain) -> None:
+def _repeated_bundle_error(
+    path: Path, line: int, first: int, session: int, bundle: int, owner: int
+) -> DataError:
+    # A repeated row is an error, not dropped with a warning: the upstream files hold none, and
+    # session_item.csv and bundle_item.csv treat repeats as errors too, so a repeat means the
+    # file was damaged or edited (say, rows pasted twice) and the user should look at it.
+    if owner == session:
+        return DataError(f"{path}: line {line} repeats line {first} (session {session}, bundle {bundle})")
+    return DataError(
+        f"{path}: line {line}: bundle {bundle} is given to session {session}, "
+        f"but line {first} gave it to session {owner}"
+    )
+
+
+def _read_bundle_items(path: Path, raw: RawDomain) -> dict[int, int]:
+    """Fill ``raw.bundle_items``; returns the line of each bundle's first item in ``path``."""
     members = {s: set(items) for s, items in raw.session_items.items()}
+    lines: dict[int, int] = {}
     for bundle, item, line in _read_pairs(path):
         session = raw.bundle_session.get(bundle)
         if session is None:
@@ -152,10 +213,24 @@ def _read_bundle_items(path: Path, raw: RawDomain) -> None:
         if item in items:
             raise DataError(f"{path}: line {line}: item {item} repeated in bundle {bundle}")
         items.append(item)
-    for bundle, session in raw.bundle_session.items():
-        if len(raw.bundle_items.get(bundle, ())) < 2:
+        lines.setdefault(bundle, line)
+    return lines
+
+
+def _check_bundle_sizes(
+    folder: Path, raw: RawDomain, bundle_lines: dict[int, int], item_lines: dict[int, int]
+) -> None:
+    """Every bundle of session_bundle.csv has at least 2 items in bundle_item.csv."""
+    for bundle, line in bundle_lines.items():
+        items = raw.bundle_items.get(bundle, [])
+        if not items:
             raise DataError(
-                f"{path}: bundle {bundle} (session {session}) has fewer than 2 items"
+                f"{folder / 'session_bundle.csv'}: line {line}: bundle {bundle} is not in bundle_item.csv"
+            )
+        if len(items) < 2:
+            raise DataError(
+                f"{folder / 'bundle_item.csv'}: line {item_lines[bundle]}: bundle {bundle} has only this "
+                f"item ({items[0]}); a bundle needs at least 2"
             )
 
 
@@ -179,8 +254,9 @@ def read_domain(raw_root: Path, domain: str) -> RawDomain:
             raise DataError(f"{folder / name}: file not found")
     raw = RawDomain(domain=domain)
     _read_session_items(folder / "session_item.csv", raw)
-    _read_session_bundles(folder / "session_bundle.csv", raw)
-    _read_bundle_items(folder / "bundle_item.csv", raw)
+    bundle_lines = _read_session_bundles(folder / "session_bundle.csv", raw)
+    item_lines = _read_bundle_items(folder / "bundle_item.csv", raw)
+    _check_bundle_sizes(folder, raw, bundle_lines, item_lines)
     _read_text_column(folder / "bundle_intent.csv", raw.intents)
     _read_text_column(folder / "item_titles.csv", raw.titles)
     _read_text_column(folder / "item_categories.csv", raw.categories, raw.category_lines)
