@@ -30,7 +30,7 @@ from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.extraction import ExtractionRun
 from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor, extractor_fingerprint
-from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, store_write_errors
 from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary, KindSummary
 from recbole_bundlellm.plugins import PluginHost
 from recbole_bundlellm.sampling.sampler import Sampler
@@ -43,6 +43,13 @@ from recbole_bundlellm.teacher.settings import TeacherSettings
 
 class DistillError(BundleLLMError, RuntimeError):
     """A distillation that stopped; the message says what is kept and how to resume."""
+
+
+class DistillInterrupted(KeyboardInterrupt):
+    """A distillation stopped by Ctrl-C; the message says what is kept and how to resume.
+
+    A KeyboardInterrupt, so whatever handles Ctrl-C (the command line: one line, exit 130) handles it.
+    """
 
 
 @dataclass(frozen=True)
@@ -143,25 +150,41 @@ class Distillation:
                 s.teacher.public() if s.teacher else None,
                 asdict(s.sampling) if s.sampling else None))
             for kind in s.extractors:
-                try:
-                    extraction.run_kind(kind, pending[kind], summaries[kind])
-                except TeacherUnavailable as exc:
-                    raise DistillError(f"{exc}\nThe store {self.store.root} keeps every finished call and "
-                                       "record; run the same command again to resume.") from exc
+                self._run_kind(extraction, kind, pending[kind], summaries, client)
             for kind in s.extractors:
                 extraction.count(kind, sessions, summaries[kind])
             notes: list[str] = []
-            kset_path, kset_counts = self._sample(sessions, notes) if s.sampling else (None, {})
+            kset_path, kset_counts = self._sample(sessions, summaries, notes) if s.sampling else (None, {})
         teacher_seconds = sum(summaries[k].seconds for k, e in s.extractors.items() if e.needs_teacher)
         summary = DistillSummary(s.domain, str(self.store.root), len(sessions), summaries,
                                  self._teacher_summary(client, teacher_seconds),
                                  time.perf_counter() - start, kset_path, kset_counts, started_at, notes)
-        atomic_write_text(self.store.root / "runs" / f"{started_at.replace(':', '')}-{s.domain}-{os.getpid()}.json",
-                          canonical_json(summary.to_json()))
+        with store_write_errors(self.store.root):
+            atomic_write_text(self.store.root / "runs" / f"{started_at.replace(':', '')}-{s.domain}-{os.getpid()}.json",
+                              canonical_json(summary.to_json()))
         self.host.notify("distill_finished", summary=summary)
         return summary
 
-    def _sample(self, sessions: Sequence[Session], notes: list[str]) -> tuple[str, dict[str, int]]:
+    def _run_kind(self, extraction: ExtractionRun, kind: str, todo: Sequence[Session],
+                  summaries: Mapping[str, KindSummary], client: Any) -> None:
+        """Extract one type; a stop (teacher gone, store not writable, Ctrl-C) says what is kept."""
+        root = self.store.root
+        try:
+            extraction.run_kind(kind, todo, summaries[kind])
+        except TeacherUnavailable as exc:
+            raise DistillError(f"{exc}\nThe store {root} keeps every finished call and "
+                               "record; run the same command again to resume.") from exc
+        except StoreError as exc:
+            raise DistillError(f"{exc}\nThe store {root} keeps every call and record written before "
+                               "this error; once it can be written again, run the same command to resume.") from exc
+        except KeyboardInterrupt as exc:
+            records = sum(ks.new for ks in summaries.values())
+            calls = client.stats.calls_made if client is not None else 0
+            raise DistillInterrupted(f"interrupted: the store {root} keeps the {records} records and {calls} "
+                                     "teacher calls this run finished; run the same command again to resume") from exc
+
+    def _sample(self, sessions: Sequence[Session], summaries: Mapping[str, KindSummary],
+                notes: list[str]) -> tuple[str, dict[str, int]]:
         from recbole_bundlellm.sampling.compose import build_knowledge_set, write_knowledge_set
 
         s = self.settings
@@ -175,13 +198,25 @@ class Distillation:
                                    sampling.ratio, sampling.seed)
         name = f"{'+'.join(domains)}-{'+'.join(s.extractors)}-{sampling.sampler}-r{sampling.ratio:g}-s{sampling.seed}.json"
         path = self.store.root / "sets" / name
-        write_knowledge_set(kset, path)
+        with store_write_errors(self.store.root):
+            write_knowledge_set(kset, path)
         for domain, selection in kset.selection.items():
             for kind, counts in selection["kinds"].items():
                 if not counts["available"]:
-                    notes.append(f"{domain} has no ok {kind} records of this configuration in the store "
-                                 f"(distil it with --dataset={domain}); it adds nothing to the set")
+                    why = self._why_no_records(kind, summaries[kind]) if domain == s.domain else (
+                        "of this configuration in the store (distil it with --dataset=" + domain + ")")
+                    notes.append(f"{domain} has no ok {kind} records {why}; it adds nothing to the set")
         return str(path), kset.counts()
+
+    def _why_no_records(self, kind: str, summary: KindSummary) -> str:
+        """Why the domain just distilled has no ok ``kind`` record (for the run's notes)."""
+        if summary.failed and not summary.errors:
+            return (f"(all {summary.failed} failed: see `bundlellm knowledge show --dir {self.store.root} "
+                    f"--status failed --kind {kind} --domain {self.settings.domain}`)")
+        if summary.failed or summary.errors:
+            return (f"({summary.failed} failed, {summary.errors} extractor errors not stored and retried on the "
+                    "next run)")
+        return "(no training session to distil)"
 
     def _other_domain_sessions(self, domain: str) -> list[Session]:
         sessions = load_training_sessions(self.config, domain)

@@ -4,7 +4,8 @@ It sits between the teacher client and a real server on 127.0.0.1 and, for each 
 consumes one scripted action: ``"pass"``, ``("delay", seconds)`` (sleep, then forward), ``"drop"``
 (close the connection without any response) or ``("status", code)`` (answer that HTTP code with
 an OpenAI-style JSON error; 429 carries ``Retry-After: 0``). When the script runs out every POST
-passes. GET requests (``/v1/models``) always pass.
+passes. GET requests (``/v1/models``) pass, and are counted in ``gets``, unless ``models_status``
+is set: then they are answered with that HTTP code (an endpoint that does not list its models).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FaultProxy:
         self.forwarded = 0  # POSTs that reached upstream
         self.max_in_flight = 0  # most POSTs being handled at the same time
         self.seen_headers: list[dict[str, str]] = []  # headers of each POST, names lowercased
+        self.gets = 0  # GETs received
+        self.models_status: int | None = None  # answer GETs with this HTTP code instead of forwarding
         self._in_flight = 0
         self._actions: deque[Action] = deque()
         self._lock = threading.Lock()
@@ -123,6 +126,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
+        with self.owner._lock:
+            self.owner.gets += 1
+        if self.owner.models_status is not None:
+            self._error(self.owner.models_status)
+            return
         self._forward(b"")
 
     def do_POST(self) -> None:

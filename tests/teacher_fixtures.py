@@ -1,5 +1,6 @@
 """Fixtures for the teacher: a real OpenAI-compatible server on the embedded GGUF, a fault proxy,
-and a stand-in server process for the ways a server dies.
+a stand-in server process for the ways a server dies, and the ways a disk fails
+(``disk_full``, ``read_only``).
 
 ``teacher_server`` is started once per test session (about 2 s). Without ``llama_cpp.server``
 the tests that need it are skipped, unless ``BUNDLELLM_REQUIRE_TEACHER=1`` (CI sets it), which
@@ -8,6 +9,7 @@ makes a missing server a failure. ``fake_teacher`` needs nothing but Python.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -155,3 +157,101 @@ def fake_teacher(monkeypatch, tmp_path) -> Callable[[str], Path]:
         return model
 
     return use
+
+
+# -- a disk that fills up and a folder without write permission ----------------------------------
+class DiskFull:
+    """``os.write`` as on a disk that fills up, for the files named ``name`` only.
+
+    The first ``after`` writes to them go through; then, when ``short``, one write is cut short
+    (half its bytes written, as the kernel does when the last blocks run out) and every later one
+    fails with ENOSPC, until :meth:`free` (someone freed space)."""
+
+    def __init__(self, name: str, after: int, short: bool) -> None:
+        self.name, self.after, self.short = name, after, short
+        self.written = 0  # writes to the file that went through
+        self.refused = 0  # writes that failed or were cut short
+        self.freed = False
+        self._real = os.write
+
+    def free(self) -> None:
+        self.freed = True
+
+    def _target(self, fd: int) -> bool:
+        try:
+            return Path(os.readlink(f"/proc/self/fd/{fd}")).name == self.name
+        except OSError:
+            return False
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.freed or not self._target(fd):
+            return self._real(fd, data)
+        if self.written < self.after:
+            self.written += 1
+            return self._real(fd, data)
+        self.refused += 1
+        if self.short and self.refused == 1:
+            return self._real(fd, bytes(data)[:max(1, len(data) // 2)])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.fixture
+def disk_full(monkeypatch) -> Callable[..., DiskFull]:
+    """``disk_full(name, after=0, short=True)``: the disk fills up after ``after`` writes to files
+    named ``name`` (see :class:`DiskFull`); ``.free()`` frees it again."""
+    from recbole_bundlellm.knowledge import store as store_module
+
+    def fill(name: str, *, after: int = 0, short: bool = True) -> DiskFull:
+        disk = DiskFull(name, after, short)
+        # The store module's ``os`` is the os module: other writers pass through by their file name.
+        monkeypatch.setattr(store_module.os, "write", disk)
+        return disk
+
+    return fill
+
+
+@pytest.fixture
+def read_only(monkeypatch) -> Callable[[Path], None]:
+    """``read_only(folder)``: creating or opening for writing anything under ``folder`` fails with
+    EACCES, and ``os.access`` says it is not writable, as for a user who is not root in a folder
+    (and files) without write permission. Tests often run as root, where chmod stops nothing."""
+    import builtins
+    import io
+
+    folders: list[Path] = []
+    real_os_open, real_open, real_access, real_mkdir = os.open, builtins.open, os.access, os.mkdir
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def denied(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        p = Path(os.fsdecode(path)).resolve()
+        return any(p == f or f in p.parents for f in folders)
+
+    def refuse(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    def os_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if flags & writing and denied(path):
+            raise refuse(path)
+        return real_os_open(path, flags, mode, dir_fd=dir_fd)
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(c in mode for c in "wax+") and denied(file):
+            raise refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if mode & os.W_OK and denied(path):
+            return False
+        return real_access(path, mode, **kwargs)
+
+    def mkdir(path: Any, mode: int = 0o777, **kwargs: Any) -> None:
+        if denied(path) and not Path(os.fsdecode(path)).exists():
+            raise refuse(path)
+        real_mkdir(path, mode, **kwargs)
+
+    for module, name, fake in ((os, "open", os_open), (builtins, "open", open_), (io, "open", open_),
+                               (os, "access", access), (os, "mkdir", mkdir)):
+        monkeypatch.setattr(module, name, fake)
+    return lambda folder: folders.append(Path(folder).resolve())

@@ -8,15 +8,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from recbole_bundlellm.cli import main
+from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.distill import DistillError, distill
+from recbole_bundlellm.knowledge.extraction import ExtractionRun
+from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
 from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.knowledge.summary import KindSummary
 
 BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
 KINDS = ["patterns", "rules", "thoughts"]
@@ -143,6 +149,7 @@ def test_real_distillation_killed_and_resumed(teacher_server, fault_proxy, elect
         assert prov["extractor"] == rec["kind"] and prov["created_at"]
         if rec["kind"] != "patterns":
             assert prov["teacher_model"] == "smollm2-135m-instruct" and prov["calls"]
+            assert prov["teacher_response_models"] == ["smollm2-135m-instruct"]  # what answered
             assert set(prov["calls"]) <= set(keys)
         if rec["status"] == "failed":
             assert rec["reason"]
@@ -205,3 +212,189 @@ def test_multi_domain_accumulation_from_one_store(tiny_data, tmp_path):
     assert kset["selection"]["food"]["kinds"]["patterns"]["available"] == 0
     assert kset["selection"]["clothing"]["kinds"]["patterns"]["available"] == 9
     assert any("food has no ok patterns records" in note for note in summary.notes)
+
+
+# -- a full disk, a read-only store, damaged lines, exports into the store -------------------------
+def tiny_teacher_config(tiny_data: Path, store: Path, base_url: str, **extra) -> dict:
+    """The rules extractor on the first 3 tiny sessions, with short answers."""
+    teacher = {"base_url": base_url, "max_tokens": 16, "concurrency": 1, "timeout": 60, "backoff_base": 0.05,
+               "backoff_max": 0.2, **extra.pop("teacher", {})}
+    extra = {"distill_max_sessions": 3, **extra}
+    return tiny_config(tiny_data, store, knowledge_types=["rules"], teacher=teacher,
+                       rules={"max_tokens_answer": 16, "max_tokens_rules": 16}, **extra)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_stops_the_distillation_and_the_store_survives(fault_proxy, tiny_data, tmp_path,
+                                                                         disk_full):
+    store = tmp_path / "kn"
+    config = tiny_teacher_config(tiny_data, store, fault_proxy.base_url)
+    disk = disk_full("calls.jsonl", after=2)  # the third teacher call finds the disk full
+    with pytest.raises(DistillError, match=r"no space left on device \(calls.jsonl: the unfinished line was taken "
+                                           r"back.*\n.*keeps every call and record written before"):
+        distill([], config)
+    assert disk.refused == 2 and (store / "calls.jsonl").read_bytes().endswith(b"\n")
+    kept = KnowledgeStore(store)
+    assert len(kept.calls()) == 2
+    disk.free()
+    summary = distill([], config)  # space freed: the same command resumes
+    assert summary.kinds["rules"].records == 3 and summary.kinds["rules"].errors == 0
+    final = KnowledgeStore(store)
+    assert {c.key for c in kept.calls()} <= {c.key for c in final.calls()}
+    assert len(lines(store / "calls.jsonl")) == len(final.calls())  # each call once
+    assert not (store / "calls.jsonl.damaged").exists()
+
+
+def test_export_refuses_to_write_into_the_store(tiny_data, tmp_path, capsys):
+    store = tmp_path / "kn"
+    distill([], tiny_config(tiny_data, store))
+    before = (store / "records.jsonl").read_bytes()
+    for out in (store / "records.jsonl", store / "sets" / "x.jsonl"):
+        assert main(["knowledge", "export", "--dir", str(store), "--out", str(out)]) == 2
+        assert f"error: refusing to export into the knowledge store {store.resolve()}" in capsys.readouterr().err
+    assert (store / "records.jsonl").read_bytes() == before and not (store / "sets" / "x.jsonl").exists()
+
+
+def test_a_line_of_the_wrong_shape_is_moved_aside_or_named(tiny_data, tmp_path, capsys, caplog, read_only):
+    import shutil
+
+    store = tmp_path / "kn"
+    distill([], tiny_config(tiny_data, store))
+    good = (store / "records.jsonl").read_text().splitlines()
+    (store / "records.jsonl").write_text("\n".join(good[:2] + ["[]"] + good[2:4] + ['{"kind": "patterns"}']
+                                                   + good[4:]) + "\n")
+    shutil.copytree(store, tmp_path / "copy")
+    read_only(tmp_path / "copy")
+    assert main(["knowledge", "show", "--dir", str(tmp_path / "copy")]) == 2
+    err = capsys.readouterr().err
+    assert ("records.jsonl:3: damaged line (not a knowledge record: a JSON list, not an object); it cannot be moved "
+            f"aside now: cannot write to the knowledge store {tmp_path / 'copy'}: permission denied") in err
+    assert main(["knowledge", "show", "--dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "9 records" in out and "damaged lines moved aside: records.jsonl.damaged" in out
+    assert "moved 2 damaged lines (3, 6) to records.jsonl.damaged" in caplog.text
+    assert (store / "records.jsonl").read_text().splitlines() == good
+    assert distill([], tiny_config(tiny_data, store)).kinds["patterns"].new == 0
+
+
+def test_a_read_only_store_is_a_clear_error(tiny_data, tmp_path, capsys, read_only):
+    store = tmp_path / "kn"
+    distill([], tiny_config(tiny_data, store))
+    read_only(store)
+    overrides = [f"--{k}={json.dumps(v)}" for k, v in tiny_config(tiny_data, store).items()]
+    assert main(["distill", "--no-progress", *overrides]) == 2
+    assert f"error: cannot write to the knowledge store {store}: permission denied" in capsys.readouterr().err
+    # Reading it needs no write; an export into a folder without write permission is refused clearly.
+    assert main(["knowledge", "export", "--dir", str(store), "--out", str(tmp_path / "x.jsonl")]) == 0
+    (tmp_path / "ro").mkdir()
+    read_only(tmp_path / "ro")
+    assert main(["knowledge", "export", "--dir", str(store), "--out", str(tmp_path / "ro" / "x.jsonl")]) == 2
+    assert f"error: cannot write {tmp_path / 'ro' / 'x.jsonl'}: permission denied" in capsys.readouterr().err
+
+
+# -- the teacher's model, all-failed notes ---------------------------------------------------------
+@pytest.mark.slow
+def test_a_model_the_teacher_does_not_serve_is_refused(fault_proxy, tiny_data, tmp_path, capsys):
+    store = tmp_path / "kn"
+    config = tiny_teacher_config(tiny_data, store, fault_proxy.base_url, teacher={"model": "gpt-4o"})
+    assert main(["distill", "--no-progress", *[f"--{k}={json.dumps(v)}" for k, v in config.items()]]) == 2
+    err = capsys.readouterr().err
+    assert "does not serve model 'gpt-4o'; it serves: smollm2-135m-instruct" in err
+    assert fault_proxy.requests == 0 and not lines(store / "records.jsonl")
+
+
+@pytest.mark.slow
+def test_a_domain_whose_records_all_failed_says_so(fault_proxy, tiny_data, tmp_path):
+    store = tmp_path / "kn"
+    fault_proxy.script([("status", 400)] * 20)  # every session's first call is rejected: failed records
+    summary = distill([], tiny_teacher_config(tiny_data, store, fault_proxy.base_url,
+                                              sampling={"sampler": "random", "ratio": 0.5, "seed": 0}))
+    assert summary.kinds["rules"].failed == 3 and summary.kinds["rules"].ok == 0
+    assert summary.notes == [(f"clothing has no ok rules records (all 3 failed: see `bundlellm knowledge show --dir "
+                              f"{store} --status failed --kind rules --domain clothing`); it adds nothing to the set")]
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+class Gate(KnowledgeExtractor):
+    """A teacher-less extractor that needs the executor's threads: session ``hold`` waits for ``release``."""
+
+    name = "gate"
+    needs_teacher = True
+
+    def __init__(self, hold: str, release: threading.Event) -> None:
+        super().__init__()
+        self.hold, self.release = hold, release
+
+    def extract_session(self, session: Session, teacher: Any) -> Extraction:
+        if session.session_id == self.hold:
+            self.release.wait(30)
+        return Extraction("ok", {"session": session.session_id}, session.session_id)
+
+    def aggregate(self, records, domain):
+        return []
+
+
+class UnitsOnly:
+    """What the executor asks of a teacher client: one unit per session (Gate never calls it)."""
+
+    def for_unit(self) -> None:
+        return None
+
+
+def test_ctrl_c_stops_the_executor_at_once_and_keeps_what_finished(tmp_path):
+    release = threading.Event()
+    store = KnowledgeStore(tmp_path)
+
+    def interrupt_after_the_first(record) -> None:
+        if record.unit == "0":  # a real SIGINT to the main thread, while session 1 is still running
+            threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+
+    run = ExtractionRun(store, "d", {"gate": Gate("1", release)}, {"gate": "fp"}, plugins={"gate": "test"},
+                        client=UnitsOnly(), concurrency=2, on_record=interrupt_after_the_first, progress=False)
+    guard = threading.Timer(8, release.set)  # unblocks session 1 if the executor waits for it
+    guard.start()
+    started = time.monotonic()
+    try:
+        with store.writer(), pytest.raises(KeyboardInterrupt):
+            run.extract("gate", [Session(str(i), ("a",), ("A",)) for i in range(4)], KindSummary())
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        guard.cancel()
+    assert elapsed < 3
+    assert sorted(r.unit for r in KnowledgeStore(tmp_path).records()) == ["0", "2", "3"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_distill_exits_at_once_keeping_the_finished_records(fault_proxy, tiny_data, tmp_path):
+    store = tmp_path / "kn"
+    config = tmp_path / "distill.yaml"
+    config.write_text(yaml.safe_dump(tiny_teacher_config(tiny_data, store, fault_proxy.base_url, distill_max_sessions=6,
+                                                         teacher={"concurrency": 2})))
+    proc = subprocess.Popen([*BUNDLELLM, "distill", "-c", str(config), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not lines(store / "records.jsonl") and proc.poll() is None:
+            time.sleep(0.05)
+        fault_proxy.script([("delay", 60.0)] * 50)  # from now on the teacher is very slow
+        while time.time() < deadline and fault_proxy.pending == 50 and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"distill ended before the interrupt: {proc.communicate()}"
+        finished = {r["record_id"] for r in lines(store / "records.jsonl")}
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert elapsed < 5, err
+    # 130 from the command's Ctrl-C handler; 1 for a KeyboardInterrupt left to `python -m` itself.
+    assert proc.returncode in (130, 1), err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    records = lines(store / "records.jsonl")
+    assert finished and finished <= {r["record_id"] for r in records} and len(records) < 6
+    keys = [c["key"] for c in lines(store / "calls.jsonl")]
+    assert len(keys) == len(set(keys)) == len(KnowledgeStore(store).calls())

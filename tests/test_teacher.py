@@ -24,7 +24,7 @@ from teacher_fixtures import need_llama_cpp
 
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.settings import SettingsError, load_settings
-from recbole_bundlellm.teacher.calls import CallRecord, call_key
+from recbole_bundlellm.teacher.calls import CallRecord, Usage, call_key
 from recbole_bundlellm.teacher.client import TeacherClient, TeacherStats
 from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.server import (
@@ -115,6 +115,50 @@ def test_any_call_cache_serves_the_client(fault_proxy, teacher_settings):
     assert not cached and list(cache.calls) == [first.key]
     again, cached = client.complete(ask("Name a shoe colour."))
     assert cached and again is first and fault_proxy.requests == 1
+
+
+def test_the_model_is_checked_once_and_the_answering_model_recorded(fault_proxy, teacher_settings, tmp_path):
+    root = tmp_path / "store"
+    settings = teacher_settings(fault_proxy.base_url)
+    store = KnowledgeStore(root)
+    client = TeacherClient(settings, store)
+    unit = client.for_unit()
+    with store.writer():
+        unit.chat(ask("One colour?"))
+        unit.chat(ask("Two colours?"))
+    assert fault_proxy.gets == 1 and fault_proxy.requests == 2  # one GET /v1/models, before the first call
+    record = store.get_call(unit.call_keys[0])
+    assert record.response_model == DEFAULT_ALIAS and unit.response_models == [DEFAULT_ALIAS]
+    assert stored_lines(root)[0]["response_model"] == DEFAULT_ALIAS
+    assert record.key == call_key(settings.model, ask("One colour?"), client.request_params())  # keys unchanged
+    store2 = KnowledgeStore(root)
+    with store2.writer():  # served from the store: no check, no HTTP at all
+        assert TeacherClient(settings, store2).chat(ask("One colour?")) == record.text
+    assert fault_proxy.gets == 1 and fault_proxy.requests == 2
+
+
+def test_a_model_the_endpoint_does_not_serve_is_refused(fault_proxy, teacher_settings, tmp_path):
+    store = KnowledgeStore(tmp_path / "store")
+    client = TeacherClient(teacher_settings(fault_proxy.base_url, model="gpt-4o"), store)
+    with store.writer(), pytest.raises(TeacherError, match=r"does not serve model 'gpt-4o'; it serves: "
+                                                           rf"{DEFAULT_ALIAS} \(set teacher.model"):
+        client.complete(ask("Hello?"))
+    assert fault_proxy.requests == 0 and store.calls() == []
+    # A call already stored under that model name is still served (no check: no HTTP).
+    cache = DictCache()
+    params = client.request_params()
+    cache.put_call(CallRecord(call_key("gpt-4o", ask("Hello?"), params), "gpt-4o", {}, "Hi.", "stop",
+                              Usage(), "2026-01-01T00:00:00Z", 0.1))
+    assert TeacherClient(teacher_settings(fault_proxy.base_url, model="gpt-4o"), cache).chat(ask("Hello?")) == "Hi."
+    assert fault_proxy.gets == 1
+
+
+def test_an_endpoint_without_a_model_list_is_taken_at_its_word(fault_proxy, teacher_settings):
+    fault_proxy.models_status = 404
+    client = TeacherClient(teacher_settings(fault_proxy.base_url, model="any-name"), DictCache())
+    record, cached = client.complete(ask("Hello?"))
+    assert not cached and record.text.strip() and fault_proxy.gets == 1
+    assert record.model == "any-name" and record.response_model  # whatever the endpoint said answered
 
 
 def test_teacher_imports_nothing_from_knowledge():

@@ -3,33 +3,66 @@
 For each knowledge type it runs the extractor on every session that has no stored record for the
 current configuration (its fingerprint). Each finished session is written to the store at once,
 so a killed run resumes where it stopped and no completed teacher call is repeated (calls are
-cached in the store as well). Sessions are fed to the thread pool lazily: on a stop, at most
-``concurrency`` sessions are in flight, and what they finish is kept.
+cached in the store as well). Sessions are fed to the worker threads lazily: at most
+``concurrency`` sessions are in flight. When the teacher becomes unavailable, what they finish
+is kept; on Ctrl-C (KeyboardInterrupt) or a store that cannot be written the run stops at once,
+keeping what finished and abandoning the sessions in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class, record_id
-from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError
 from recbole_bundlellm.knowledge.summary import KindSummary
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.teacher.calls import now_iso
-from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError
 
 log = logging.getLogger(__name__)
 
 #: One session's outcome: the extraction (None after an extractor crash), the teacher unit used,
 #: and the crash message.
 Outcome = tuple["Extraction | None", Any, "str | None"]
+
+
+class _DaemonWorkers:
+    """Runs each submitted call on a daemon thread of its own (the executor never has more than
+    ``concurrency`` in flight, so no queue is needed).
+
+    Why not ThreadPoolExecutor: the interpreter joins its threads at exit, so after a Ctrl-C the
+    process would still wait for every teacher call in flight (up to its timeout).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._started = 0
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the waiting thread
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        self._started += 1
+        threading.Thread(target=run, name=f"{self.name}-{self._started}", daemon=True).start()
+        return future
 
 
 class ExtractionRun:
@@ -78,45 +111,62 @@ class ExtractionRun:
 
     def _extract_concurrently(self, kind: str, extractor: KnowledgeExtractor, todo: Sequence[Session],
                               summary: KindSummary, bar: Any) -> None:
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"distill-{kind}") as pool:
-            queue = iter(todo)
-            running: dict[Future[Outcome], Session] = {}
+        workers = _DaemonWorkers(f"distill-{kind}")
+        queue = iter(todo)
+        running: dict[Future[Outcome], Session] = {}
 
-            def submit_next() -> None:
-                session = next(queue, None)
-                if session is not None:
-                    unit = self.client.for_unit()
-                    running[pool.submit(self._one, extractor, session, unit)] = session
+        def submit_next() -> None:
+            session = next(queue, None)
+            if session is not None:
+                running[workers.submit(self._one, extractor, session, self.client.for_unit())] = session
 
+        try:
             for _ in range(self.concurrency):
                 submit_next()
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                failure: BaseException | None = None
-                for future in done:
-                    session = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except BaseException as exc:  # noqa: BLE001 - stop below, after draining
-                        failure = failure or exc
-                        continue
-                    self._finish(kind, session, outcome, summary)
-                    bar.update(1)
+                failure = self._collect(kind, done, running, summary, bar)
+                if isinstance(failure, StoreError):
+                    raise failure  # nothing more can be stored: the sessions in flight are abandoned
                 if failure is not None:
                     self._drain(kind, running, summary, bar)
                     raise failure
                 for _ in done:
                     submit_next()
+        except KeyboardInterrupt:
+            # Stop now: keep what finished, abandon the sessions in flight (daemon threads: the
+            # process does not wait for their HTTP), start no other.
+            self._keep_finished(kind, running, summary, bar)
+            raise
+
+    def _collect(self, kind: str, done: set[Future[Outcome]], running: dict[Future[Outcome], Session],
+                 summary: KindSummary, bar: Any) -> BaseException | None:
+        """Store the outcomes of ``done`` (removed from ``running`` once stored); the first error."""
+        failure: BaseException | None = None
+        for future in done:
+            try:
+                outcome = future.result()
+            except BaseException as exc:  # noqa: BLE001 - stop after the others are stored
+                failure = failure or exc
+            else:
+                self._finish(kind, running[future], outcome, summary)
+                bar.update(1)
+            del running[future]
+        return failure
 
     def _drain(self, kind: str, running: dict[Future[Outcome], Session], summary: KindSummary, bar: Any) -> None:
         """Keep what the sessions already in flight finish (their calls are paid for)."""
+        wait(running)
+        self._keep_finished(kind, running, summary, bar)
+
+    def _keep_finished(self, kind: str, running: dict[Future[Outcome], Session], summary: KindSummary,
+                       bar: Any) -> None:
+        """Store the outcomes of the sessions in ``running`` that finished without an error."""
         for future, session in list(running.items()):
-            try:
-                outcome = future.result()
-            except BaseException:  # noqa: BLE001
-                continue
-            self._finish(kind, session, outcome, summary)
-            bar.update(1)
+            if future.done() and future.exception() is None:
+                self._finish(kind, session, future.result(), summary)
+                bar.update(1)
+                del running[future]
 
     def _one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
         """Run one session; a teacher rejection becomes a failed record, an extractor crash an error."""
@@ -125,8 +175,8 @@ class ExtractionRun:
         except TeacherRequestError as exc:
             # Keep what the extractor had before the rejection (e.g. the first answer's difficulty).
             return Extraction.failed(f"teacher rejected the request: {exc}", **(exc.partial or {})), unit, None
-        except TeacherUnavailable:
-            raise
+        except (TeacherError, StoreError):
+            raise  # the endpoint or the store failed, not this session: the run stops
         except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run
             if self.strict:
                 raise
@@ -143,7 +193,8 @@ class ExtractionRun:
         provenance: dict[str, Any] = {"extractor": extractor.name, "version": extractor.version,
                                       "plugin": self.plugins[kind], "created_at": now_iso()}
         if unit is not None:
-            provenance.update(teacher_model=unit.model, calls=list(unit.call_keys),
+            provenance.update(teacher_model=unit.model, teacher_response_models=list(unit.response_models),
+                              calls=list(unit.call_keys),
                               calls_made=unit.calls_made, calls_cached=unit.calls_cached,
                               usage={"prompt_tokens": unit.usage.prompt_tokens,
                                      "completion_tokens": unit.usage.completion_tokens})

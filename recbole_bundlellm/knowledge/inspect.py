@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class
-from recbole_bundlellm.knowledge.store import KnowledgeStore
+from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, enclosing_store, os_error_reason
 from recbole_bundlellm.teacher.calls import Usage
 
 
@@ -45,6 +45,8 @@ def overview(store: KnowledgeStore) -> str:
         reasons = Counter(reason_class(r.reason) for r in recs if not r.ok)
         top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         lines.append(f"{domain:12s} {kind:10s} {fp:16s} {ok:6d} {len(recs) - ok:7d}  {top}")
+    for aside in sorted(store.root.glob("*.jsonl.damaged")):
+        lines.append(f"damaged lines moved aside: {aside.name} (kept for inspection; the store no longer reads them)")
     sets = sorted((store.root / "sets").glob("*.json"))
     for path in sets:
         counts = json.loads(path.read_text(encoding="utf-8")).get("counts", {})
@@ -70,15 +72,25 @@ def show_records(records: Iterable[KnowledgeRecord], limit: int | None, out: Tex
 
 
 def export_records(records: Iterable[KnowledgeRecord], path: Path, fmt: str = "jsonl") -> int:
-    """Write records to ``path`` as JSON Lines (``jsonl``) or one JSON array (``json``)."""
+    """Write records to ``path`` as JSON Lines (``jsonl``) or one JSON array (``json``).
+
+    A path inside a knowledge store is refused (:class:`StoreError`): the store's files are
+    written under its lock only, and an export holds only the selected records.
+    """
+    if fmt not in ("jsonl", "json"):
+        raise ValueError(f"format must be jsonl or json, got '{fmt}'")
+    store = enclosing_store(path)
+    if store is not None:
+        raise StoreError(f"refusing to export into the knowledge store {store}: write the export outside it")
     rows: list[dict[str, Any]] = [r.to_json() for r in records]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        if fmt == "jsonl":
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif fmt == "json":
-            json.dump(rows, f, ensure_ascii=False, indent=1)
-        else:
-            raise ValueError(f"format must be jsonl or json, got '{fmt}'")
+    if fmt == "jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    else:
+        text = json.dumps(rows, ensure_ascii=False, indent=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {os_error_reason(exc)}") from exc
     return len(rows)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from recbole_bundlellm.teacher.calls import stable_hash
+from recbole_bundlellm.teacher.calls import check_field_types, stable_hash
 
 Status = Literal["ok", "failed"]
 
@@ -48,9 +48,22 @@ class KnowledgeRecord:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> KnowledgeRecord:
-        data = {k: v for k, v in data.items() if k != "record_id"}
-        return cls(**data)
+    def from_json(cls, data: Any) -> KnowledgeRecord:
+        """The record of a stored JSON object; ``TypeError`` or ``ValueError`` when it is not one
+        (a damaged line)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        record = cls(**{k: v for k, v in data.items() if k != "record_id"})  # TypeError: a missing or unknown field
+        check_field_types(record, _RECORD_FIELDS)
+        if record.status not in ("ok", "failed"):
+            raise ValueError(f"status '{record.status}' is neither ok nor failed")
+        return record
+
+
+_RECORD_FIELDS: dict[str, Any] = {
+    "kind": str, "domain": str, "unit": str, "fingerprint": str, "status": str, "content": dict, "text": str,
+    "reason": (str, type(None)), "session_id": (str, type(None)), "provenance": dict,
+}
 
 
 def reason_class(reason: str | None) -> str:

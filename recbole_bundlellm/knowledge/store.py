@@ -12,25 +12,38 @@ Why it survives a SIGKILL: every line is written with one ``write`` on a file op
 ``O_APPEND`` and then fsynced, before the work that depends on it goes on. A kill can only
 leave a torn *last* line (no trailing newline), which is cut off and reported on the next
 open; every complete line is a finished call or record. Keys are checked in memory before
-writing, so nothing is stored twice. A damaged line in the middle is never skipped silently:
-opening the store fails and names the file and line.
+writing, so nothing is stored twice.
+
+Why it survives a full disk: an append that fails (ENOSPC, a short write, a failed fsync) is
+taken back (the file is truncated to where the line began) and raises :class:`StoreError`, so
+the next append never lands after a partial line. If even that fails, the file takes no more
+appends until the next writer cuts the unfinished line off.
+
+A damaged line in the middle (not JSON, or JSON that is not a call or a record) is never
+skipped silently: opening the store moves it to ``<file>.damaged`` (with its line number),
+rewrites the file atomically from the good lines and logs a warning naming file and lines.
+When it cannot (a read-only folder, another process writing), opening fails naming file and line.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.errors import BundleLLMError
+from recbole_bundlellm.fileio import atomic_write_bytes
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
-from recbole_bundlellm.teacher.calls import CallRecord
+from recbole_bundlellm.teacher.calls import CallRecord, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +56,154 @@ class StoreLocked(StoreError):
     """Another process is writing this store."""
 
 
-def _read_jsonl(path: Path, repair: bool) -> list[dict[str, Any]]:
-    """The complete lines of ``path``; a torn last line is cut off (when ``repair``) or ignored."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    complete, _, tail = raw.rpartition(b"\n")
-    if tail:
-        if repair:
-            log.warning("%s: cut off an incomplete last line of %d bytes (an interrupted write)", path, len(tail))
-            with open(path, "r+b") as f:
-                f.truncate(len(raw) - len(tail))
-    rows = []
+_WHY = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """A short lower-case reason for ``exc`` ("permission denied", "no space left on device", ...)."""
+    return _WHY.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+
+
+def write_error(root: Path, exc: OSError, detail: str = "") -> StoreError:
+    """The error of a failed write into the store at ``root``."""
+    return StoreError(f"cannot write to the knowledge store {root}: {os_error_reason(exc)}"
+                      + (f" ({detail})" if detail else ""))
+
+
+@contextmanager
+def store_write_errors(root: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing into the store at ``root`` into a :class:`StoreError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(Path(root), exc) from exc
+
+
+def is_store_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a knowledge store that has been written (its lock file and a store file)."""
+    return (folder / ".lock").is_file() and any((folder / n).is_file() for n in ("calls.jsonl", "records.jsonl"))
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The knowledge store folder ``path`` lies in (at any depth), or None."""
+    target = Path(path).resolve()
+    return next((folder for folder in target.parents if is_store_dir(folder)), None)
+
+
+@dataclass
+class _Lines:
+    """What one JSONL file of the store holds."""
+
+    good: list[tuple[bytes, Any]] = field(default_factory=list)  # raw line, parsed object
+    damaged: list[tuple[int, bytes, str]] = field(default_factory=list)  # line number, raw line, why
+    tail: bytes = b""  # an unfinished last line (a write cut short by a kill)
+
+    def first_damage(self, path: Path) -> str:
+        lineno, _, why = self.damaged[0]
+        return f"{path}:{lineno}: damaged line ({why})"
+
+
+def _read_lines(path: Path, parse: Callable[[Any], Any], what: str) -> _Lines:
+    """The lines of ``path``, each parsed by ``parse`` (``TypeError`` or ``ValueError``: not a ``what``)."""
+    lines = _Lines()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return lines
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {os_error_reason(exc)}") from exc
+    complete, _, lines.tail = raw.rpartition(b"\n")
     for lineno, line in enumerate(complete.split(b"\n") if complete else [], start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            lines.good.append((line, parse(json.loads(line))))
         except json.JSONDecodeError as exc:
-            raise StoreError(f"{path}:{lineno}: damaged line ({exc.msg}); the store was edited or "
-                             "written by something else; move the file aside to start afresh") from exc
-    return rows
+            lines.damaged.append((lineno, line, f"not JSON: {exc.msg}"))
+        except (TypeError, ValueError) as exc:  # JSON of the wrong shape
+            lines.damaged.append((lineno, line, f"not a {what}: {exc}"))
+    return lines
+
+
+def _repair(path: Path, lines: _Lines) -> None:
+    """Cut a torn tail off and move damaged lines to ``<path>.damaged``; the caller holds the lock."""
+    if lines.tail:
+        log.warning("%s: cut off an incomplete last line of %d bytes (an interrupted write)", path, len(lines.tail))
+    if lines.damaged:
+        _move_aside(path, lines)
+    elif lines.tail:
+        with open(path, "r+b") as f:
+            f.truncate(f.seek(0, os.SEEK_END) - len(lines.tail))
+
+
+def _move_aside(path: Path, lines: _Lines) -> None:
+    """Append the damaged lines (numbered) to ``<path>.damaged``, then rewrite ``path`` atomically
+    from the good ones: a crash in between leaves them in both, never in neither."""
+    aside = path.with_name(path.name + ".damaged")
+    entries = [f"# {now_iso()}: moved from {path.name} (line numbers of that file then)\n".encode()]
+    entries += [f"{lineno}\t".encode() + line + b"\n" for lineno, line, _ in lines.damaged]
+    with open(aside, "ab") as f:
+        f.write(b"".join(entries))
+        f.flush()
+        os.fsync(f.fileno())
+    mode = stat.S_IMODE(path.stat().st_mode)
+    atomic_write_bytes(path, b"".join(line + b"\n" for line, _ in lines.good))
+    os.chmod(path, mode)  # the temporary file was private (0600)
+    for lineno, _, why in lines.damaged[:3]:  # the first few say why; the numbers of all follow
+        log.warning("%s:%d: damaged line (%s)", path, lineno, why)
+    n = len(lines.damaged)
+    log.warning("%s: moved %d damaged line%s (%s) to %s; the %d good lines are kept", path, n, "s" * (n > 1),
+                ", ".join(str(lineno) for lineno, _, _ in lines.damaged), aside.name, len(lines.good))
 
 
 class _AppendLog:
-    """One append-only JSONL file with whole-line atomic appends."""
+    """One append-only JSONL file with whole-line appends: a failed one is taken back."""
 
     def __init__(self, path: Path, fsync: bool) -> None:
         self.path = path
         self.fsync = fsync
         self._fd: int | None = None
+        self._broken: str | None = None  # why no more appends are allowed
 
     def append(self, obj: dict[str, Any]) -> None:
+        """Append one line; on any failure the file is as before and :class:`StoreError` is raised.
+        The caller serializes appends (and holds the store's lock: no other process appends)."""
+        if self._broken is not None:
+            raise StoreError(self._broken)
         line = (json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        written = os.write(self._fd, line)
-        if written != len(line):  # a short write on a full disk: never leave a torn line behind
-            raise StoreError(f"{self.path}: short write ({written} of {len(line)} bytes); disk full?")
+        with store_write_errors(self.path.parent):
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            start = os.fstat(self._fd).st_size
+        try:
+            self._write(line)
+        except BaseException as exc:  # also a Ctrl-C between two partial writes
+            self._take_back(start)
+            if isinstance(exc, OSError):
+                raise write_error(self.path.parent, exc, f"{self.path.name}: the unfinished line was taken back; "
+                                                         "every line before it is kept") from exc
+            raise
+
+    def _write(self, line: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(line)
+        while view:  # a short write on a nearly full disk: the rest fails with ENOSPC, or goes
+            n = os.write(self._fd, view)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[n:]
         if self.fsync:
             os.fsync(self._fd)
+
+    def _take_back(self, size: int) -> None:
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._broken = (f"{self.path}: an unfinished line at byte {size} could not be taken back "
+                            f"({os_error_reason(exc)}); nothing more is written to it, and the next run cuts it off")
+            log.error("%s", self._broken)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -118,38 +239,77 @@ class KnowledgeStore:
         return self.root / "records.jsonl"
 
     def reload(self, repair: bool = False) -> None:
-        """(Re)read both files; with ``repair``, cut off a torn last line."""
+        """(Re)read both files. With ``repair`` (the caller holds the write lock), cut off a torn
+        last line and move damaged lines aside; without, damaged lines make it take the lock to do
+        so, or raise :class:`StoreError` naming file and line when it cannot."""
+        files = {self.calls_path: _read_lines(self.calls_path, CallRecord.from_json, "teacher call"),
+                 self.records_path: _read_lines(self.records_path, KnowledgeRecord.from_json, "knowledge record")}
+        damaged = [(path, lines) for path, lines in files.items() if lines.damaged]
+        if damaged and not repair:
+            try:
+                with self._exclusive():
+                    self.reload(repair=True)
+                return
+            except StoreError as exc:
+                path, lines = damaged[0]
+                raise StoreError(f"{lines.first_damage(path)}; it cannot be moved aside now: {exc}") from exc
+        if repair:
+            with self._lock, store_write_errors(self.root):
+                self._close_logs()  # why: a rewritten file is a new file; appends must go to it
+                for path, lines in files.items():
+                    _repair(path, lines)
         calls: dict[str, CallRecord] = {}
-        for row in _read_jsonl(self.calls_path, repair):
-            calls.setdefault(row["key"], CallRecord.from_json(row))
+        for _, call in files[self.calls_path].good:
+            calls.setdefault(call.key, call)
         records: dict[str, KnowledgeRecord] = {}
-        for row in _read_jsonl(self.records_path, repair):
-            rec = KnowledgeRecord.from_json(row)
+        for _, rec in files[self.records_path].good:
             records.setdefault(rec.record_id, rec)
         self._calls, self._records = calls, records
 
     @contextmanager
-    def writer(self) -> Iterator[KnowledgeStore]:
-        """Hold the store's write lock; torn last lines left by a killed writer are repaired."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the ``flock`` on ``.lock`` (:class:`StoreLocked` when another process does)."""
+        with store_write_errors(self.root):
+            lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
                 raise StoreLocked(f"knowledge store {self.root} is being written by another process") from exc
-            self.reload(repair=True)
-            self._writing = True
-            self._logs = {"calls": _AppendLog(self.calls_path, self.fsync),
-                          "records": _AppendLog(self.records_path, self.fsync)}
-            yield self
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
         finally:
-            self._writing = False
-            for append_log in self._logs.values():
-                append_log.close()
-            self._logs = {}
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
             os.close(lock_fd)
+
+    @contextmanager
+    def writer(self) -> Iterator[KnowledgeStore]:
+        """Hold the store's write lock; torn last lines left by a killed writer are cut off and
+        damaged lines moved aside. A store that cannot be written is a :class:`StoreError` here,
+        before any work."""
+        with store_write_errors(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):  # else only the run's end would find out
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.root))
+        with self._exclusive():
+            self.reload(repair=True)
+            with self._lock:
+                self._writing = True
+                self._logs = {"calls": _AppendLog(self.calls_path, self.fsync),
+                              "records": _AppendLog(self.records_path, self.fsync)}
+            try:
+                yield self
+            finally:
+                # Under the thread lock: a worker that a stopped run left behind may be appending.
+                with self._lock:
+                    self._writing = False
+                    self._close_logs()
+                    self._logs = {}
+
+    def _close_logs(self) -> None:
+        for append_log in self._logs.values():
+            append_log.close()
 
     def _append(self, which: str, obj: dict[str, Any]) -> None:
         if not self._writing:

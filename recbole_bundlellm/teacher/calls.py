@@ -68,15 +68,42 @@ class CallRecord:
     created_at: str
     latency_s: float
     attempts: int = 1
+    # The model the endpoint says answered (the response's ``model``); None in calls stored
+    # before it was recorded. Never part of the key: the key is of the request only.
+    response_model: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CallRecord:
-        data = dict(data)
-        data["usage"] = Usage(**data.get("usage", {}))
-        return cls(**data)
+    def from_json(cls, data: Any) -> CallRecord:
+        """The call of a stored JSON object; ``TypeError`` when it is not one (a damaged line)."""
+        data = dict(_json_object(data))
+        data["usage"] = Usage(**_json_object(data.get("usage", {})))
+        call = cls(**data)  # TypeError: a missing or unknown field
+        check_field_types(call, _CALL_FIELDS)
+        check_field_types(call.usage, {"prompt_tokens": int, "completion_tokens": int})
+        return call
+
+
+_CALL_FIELDS: dict[str, Any] = {
+    "key": str, "model": str, "request": dict, "text": str, "finish_reason": (str, type(None)),
+    "created_at": str, "latency_s": (int, float), "attempts": int, "response_model": (str, type(None)),
+}
+
+
+def _json_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def check_field_types(obj: Any, types: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the first field of ``obj`` whose value is not of its type in ``types``."""
+    for name, expected in types.items():
+        value = getattr(obj, name)
+        if not isinstance(value, expected):
+            raise TypeError(f"field '{name}' is a {type(value).__name__}")
 
 
 def call_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:

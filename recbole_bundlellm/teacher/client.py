@@ -24,7 +24,7 @@ from typing import Any
 import openai
 
 from recbole_bundlellm.teacher.calls import CallCache, CallRecord, Usage, call_key, now_iso
-from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ class TeacherClient:
         self._inflight: dict[str, Future[CallRecord]] = {}
         self._inflight_lock = threading.Lock()
         self._rng = random.Random()
+        self._model_checked = False
+        self._model_lock = threading.Lock()
 
     # -- requests -------------------------------------------------------------------------------
     def request_params(self, *, max_tokens: int | None = None, temperature: float | None = None) -> dict[str, Any]:
@@ -211,7 +213,39 @@ class TeacherClient:
         # Full jitter: concurrent callers that failed together do not retry together.
         return self._rng.uniform(0.0, min(cap, self.settings.backoff_base * 2 ** attempt))
 
+    def check_model(self) -> None:
+        """Check once that the endpoint serves :attr:`model`, when it lists its models.
+
+        Raises :class:`TeacherError` naming the models it serves. Why: llama.cpp's server answers
+        any model name with its only model, so a typo would label every record with a model that
+        never answered. An endpoint that lists no models (or fails to) is taken at its word.
+        """
+        if self._model_checked:
+            return
+        with self._model_lock:
+            if self._model_checked:
+                return
+            served = self._served_models()
+            if served and self.model not in served:
+                raise TeacherError(f"{self._where()}: the endpoint does not serve model '{self.model}'; it serves: "
+                                   f"{', '.join(served)} (set teacher.model to one of them)")
+            self._model_checked = served is not None
+
+    def _served_models(self) -> list[str] | None:
+        """The ids of ``GET /models``; [] when the endpoint does not list them, None when it cannot
+        be reached (the call that follows reports that, with its retries)."""
+        try:
+            page = self._client.models.list()
+        except openai.APIConnectionError as exc:  # a timeout too
+            log.debug("%s: GET /models: %s", self._where(), exc)
+            return None
+        except openai.APIError as exc:  # e.g. 404: an endpoint without a model list
+            log.debug("%s: no model list (%s)", self._where(), self._scrub(str(exc)))
+            return []
+        return [str(m.id) for m in (getattr(page, "data", None) or []) if getattr(m, "id", None)]
+
     def _request(self, key: str, messages: list[Message], params: dict[str, Any]) -> CallRecord:
+        self.check_model()  # before the first call over HTTP; calls served from the store need none
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
                                   "temperature": params["temperature"], "max_tokens": params["max_tokens"]}
         if params["seed"] is not None:
@@ -281,6 +315,7 @@ class TeacherClient:
             created_at=now_iso(),
             latency_s=round(latency, 4),
             attempts=attempts,
+            response_model=str(getattr(response, "model", None) or "") or None,
         )
         self._count(made=record)
         log.debug("%s: call %s in %.2f s (%d+%d tokens, %d attempt(s))", self._where(), key, latency,
@@ -302,6 +337,7 @@ class UnitTeacher:
         self.usage = Usage()
         self.calls_made = 0
         self.calls_cached = 0
+        self.response_models: list[str] = []  # the models that answered its calls, as the endpoint said
 
     def chat(self, messages: list[Message], *, max_tokens: int | None = None,
              temperature: float | None = None) -> str:
@@ -309,6 +345,8 @@ class UnitTeacher:
         record, cached = self._client.complete(messages, max_tokens=max_tokens, temperature=temperature)
         self.call_keys.append(record.key)
         self.usage.add(record.usage)
+        if record.response_model and record.response_model not in self.response_models:
+            self.response_models.append(record.response_model)
         if cached:
             self.calls_cached += 1
         else:
