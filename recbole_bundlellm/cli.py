@@ -122,11 +122,11 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _split_overrides(extra: Sequence[str]) -> dict[str, Any]:
-    from recbole_bundlellm.config import parse_overrides
+    from recbole_bundlellm.config import ConfigError, parse_overrides
 
     bad = [e for e in extra if not e.startswith("--") or "=" not in e]
     if bad:
-        raise SystemExit(f"error: unrecognized arguments: {' '.join(bad)} (overrides are --key=value)")
+        raise ConfigError(f"unrecognized arguments: {' '.join(bad)} (overrides are --key=value)")
     return parse_overrides(extra)
 
 
@@ -157,6 +157,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     results = compare(args.configs, overrides, floors=args.floors, host=host)
     text = format_results(results)
     print(text, end="")
+    _warn_truncated_prompts(results)
     if args.out:
         write_results(results, text, args.out)
     scored = incomparable_counts(results)
@@ -175,8 +176,20 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     result = run_config(args.config, overrides, model=args.model, dataset=args.dataset,
                         output_dir=args.output_dir, host=_host(args, [args.config], overrides))
     print(format_results([result]), end="")
+    _warn_truncated_prompts([result])
     print(f"outputs: {result.output_dir}")
     return 0
+
+
+def _warn_truncated_prompts(results: Sequence[Any]) -> None:
+    """One warning line per run whose prompts max_prompt_tokens cut: its scores are of shortened
+    sessions, which run.log alone would hide."""
+    for result in results:
+        stats = result.info.get("generation") or {}
+        if stats.get("truncated_prompts"):
+            print(f"warning: {result.run_name}: {stats['truncated_prompts']} of {stats['prompts']} prompts were "
+                  f"longer than max_prompt_tokens={result.info.get('max_prompt_tokens')} and were cut from the "
+                  "left (metrics.json: info.generation.truncated_prompts)", file=sys.stderr)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -186,15 +199,32 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What an interrupted command leaves behind, for the one line Ctrl-C prints.
+_INTERRUPTED_NOTES = {
+    "run": "nothing written (an earlier run's folder is left as it was)",
+    "compare": "runs that finished kept their outputs; nothing of the interrupted one was written",
+    "distill": "the knowledge store keeps every finished call and record; run the same command again to resume",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bundlellm`` command; user errors print one line and exit 2."""
+    """Entry point of the ``bundlellm`` command; user errors print one line and exit 2, Ctrl-C
+    prints one line and exits 130 (128 + SIGINT, as shells do)."""
     from recbole_bundlellm.errors import BundleLLMError
 
+    args = None
     try:
-        return _main(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        return _dispatch(parser, args, extra)
     except BundleLLMError as exc:  # the user's to fix: one line, no traceback
         print(f"error: {exc if not isinstance(exc, KeyError) else exc.args[0]}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        # A command that caught Ctrl-C to say what it kept (distill) raises it again with that text.
+        note = _INTERRUPTED_NOTES.get(getattr(args, "command", None))
+        print(f"error: {str(exc) or 'interrupted' + ('; ' + note if note else '')}", file=sys.stderr)
+        return 130
 
 
 def _distill(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -247,9 +277,7 @@ def _teacher(args: argparse.Namespace) -> int:
     return serve(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, n_threads=args.n_threads)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.command in ("data", "knowledge", "plugins", "teacher") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "data":

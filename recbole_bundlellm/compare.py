@@ -2,7 +2,8 @@
 
 ``bundlellm compare a.yaml b.yaml --floors`` calls :func:`compare`, then :func:`format_results`
 and :func:`write_results`. Every row must score the same sessions: :func:`incomparable_counts`
-names the runs when they do not.
+names the runs when they do not. Rows are keyed by run name, so two runs of one name (or one
+output folder) are refused before anything runs (:func:`check_distinct_runs`).
 """
 
 from __future__ import annotations
@@ -13,25 +14,57 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recbole_bundlellm.config import BundleConfig
 from recbole_bundlellm.plugins import PluginHost
 from recbole_bundlellm.evaluation.results import RunResult
-from recbole_bundlellm.runner import run_config
+from recbole_bundlellm.runner import (RunError, output_folder, resolve_config, run_config, run_name_of,
+                                      run_with_config)
+
+FLOOR_PREFIX = "floor:"
 
 
 def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
             floors: bool = False, host: PluginHost | None = None) -> list[RunResult]:
-    """One run per config file (each with ``overrides``), then the floors on the first run's dataset."""
+    """One run per config file (each with ``overrides``), then the floors on the first run's dataset.
+
+    Every configuration is resolved and checked before the first run starts.
+    """
     from recbole_bundlellm.models.floor import FLOOR_RULES
 
     overrides = dict(overrides or {})
-    results = [run_config([path], overrides, host=host) for path in config_files]
+    configs = [resolve_config([path], overrides, host=host) for path in config_files]
+    check_distinct_runs(config_files, configs, floors=floors)
+    results = [run_with_config(config) for config in configs]
     if floors and results:
         first = results[0]
         for rule in FLOOR_RULES:
             floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
-                     "floor_rule": rule, "run_name": f"floor:{rule}"}
+                     "floor_rule": rule, "run_name": f"{FLOOR_PREFIX}{rule}"}
             results.append(run_config([], floor, model="Floor", dataset=first.dataset, host=host))
     return results
+
+
+def check_distinct_runs(config_files: Sequence[str | os.PathLike], configs: Sequence[BundleConfig], *,
+                        floors: bool = False) -> None:
+    """Refuse runs that would share a table row (run name) or an output folder, and, with
+    ``floors``, a run named like a floor: one would silently overwrite the other."""
+    from recbole_bundlellm.models.floor import FLOOR_RULES
+
+    by_name: dict[str, list[str]] = {}
+    by_folder: dict[Path, list[str]] = {}
+    for path, config in zip(config_files, configs):
+        by_name.setdefault(run_name_of(config), []).append(str(path))
+        by_folder.setdefault(output_folder(config), []).append(str(path))
+    for name, paths in by_name.items():
+        if len(paths) > 1:
+            raise RunError(f"run_name '{name}' is shared by {' and '.join(paths)}: their table rows and "
+                           "output folders would overwrite each other; give each config its own `run_name:`")
+        if floors and name in {f"{FLOOR_PREFIX}{rule}" for rule in FLOOR_RULES}:
+            raise RunError(f"{paths[0]} has run_name '{name}', which --floors gives to a floor; rename the run")
+    for folder, paths in by_folder.items():
+        if len(paths) > 1:
+            raise RunError(f"{' and '.join(paths)} all write to {folder}; give each its own `output_dir:` "
+                           "(or leave it out: outputs/<dataset>/<run_name>)")
 
 
 def format_results(results: Sequence[RunResult]) -> str:

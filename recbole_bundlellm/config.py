@@ -10,10 +10,12 @@ never have their ``sys.argv`` parsed behind their back.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -25,11 +27,15 @@ from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.plugins import PluginHost, disabled_from_config
 from recbole_bundlellm.registry import ModelSpec
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.sampling.settings import SamplingSettings
+from recbole_bundlellm.settings import SettingsError, load_settings
+from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
 NEXT_ITEM_OVERALL = PROPERTIES / "next_item.yaml"
+#: The allowed values of our numeric settings (see the file's header).
+RANGES_FILE = PROPERTIES / "ranges.yaml"
 NEXT_ITEM_SUFFIX = "_next"
 
 # Keys RecBole reads but that appear in none of its YAML files and no ``config["..."]`` call.
@@ -42,11 +48,26 @@ _ALIAS_KEY = re.compile(r"^alias_of_\w+$")
 SETTINGS_BLOCKS = frozenset({"teacher", "sampling"})
 
 
+#: Names of settings that hold secrets: never written to config.yaml or the recorded command line.
+#: ``max_tokens`` or ``api_key_env`` (a variable's *name*) are not secrets.
+SECRET_KEY = re.compile(r"(?:^|_)(?:token|secret|password|passwd|credentials?|(?:api|secret|private|access)_?key)$",
+                        re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
 class ConfigKeyError(BundleLLMError, KeyError):
     """An unknown key in a user's configuration."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0])
+
+
+class ConfigError(BundleLLMError, ValueError):
+    """A configuration that cannot be used as given (no dataset, an override that is not YAML...)."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file that cannot be read: missing, a folder, not YAML, or not a mapping of keys."""
 
 
 def _yaml_keys(path: str | os.PathLike) -> set[str]:
@@ -79,10 +100,34 @@ def _project_known_keys(host: PluginHost) -> set[str]:
     return keys
 
 
+def _yaml_error_text(exc: yaml.YAMLError) -> str:
+    """``at line L, column C: problem`` of a YAML error (1-based, as editors count)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"at line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def _load_yaml_dict(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    return data if isinstance(data, dict) else {}
+    """The mapping of a YAML file; :class:`ConfigFileError` naming the file for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigFileError(f"config file {path} is a folder, not a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"config file {path} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"config file {path} is not UTF-8 text (not a YAML file?)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"config file {path}: invalid YAML {_yaml_error_text(exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {path} must be a mapping of keys (key: value), "
+                              f"got a {type(data).__name__}")
+    return data
 
 
 def load_yaml_files(config_files: Sequence[str | os.PathLike]) -> dict[str, Any]:
@@ -122,6 +167,122 @@ def check_host(host: PluginHost, config_files: Sequence[str | os.PathLike],
                             f"(PluginHost.from_environment(disabled={clash!r}) or host_for(config files))")
 
 
+NUMERIC_RANGES: Mapping[str, Mapping[str, Any]] = MappingProxyType(_load_yaml_dict(RANGES_FILE))
+_BOUNDS: tuple[tuple[str, str, Callable[[Any, Any], bool]], ...] = (
+    ("min", ">=", operator.ge), ("above", ">", operator.gt), ("max", "<=", operator.le), ("below", "<", operator.lt))
+
+
+def _bound(rule: Mapping[str, Any], name: str, values: Mapping[str, Any]) -> Any:
+    """A bound of ``rule``: a number, or the value of the key it names (None when unusable)."""
+    bound = rule.get(name)
+    if isinstance(bound, str):
+        bound = values.get(bound)
+    return bound if isinstance(bound, (int, float)) and not isinstance(bound, bool) else None
+
+
+def _allowed_text(rule: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    """E.g. ``an integer >= 1, or ~ for all sessions``."""
+    parts = [("an integer" if rule["type"] == "int" else "a number")]
+    for name, sign, _ in _BOUNDS:
+        if name in rule:
+            named = f" ({values.get(rule[name])})" if isinstance(rule[name], str) else ""
+            parts.append(f"{' and ' if len(parts) > 1 else ' '}{sign} {rule[name]}{named}")
+    text = "".join(parts)
+    return f"{text}, or ~ for {rule['none_means']}" if "none_means" in rule else text
+
+
+def _is_allowed(rule: Mapping[str, Any], value: Any, values: Mapping[str, Any]) -> bool:
+    if value is None:
+        return "none_means" in rule
+    # bool is an int in Python, but `true` is never a count or a seed.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if rule["type"] == "int" and not isinstance(value, int):
+        return False
+    for name, _, holds in _BOUNDS:
+        bound = _bound(rule, name, values)
+        if bound is not None and not holds(value, bound):
+            return False
+    return True
+
+
+def check_numeric(key: str, value: Any, values: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`SettingsError` (key, value, allowed range) unless ``NUMERIC_RANGES`` allows it.
+
+    ``values``: the other settings, for a bound that names another key (``freq_max_size``).
+    """
+    rule, values = NUMERIC_RANGES[key], values or {}
+    if not _is_allowed(rule, value, values):
+        raise SettingsError(f"{key} must be {_allowed_text(rule, values)}; got {value!r}")
+
+
+def check_numeric_settings(values: Mapping[str, Any]) -> None:
+    """Every key of ``NUMERIC_RANGES`` that ``values`` holds, in the table's order."""
+    for key in NUMERIC_RANGES:
+        if key in values:
+            check_numeric(key, values[key], values)
+
+
+def _refuse_secrets_in_teacher(block: Any) -> None:
+    """The teacher's API key comes from the environment only: a key in a config would be copied to
+    config.yaml, logs and shell history."""
+    if not isinstance(block, Mapping):
+        return  # load_settings reports a block that is not a mapping
+    for name in block:
+        if SECRET_KEY.search(str(name)):
+            env = block.get("api_key_env") if isinstance(block.get("api_key_env"), str) else "OPENAI_API_KEY"
+            raise SettingsError(f"teacher.{name}: secrets never go in a config; the teacher reads its API key "
+                                f"from the environment variable ${env} (set teacher.api_key_env to name another)")
+
+
+def check_settings_blocks(values: Mapping[str, Any], host: PluginHost) -> None:
+    """``teacher:``, ``sampling:`` and each plugin component's block, checked as the commands that
+    use them load them, so `run` refuses what `distill` would (a block left out is not checked)."""
+    if values.get("teacher") is not None:
+        _refuse_secrets_in_teacher(values["teacher"])
+        load_settings(TeacherSettings, values["teacher"], "teacher")
+    if values.get("sampling") is not None:
+        load_settings(SamplingSettings, values["sampling"], "sampling")
+    for components in host.components.values():
+        for name, component in components.items():
+            if values.get(name) is not None:
+                load_settings(component.obj.Settings, values[name], name)
+
+
+def redact_secrets(value: Any) -> Any:
+    """``value`` with every secret-named key's value replaced by ``"<redacted>"`` and credentials
+    cut from URLs (``http://user:pw@host`` -> ``http://***@host``), at any depth."""
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if v is not None and SECRET_KEY.search(str(k)) else redact_secrets(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(v) for v in value]
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return redact_url(value)
+    return value
+
+
+def _redact_argument(arg: str) -> str:
+    key, sep, raw = arg.partition("=")
+    if not arg.startswith("--") or not sep:
+        return arg
+    if SECRET_KEY.search(key[2:]):
+        return f"{key}={REDACTED}"
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return arg
+    redacted = redact_secrets(value)
+    if redacted == value:
+        return arg  # as typed
+    return f"{key}={yaml.safe_dump(redacted, default_flow_style=True, width=10**6).strip()}"
+
+
+def redact_command(argv: Sequence[str]) -> str:
+    """The command line as one string, with secret ``--key=value`` settings redacted."""
+    return " ".join(_redact_argument(str(arg)) for arg in argv)
+
+
 def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
     """Raise :class:`ConfigKeyError` for the first unknown key, suggesting the closest one."""
     known = set(known)
@@ -149,6 +310,7 @@ class BundleConfig(Config):
         host: PluginHost | None = None,
     ) -> None:
         files = [str(p) for p in config_file_list or []]
+        load_yaml_files(files)  # each file is readable YAML, else one error naming it
         if host is None:
             host = host_for(files, config_dict)
         else:
@@ -206,7 +368,17 @@ class BundleConfig(Config):
         for path in self._user_files:
             check_keys(_yaml_keys(Path(path)), known, f"config file {path}")
         check_keys(self.variable_config_dict, known, "the config overrides")
-        return super()._get_final_config_dict()
+        final = super()._get_final_config_dict()
+        # RecBole's own models may read a key of ours with another meaning (CORE: `temperature`).
+        if self.spec.is_bundle_model:
+            check_numeric_settings(final)
+        check_settings_blocks(final, self.host)
+        return final
+
+    def _get_model_and_dataset(self, model, dataset):  # type: ignore[no-untyped-def]
+        if dataset is None and self.external_config_dict.get("dataset") is None:
+            raise ConfigError("no dataset given (set `dataset:` in a config file or pass --dataset)")
+        return super()._get_model_and_dataset(model, dataset)
 
 
 def _spec_of(model_class: type, host: PluginHost) -> ModelSpec:
@@ -223,5 +395,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.removeprefix("--").partition("=")
         if not sep or not key:
             raise ConfigKeyError(f"override '{pair}' is not of the form key=value")
-        out[key] = yaml.safe_load(value) if value else None
+        try:
+            out[key] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError as exc:  # the value is not echoed: it may hold a secret
+            raise ConfigError(f"override --{key}=...: the value is not valid YAML "
+                              f"({_yaml_error_text(exc)})") from None
     return out

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_bundlellm.compat import trusted_torch_load
-from recbole_bundlellm.config import BundleConfig, load_yaml_files
+from recbole_bundlellm.config import BundleConfig, load_yaml_files, redact_command, redact_secrets
 from recbole_bundlellm.data import check_prepared
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
@@ -31,7 +32,13 @@ from recbole_bundlellm.plugins import PluginHost
 
 
 class RunError(BundleLLMError, ValueError):
-    """A run that cannot start as asked (e.g. no model named)."""
+    """A run that cannot start as asked (e.g. no model named, an output folder that is a file)."""
+
+
+#: Files only a run writes: a folder holding either was a run's, and a new run may replace it.
+RUN_MARKERS = ("metrics.json", "run.log")
+#: A run is built in ``<out>.partial-<pid>``; the folder it replaces waits as ``<out>.old-<pid>``.
+PARTIAL, OLD = ".partial-", ".old-"
 
 
 @contextlib.contextmanager
@@ -78,15 +85,65 @@ def run(
     ``host``: the plugin host to use (default: one built from the configuration and environment).
     """
     config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}), host=host)
-    spec = config.spec
-    run_name = config["run_name"] or spec.name
-    out = Path(output_dir or config["output_dir"] or Path("outputs") / config["dataset"] / run_name).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    config["checkpoint_dir"] = str(out / "checkpoints")
+    return run_with_config(config, output_dir=output_dir)
+
+
+def resolve_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
+                   model: str | None = None, dataset: str | None = None,
+                   host: PluginHost | None = None) -> BundleConfig:
+    """The configuration :func:`run_config` runs: ``model`` / ``dataset`` win over ``overrides``,
+    which win over the files."""
+    overrides = dict(overrides or {})
+    merged = load_yaml_files(config_files)
+    model = model or overrides.get("model") or merged.get("model")
+    if not model:
+        raise RunError("no model given (set `model:` in the config or pass --model)")
+    dataset = dataset or overrides.get("dataset") or merged.get("dataset")
+    overrides = {k: v for k, v in overrides.items() if k not in ("model", "dataset")}
+    return BundleConfig(model, dataset, list(config_files), overrides, host=host)
+
+
+def run_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
+               model: str | None = None, dataset: str | None = None,
+               output_dir: str | os.PathLike | None = None, host: PluginHost | None = None) -> RunResult:
+    """:func:`run` with the model and dataset taken from the files and overrides, as the CLI does
+    (see :func:`resolve_config`)."""
+    config = resolve_config(config_files, overrides, model=model, dataset=dataset, host=host)
+    return run_with_config(config, output_dir=output_dir)
+
+
+def run_name_of(config: BundleConfig) -> str:
+    """The run's name in tables and output folders: ``run_name``, else the model's name."""
+    return str(config["run_name"] or config.spec.name)
+
+
+def output_folder(config: BundleConfig, output_dir: str | os.PathLike | None = None) -> Path:
+    """Where the run's outputs go: ``output_dir`` (argument, then config), else outputs/<dataset>/<run_name>."""
+    chosen = output_dir or config["output_dir"] or Path("outputs") / str(config["dataset"]) / run_name_of(config)
+    return Path(chosen).resolve()
+
+
+def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | None = None) -> RunResult:
+    """Run a resolved configuration; its folder ends up holding this run whole, or, if the run
+    fails, exactly what it held before (see :func:`staged_folder`)."""
+    out = output_folder(config, output_dir)
+    check_output_folder(out)
     config["data_path"] = str(Path(config["data_path"]).resolve())
     check_prepared(config)
+    with staged_folder(out) as stage:
+        result, trainer = _fit_and_evaluate(config, stage, out)
+        # The checkpoints are in `out` once the stage is moved there.
+        config["checkpoint_dir"] = str(out / "checkpoints")
+        write_outputs(result, config, trainer, folder=stage)
+    config.host.notify("run_finished", result=result)
+    return result
 
-    handler = _setup_logging(out, config["state"])
+
+def _fit_and_evaluate(config: BundleConfig, stage: Path, out: Path) -> tuple[RunResult, Any]:
+    """Dataset, model, trainer: fit, then evaluate on test, logging to ``stage``/run.log."""
+    spec = config.spec
+    config["checkpoint_dir"] = str(stage / "checkpoints")
+    handler = _setup_logging(stage, config["state"])
     try:
         start = time.perf_counter()
         init_seed(config["seed"], config["reproducibility"])
@@ -96,7 +153,7 @@ def run(
         model_obj = spec.model_class(config, train_data.dataset)
         if not spec.is_bundle_model:
             model_obj = model_obj.to(config["device"])
-        with working_directory(out):
+        with working_directory(stage):
             trainer = spec.trainer_class(config, model_obj)
             _, valid_result = trainer.fit(train_data, valid_data, saved=True,
                                           show_progress=config["show_progress"])
@@ -106,38 +163,96 @@ def run(
         timing = dict(getattr(trainer, "timing", {}))
         timing["total_seconds"] = time.perf_counter() - start
         info = dict(getattr(model_obj, "llm_info", {}))
-        result = RunResult(run_name, spec.name, config["dataset"], dict(test_result),
+        result = RunResult(run_name_of(config), spec.name, config["dataset"], dict(test_result),
                            dict(valid_result) if valid_result else None, out,
                            Path(config["data_path"]).parent, timing, info)
-        write_outputs(result, config, trainer)
-        config.host.notify("run_finished", result=result)
-        return result
+        return result, trainer
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def run_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
-               model: str | None = None, dataset: str | None = None,
-               output_dir: str | os.PathLike | None = None, host: PluginHost | None = None) -> RunResult:
-    """:func:`run` with the model and dataset taken from the files and overrides, as the CLI does.
+def check_output_folder(out: Path) -> None:
+    """Refuse an output folder a run cannot replace whole: a file, a folder inside a file, the
+    working directory, or a folder of other files (never a run's to delete)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is inside {existing}, which is a file"
+        raise RunError(f"output folder {out} {where}; --output-dir (output_dir) must name a folder")
+    if out == existing and Path.cwd().resolve().is_relative_to(out):
+        raise RunError(f"output folder {out} holds the working directory; a run replaces its whole "
+                       "folder, so give a folder of its own (--output-dir / output_dir)")
+    if out == existing and not any((out / name).exists() for name in RUN_MARKERS):
+        other = sorted(p.name for p in out.iterdir())
+        if other:
+            shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+            raise RunError(f"output folder {out} (--output-dir / output_dir) holds files that are not a run's "
+                           f"({shown}); a run replaces its whole folder, so give a new or empty folder")
 
-    ``model`` / ``dataset`` win over ``overrides``, which win over the files.
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove the partial and old folders that killed runs (SIGKILL, power loss) left beside ``out``."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.iterdir():
+        for mark in (PARTIAL, OLD):
+            prefix = out.name + mark
+            pid = path.name[len(prefix):]
+            if path.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A fresh ``<out>.partial-<pid>`` to build a run in, moved onto ``out`` when the block ends.
+
+    If the block raises (an error, Ctrl-C), the stage and any parent folder made for it are
+    removed and ``out`` is left as it was: a folder never mixes two runs' files.
     """
-    overrides = dict(overrides or {})
-    merged = load_yaml_files(config_files)
-    model = model or overrides.get("model") or merged.get("model")
-    if not model:
-        raise RunError("no model given (set `model:` in the config or pass --model)")
-    dataset = dataset or overrides.get("dataset") or merged.get("dataset")
-    overrides = {k: v for k, v in overrides.items() if k not in ("model", "dataset")}
-    return run(model, dataset, config_files, overrides, output_dir=output_dir, host=host)
+    _sweep_stale(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
+    stage = out.with_name(f"{out.name}{PARTIAL}{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for parent in made:
+            with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
+                parent.rmdir()
+        raise
+    _move_into_place(stage, out)
 
 
-def write_outputs(result: RunResult, config: BundleConfig, trainer: Any) -> None:
-    """config.yaml (resolved), metrics.json and, for bundle models, predictions.jsonl."""
-    out = result.output_dir
-    resolved = {k: _jsonable(v) for k, v in sorted(config.final_config_dict.items())}
+def _move_into_place(stage: Path, out: Path) -> None:
+    # Two renames: a crash between them leaves `out` missing and the previous run whole in
+    # <out>.old-<pid>, never a mix of both.
+    if out.exists():
+        old = out.with_name(f"{out.name}{OLD}{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+        os.rename(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(stage, out)
+
+
+def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, folder: Path | None = None) -> None:
+    """config.yaml (resolved), metrics.json and, for bundle models, predictions.jsonl, written to
+    ``folder`` (default: the result's output folder). Secret-named settings are redacted."""
+    out = folder or result.output_dir
+    resolved = redact_secrets({k: _jsonable(v) for k, v in sorted(config.final_config_dict.items())})
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True), encoding="utf-8")
     metrics = {
         "run_name": result.run_name,
@@ -147,7 +262,7 @@ def write_outputs(result: RunResult, config: BundleConfig, trainer: Any) -> None
         "valid": result.valid_result,
         "timing": result.timing,
         "info": result.info,
-        "command": " ".join(sys.argv),
+        "command": redact_command(sys.argv),
     }
     (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2), encoding="utf-8")
     predictions = getattr(trainer, "last_predictions", None)

@@ -49,8 +49,8 @@ class BundleTrainer(AbstractTrainer):
         tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
         evaluated = {str(tokens[u]) for u in eval_data.uid_list}
         sessions = [s for s in sessions if s.session_id in evaluated]
-        limit = self.config["eval_max_sessions"]
-        return sessions[:limit] if limit else sessions
+        limit = self.config["eval_max_sessions"]  # >= 1, or None for all (BundleConfig checks)
+        return sessions if limit is None else sessions[:limit]
 
     def evaluate(self, eval_data: Any, load_best_model: bool = True, model_file: str | None = None,
                  show_progress: bool = False) -> dict[str, float]:

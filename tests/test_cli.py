@@ -84,3 +84,51 @@ def test_prepare_offers_exactly_the_registered_category_predictors():
     prepare = parser._subparsers._group_actions[0].choices["data"]._subparsers._group_actions[0].choices["prepare"]
     option = next(a for a in prepare._actions if a.dest == "category_predictor")
     assert set(option.choices) == set(CATEGORY_PREDICTORS) and option.default == DEFAULT_CATEGORY_PREDICTOR
+
+
+def test_truncated_prompts_are_a_warning_line_on_the_console(tiny_data, tiny_llm_path, capsys):
+    assert main(["run", "--model", "BundleLLM", "--dataset", "clothing", f"--data_path={tiny_data}",
+                 f"--llm_model={tiny_llm_path}", "--max_new_tokens=4", "--max_prompt_tokens=8"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "max_prompt_tokens" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: BundleLLM: 2 of 2 prompts"), err
+    assert main(["run", "--model", "BundleLLM", "--dataset", "clothing", f"--data_path={tiny_data}",
+                 f"--llm_model={tiny_llm_path}", "--max_new_tokens=4"]) == 0
+    assert "max_prompt_tokens" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, capsys):
+    import recbole_bundlellm.distill
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recbole_bundlellm.distill, "distill", interrupted)
+    assert main(["distill", "--dataset", "clothing"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "again to resume" in err
+    monkeypatch.setattr("recbole_bundlellm.cli._models", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+
+    def interrupted_saying_what_is_kept(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted: the store keeps the 3 records this run finished")
+
+    monkeypatch.setattr(recbole_bundlellm.distill, "distill", interrupted_saying_what_is_kept)
+    assert main(["distill", "--dataset", "clothing"]) == 130
+    assert capsys.readouterr().err == "error: interrupted: the store keeps the 3 records this run finished\n"
+
+
+def test_compare_refuses_one_run_name_twice_before_running_anything(tiny_data, tmp_path, capsys):
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text(f"model: Floor\ndataset: clothing\ndata_path: {tiny_data}\n")
+    assert main(["compare", str(cfg), str(cfg)]) == 2
+    assert "run_name 'Floor'" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+    other = tmp_path / "two.yaml"
+    other.write_text(f"model: Floor\ndataset: clothing\ndata_path: {tiny_data}\nrun_name: two\nfloor_rule: first_two\n")
+    assert main(["compare", str(cfg), str(other), "--eval_max_sessions=1"]) == 0
+    # one --run_name override names every run alike
+    assert main(["compare", str(cfg), str(other), "--run_name=x"]) == 2
+    assert "run_name 'x'" in capsys.readouterr().err

@@ -69,3 +69,126 @@ def test_settings_blocks_merge_key_by_key_with_overrides(tiny_data, tmp_path):
     config = BundleConfig("Freq", "clothing", [cfg], {"data_path": str(tiny_data),
                                                       "teacher": {"base_url": "http://b/v1"}})
     assert config["teacher"] == {"base_url": "http://b/v1", "max_tokens": 99}
+
+
+# --------------------------------------------------------------------------- numeric ranges
+
+
+def _numeric_defaults():
+    """Every int/float default of our YAML files (overall.yaml and the models' own)."""
+    from recbole_bundlellm.config import BUNDLE_OVERALL, _load_yaml_dict
+    from recbole_bundlellm.plugins import PluginHost
+
+    paths = [BUNDLE_OVERALL] + [p for s in PluginHost().models.specs() for p in s.config_files]
+    values = {}
+    for path in paths:
+        values.update(_load_yaml_dict(path))
+    nullable = {"eval_max_sessions", "distill_max_sessions", "max_prompt_tokens", "max_title_words"}
+    return {k: v for k, v in values.items()
+            if k in nullable or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def test_every_numeric_setting_of_ours_has_a_range_and_its_default_fits():
+    from recbole_bundlellm.config import NUMERIC_RANGES, check_numeric
+
+    defaults = _numeric_defaults()
+    assert set(defaults) <= set(NUMERIC_RANGES), set(defaults) - set(NUMERIC_RANGES)
+    for key, value in defaults.items():
+        check_numeric(key, value)  # the shipped defaults are valid
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("eval_max_sessions", -1, r"eval_max_sessions must be an integer >= 1, or ~ for all sessions; got -1"),
+    ("eval_max_sessions", 0, r"got 0"),
+    ("eval_max_sessions", "many", r"got 'many'"),
+    ("eval_max_sessions", True, r"got True"),
+    ("max_new_tokens", None, r"max_new_tokens must be an integer >= 1; got None"),
+    ("top_p", 0, r"top_p must be a number > 0 and <= 1; got 0"),
+    ("freq_min_confidence", -0.5, r"freq_min_confidence must be a number >= 0 and <= 1"),
+])
+def test_a_value_out_of_range_names_key_value_and_range(key, value, message):
+    from recbole_bundlellm.config import check_numeric
+    from recbole_bundlellm.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        check_numeric(key, value)
+
+
+def test_null_keeps_meaning_all_and_integers_pass_as_floats():
+    config = BundleConfig("BundleLLM", "clothing", config_dict={
+        "eval_max_sessions": None, "distill_max_sessions": None, "max_prompt_tokens": None,
+        "max_title_words": None, "top_p": 1, "temperature": 0.5})
+    assert config["eval_max_sessions"] is None and config["top_p"] == 1
+    assert BundleConfig("Floor", "clothing", config_dict={"eval_max_sessions": 3})["eval_max_sessions"] == 3
+
+
+def test_ranges_are_checked_only_for_bundle_models():
+    # RecBole's own models may read a key of ours with another meaning (CORE reads `temperature`).
+    config = BundleConfig("SASRec", "electronic_next", config_dict={"train_neg_sample_args": None,
+                                                                   "temperature": -1.0})
+    assert config["temperature"] == -1.0
+
+
+def test_freq_max_size_below_min_size_is_refused():
+    from recbole_bundlellm.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="freq_max_size .*>= freq_min_size"):
+        BundleConfig("Freq", "electronic", config_dict={"freq_min_size": 3, "freq_max_size": 2})
+
+
+# --------------------------------------------------------------------------- settings blocks
+
+
+def test_teacher_and_sampling_blocks_are_checked_for_every_model(tmp_path):
+    from recbole_bundlellm.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="ratio must be between"):
+        BundleConfig("Freq", "electronic", config_dict={"sampling": {"ratio": 0.95}})
+    with pytest.raises(SettingsError, match="teacher.temprature'; did you mean 'temperature'"):
+        BundleConfig("Floor", "electronic", config_dict={"teacher": {"temprature": 0.1}})
+    with pytest.raises(SettingsError, match=r"teacher.api_key.*\$MY_KEY.*teacher.api_key_env"):
+        BundleConfig("Freq", "electronic", config_dict={"teacher": {"api_key": "sk-1", "api_key_env": "MY_KEY"}})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sampling: {sampler: random, ratio: 0.2}\nteacher: {base_url: 'http://x/v1'}\n")
+    assert BundleConfig("Freq", "electronic", [cfg])["sampling"]["ratio"] == 0.2
+
+
+def test_plugin_settings_blocks_are_checked_too():
+    from recbole_bundlellm.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown setting 'rules.nope'"):
+        BundleConfig("Freq", "electronic", config_dict={"rules": {"nope": 1}})
+
+
+def test_redact_secrets_by_key_name_and_url_credentials():
+    from recbole_bundlellm.config import redact_command, redact_secrets
+
+    data = {"teacher": {"base_url": "https://u:p@h/v1", "api_key_env": "OPENAI_API_KEY", "max_tokens": 5},
+            "hf_token": "abc", "x": [{"client_secret": "s"}], "max_new_tokens": 9, "password": None}
+    assert redact_secrets(data) == {
+        "teacher": {"base_url": "https://***@h/v1", "api_key_env": "OPENAI_API_KEY", "max_tokens": 5},
+        "hf_token": "<redacted>", "x": [{"client_secret": "<redacted>"}], "max_new_tokens": 9, "password": None}
+    assert redact_command(["bundlellm", "run", "--api_key=sk", "--teacher={api_key: sk, model: m}",
+                           "--max_new_tokens=4", "-c", "a.yaml"]) == (
+        "bundlellm run --api_key=<redacted> --teacher={api_key: <redacted>, model: m} --max_new_tokens=4 -c a.yaml")
+
+
+# --------------------------------------------------------------------------- config files
+
+
+def test_yaml_errors_name_the_file_line_and_column(tmp_path):
+    from recbole_bundlellm.config import ConfigFileError, load_yaml_files
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: Freq\nlist: [a, b\n")
+    with pytest.raises(ConfigFileError, match=r"config file .*bad.yaml: invalid YAML at line \d+, column \d+"):
+        BundleConfig("Freq", "electronic", [bad])
+    with pytest.raises(ConfigFileError, match="not found"):
+        load_yaml_files([tmp_path / "nope.yaml"])
+
+
+def test_a_missing_dataset_is_named():
+    from recbole_bundlellm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no dataset given"):
+        BundleConfig("Freq")

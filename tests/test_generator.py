@@ -162,6 +162,15 @@ def test_empty_input_and_bad_config(tiny):
         _gen(tiny).generate(["a bare string"])
 
 
+def test_a_bad_generation_config_is_a_settings_error_naming_the_config_key():
+    from recbole_bundlellm.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="temperature must be > 0 when sampling .*do_sample"):
+        GenerationConfig(do_sample=True, temperature=0)
+    with pytest.raises(SettingsError, match="generation_batch_size"):
+        GenerationConfig(batch_size=0)
+
+
 def test_a_final_assistant_message_is_continued_not_repeated(tiny):
     generator = _gen(tiny)
     started = [*PROMPTS[0], {"role": "assistant", "content": "phone case"}]

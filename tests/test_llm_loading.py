@@ -118,6 +118,49 @@ def test_refuses_folder_without_config(tmp_path):
         load_llm(tmp_path / "empty")
 
 
+def _text_file(path: Path) -> Path:
+    path.write_text("hello")
+    return path
+
+
+def _empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _fake_gguf_file(path: Path) -> Path:
+    path = path.with_suffix(".gguf")
+    path.write_bytes(b"PK\x03\x04 a zip, not a gguf")
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda path: path, r"not found: expected 'embedded', a local Hugging Face model folder \(with config.json\) or a .gguf"),
+    (_text_file, r"is a file but not a .gguf file"),
+    (_empty_folder, r"is a folder without config.json"),
+    (_fake_gguf_file, r"is not a GGUF file \(it does not start with the GGUF magic bytes\)"),
+])
+def test_each_unusable_source_is_an_llm_load_error(tmp_path, make, message):
+    from recbole_bundlellm.errors import BundleLLMError
+    from recbole_bundlellm.llm import LLMLoadError
+
+    source = make(tmp_path / "model")
+    with pytest.raises(LLMLoadError, match=message) as caught:
+        load_llm(source)
+    assert isinstance(caught.value, BundleLLMError) and isinstance(caught.value, ValueError)
+    assert str(source) in str(caught.value)
+
+
+def test_an_unavailable_device_is_an_llm_load_error(monkeypatch):
+    from recbole_bundlellm.llm import LLMLoadError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(LLMLoadError, match="CUDA is not available"):
+        resolve_device_dtype("cuda", "auto")
+    with pytest.raises(LLMLoadError, match="unknown dtype"):
+        resolve_device_dtype("cpu", "int3")
+
+
 # --------------------------------------------------------------------------- conversion cache
 
 

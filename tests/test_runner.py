@@ -106,3 +106,100 @@ def test_bundlellm_with_the_real_embedded_model_on_electronic(electronic_data):
         assert len(records) == 4
         assert all(r["raw_text"].strip() for r in records)  # the real model writes something
     assert results["zero_shot"].info["source"] == "embedded"
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _run_floor(tiny_data, out, **extra):
+    return run("Floor", "clothing", config_dict={"data_path": str(tiny_data), **extra}, output_dir=out)
+
+
+def _siblings(out):
+    return sorted(p.name for p in out.parent.iterdir() if p.name != out.name)
+
+
+def _fail_evaluation(monkeypatch, error):
+    from recbole_bundlellm.trainer import BundleTrainer
+
+    def failing(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(BundleTrainer, "evaluate", failing)
+
+
+def test_a_rerun_replaces_the_previous_folder_whole(tiny_data, tmp_path):
+    out = tmp_path / "runs" / "same"
+    _run_floor(tiny_data, out)
+    assert (out / "predictions.jsonl").is_file()
+    # A next-item model writes no predictions: none of the bundle run's may stay beside its metrics.
+    result = run("BPR", "clothing_next", config_dict={"data_path": str(tiny_data), "epochs": 1}, output_dir=out)
+    assert result.output_dir == out.resolve()
+    assert not (out / "predictions.jsonl").exists()
+    assert json.loads((out / "metrics.json").read_text())["model"] == "BPR"
+    assert "BPR" in (out / "config.yaml").read_text() and list((out / "checkpoints").iterdir())
+    assert _siblings(out) == []  # no partial or old folder left beside it
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failed_run_keeps_the_previous_outputs_untouched(tiny_data, tmp_path, monkeypatch, error):
+    out = tmp_path / "runs" / "same"
+    _run_floor(tiny_data, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _fail_evaluation(monkeypatch, error)
+    with pytest.raises(type(error)):
+        _run_floor(tiny_data, out, floor_rule="first_two")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # run.log included
+    assert _siblings(out) == []
+
+
+def test_a_failed_first_run_leaves_no_folder(tiny_data, tmp_path, monkeypatch):
+    _fail_evaluation(monkeypatch, RuntimeError("boom"))
+    with pytest.raises(RuntimeError):
+        _run_floor(tiny_data, tmp_path / "new" / "deeper" / "out")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_partial_folder_of_a_killed_run_is_swept(tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    out = tmp_path / "out"
+    stale = tmp_path / f"out.partial-{int(dead.stdout)}"
+    stale.mkdir()
+    (stale / "run.log").write_text("killed half-way")
+    _run_floor(tiny_data, out)
+    assert not stale.exists() and (out / "metrics.json").is_file()
+
+
+def test_an_empty_existing_output_folder_is_used(tiny_data, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert (_run_floor(tiny_data, out).output_dir / "metrics.json").is_file()
+
+
+# --------------------------------------------------------------------------- what a run records
+
+
+def test_truncated_prompts_are_counted_in_metrics(tiny_data, tiny_llm_path):
+    result = run("BundleLLM", "clothing", config_dict={
+        "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "max_new_tokens": 4,
+        "max_prompt_tokens": 8})
+    metrics = json.loads((result.output_dir / "metrics.json").read_text())
+    sessions = metrics["timing"]["eval_sessions"]
+    assert metrics["info"]["generation"]["truncated_prompts"] == sessions == result.info["generation"]["prompts"]
+    assert metrics["info"]["max_prompt_tokens"] == 8
+
+
+def test_no_secret_is_written_to_config_or_command(tiny_data, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["bundlellm", "run", "--model", "Freq", "--hf_token=abc123",
+                                     "--thoughts={password: hunter2, model: x}", "--max_tokens_seen=5"])
+    result = run("Freq", "clothing", config_dict={
+        "data_path": str(tiny_data), "teacher": {"base_url": "http://me:hunter2@proxy:8080/v1"}})
+    written = (result.output_dir / "config.yaml").read_text() + (result.output_dir / "metrics.json").read_text()
+    assert "hunter2" not in written and "abc123" not in written
+    command = json.loads((result.output_dir / "metrics.json").read_text())["command"]
+    assert "--hf_token=<redacted>" in command and "--max_tokens_seen=5" in command and "model: x" in command
+    assert "proxy:8080" in written  # only the credentials go

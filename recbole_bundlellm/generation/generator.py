@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from recbole_bundlellm.progress import progress_bar
+from recbole_bundlellm.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +54,19 @@ class GenerationConfig:
     stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # SettingsError names the config keys (BundleLLM's) these fields come from: the user's to fix.
         if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
+            raise SettingsError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise SettingsError(f"generation_batch_size must be >= 1, got {self.batch_size}")
         if self.num_return_sequences < 1:
-            raise ValueError("num_return_sequences must be >= 1")
+            raise SettingsError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
         if self.do_sample and self.temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling")
+            raise SettingsError(f"temperature must be > 0 when sampling (do_sample: true), got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ValueError("max_prompt_tokens must be >= 1 or None")
+            raise SettingsError(f"max_prompt_tokens must be >= 1 or ~ for no limit, got {self.max_prompt_tokens}")
 
 
 def _row_seed(base: int, text: str, occurrence: int, sequence: int) -> int:

@@ -2,6 +2,7 @@
 
 from recbole_bundlellm.llm.loading import (
     EMBEDDED,
+    LLMLoadError,
     LoadedLLM,
     cache_root,
     clear_llm_cache,
@@ -15,6 +16,7 @@ from recbole_bundlellm.llm.loading import (
 
 __all__ = [
     "EMBEDDED",
+    "LLMLoadError",
     "LoadedLLM",
     "cache_root",
     "clear_llm_cache",

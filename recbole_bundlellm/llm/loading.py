@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from recbole_bundlellm.embedded import cache_root, embedded_gguf_path
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text, sha256_file
 from recbole_bundlellm.progress import progress_enabled
 
@@ -37,7 +38,10 @@ EMBEDDED = "embedded"
 # Part of the converted folder's name: bump it when the conversion output changes, so caches
 # written by an older version are not reused.
 _CONVERT_FORMAT = "v1"
-_NOT_LOCAL = "not a local folder or .gguf file; recbole_bundlellm never downloads models"
+_EXPECTED = ("expected 'embedded', a local Hugging Face model folder (with config.json) or a .gguf file; "
+             "recbole_bundlellm never downloads models")
+#: Every GGUF file starts with these four bytes.
+_GGUF_MAGIC = b"GGUF"
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -48,6 +52,10 @@ _DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "half": torch.float16,
 }
+
+
+class LLMLoadError(BundleLLMError, ValueError):
+    """A student LLM source (``llm_model``), device or dtype that cannot be used as given."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -165,20 +173,20 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
+        raise LLMLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
     if resolved.type == "cpu":
         return resolved
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+            raise LLMLoadError(f"device {device!r} asked for, but CUDA is not available here")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise LLMLoadError(
                 f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
         return resolved
     if resolved.type == "mps" and torch.backends.mps.is_available():
         return resolved
-    raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    raise LLMLoadError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def _cuda_bf16(device: torch.device) -> bool:
@@ -199,7 +207,7 @@ def resolve_device_dtype(
     resolved_device = _resolve_device(device)
     if isinstance(dtype, torch.dtype):
         if dtype not in set(_DTYPES.values()):
-            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+            raise LLMLoadError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
         return resolved_device, dtype
     name = str(dtype).strip().lower().removeprefix("torch.")
     if name == "auto":
@@ -207,7 +215,7 @@ def resolve_device_dtype(
             return resolved_device, torch.bfloat16
         return resolved_device, torch.float32
     if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        raise LLMLoadError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return resolved_device, _DTYPES[name]
 
 
@@ -242,13 +250,25 @@ def resolve_model_folder(source: str | os.PathLike[str] = EMBEDDED, cache_dir: P
     if str(source) == EMBEDDED:
         return convert_gguf(embedded_gguf_path(), cache_dir)
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return convert_gguf(path, cache_dir)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(f"{str(source)!r} is a folder without config.json, not a model folder")
+            raise LLMLoadError(f"cannot load the LLM {str(source)!r}: it is a folder without config.json, "
+                               f"not a model folder; {_EXPECTED}")
         return path.resolve()
-    raise ValueError(f"{str(source)!r} is {_NOT_LOCAL}")
+    if not path.exists():
+        raise LLMLoadError(f"cannot load the LLM {str(source)!r}: not found: {_EXPECTED}")
+    if path.suffix.lower() != ".gguf":
+        raise LLMLoadError(f"cannot load the LLM {str(source)!r}: it is a file but not a .gguf file; {_EXPECTED}")
+    _check_gguf_magic(path)
+    return convert_gguf(path, cache_dir)
+
+
+def _check_gguf_magic(path: Path) -> None:
+    """Refuse a ``.gguf`` that is none (transformers would fail deep inside its reader)."""
+    with open(path, "rb") as f:
+        if f.read(len(_GGUF_MAGIC)) != _GGUF_MAGIC:
+            raise LLMLoadError(f"cannot load the LLM {str(path)!r}: it is not a GGUF file (it does not start "
+                               "with the GGUF magic bytes); expected a llama.cpp .gguf model file")
 
 
 def _prepare_tokenizer(tokenizer: Any) -> Any:

@@ -12,6 +12,7 @@ from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import PROMPT_VERSION, build_messages
 from recbole_bundlellm.llm import load_llm
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
+from recbole_bundlellm.settings import SettingsError
 
 PROMPT_MODES = ("zero_shot", "one_shot")
 
@@ -23,10 +24,11 @@ class BundleLLM(BundleGenerator):
         super().__init__(config, dataset)
         self.prompt_mode = config["prompt_mode"]
         if self.prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode '{self.prompt_mode}' is not one of {PROMPT_MODES}")
+            raise SettingsError(f"prompt_mode '{self.prompt_mode}' is not one of {', '.join(PROMPT_MODES)}")
         # "auto" follows RecBole's own device choice, so `use_gpu: False` keeps the LLM on the CPU too.
         device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
-        loaded = load_llm(config["llm_model"], device=device, dtype=config["llm_dtype"])
+        # str(): `llm_model: 5` in YAML is a (missing) path, not a programming error.
+        loaded = load_llm(str(config["llm_model"]), device=device, dtype=config["llm_dtype"])
         self.llm_info = {
             "source": loaded.source,
             "path": str(loaded.path),
@@ -34,6 +36,7 @@ class BundleLLM(BundleGenerator):
             "dtype": str(loaded.dtype).removeprefix("torch."),
             "load_seconds": round(loaded.load_seconds, 2),
             "prompt_version": PROMPT_VERSION,
+            "max_prompt_tokens": config["max_prompt_tokens"],
         }
         self.llm = loaded.model  # a submodule, so RecBole sees its (frozen) parameters
         self.llm.requires_grad_(False)
@@ -74,6 +77,9 @@ class BundleLLM(BundleGenerator):
         # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
         texts = self.generator.generate(prompts, progress=self.config["show_progress"] or None,
                                         desc=f"{type(self).__name__} sessions")
+        # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
+        self.llm_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
+                                       for k, v in self.generator.stats.items()}
         out = []
         for session, examples, answers in zip(sessions, shots, texts):
             text = prefix + answers[0]
