@@ -1,4 +1,4 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, Floor)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, Floor, Pairwise)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,5 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        _TRAINER, description="student LLM prompted in the AICL format (zero-/one-shot)"))
     register(ModelSpec("Floor", "recbole_bundlellm.models.floor:Floor", (_MODELS / "Floor.yaml",), _TRAINER,
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
+    register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
+                       _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))

@@ -36,8 +36,9 @@ class BundleGenerator(AbstractRecommender):
     """A RecBole model that turns sessions into bundles instead of scoring items.
 
     RecBole builds it as ``Cls(config, train_dataset)``; :class:`~recbole_bundlellm.trainer.BundleTrainer`
-    then calls :meth:`fit_bundles` with the training sessions (labels visible) and
-    :meth:`generate_bundles` on each evaluation split (labels hidden from the model).
+    then calls :meth:`fit_bundles` with the training sessions (labels visible), :meth:`tune` with
+    the valid sessions (labels visible) and :meth:`generate_bundles` on each evaluation split
+    (labels hidden from the model).
     """
 
     type = ModelType.GENERAL
@@ -49,6 +50,14 @@ class BundleGenerator(AbstractRecommender):
 
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         """Learn from the training sessions and their ground-truth bundles (default: nothing)."""
+
+    def tune(self, valid_sessions: Sequence[Session]) -> dict[str, Any] | None:
+        """Choose settings on the validation sessions, labels included; never sees test.
+
+        Called after :meth:`fit_bundles` when a valid split exists; returns what it chose (for
+        the run log), or ``None`` when the model has nothing to tune (the default).
+        """
+        return None
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         """Predict the bundles of each session, in order."""
