@@ -33,33 +33,21 @@ def lines_of(path: Path) -> int:
 # --------------------------------------------------------------------------- cross-file checks
 
 
-def test_session_bundle_without_items(raw):
+@pytest.mark.parametrize(("row", "message"), [
+    # a session pointing at a bundle that does not exist
+    ("0,888888", "line {line}: bundle 888888 is not in bundle_item.csv"),
+    # an exact duplicate of line 4 ("1,2")
+    ("1,2", "line {line} repeats line 4 (session 1, bundle 2)"),
+    # a bundle really given to two sessions
+    ("2,2", "line {line}: bundle 2 is given to session 2, but line 4 gave it to session 1"),
+])
+def test_session_bundle_rows_say_what_is_wrong(raw, row, message):
     path = raw / "clothing" / "session_bundle.csv"
     line = lines_of(path) + 1
-    append(path, "0,888888\n")
+    append(path, row + "\n")
     with pytest.raises(DataError) as info:
         read_domain(raw, "clothing")
-    assert str(info.value) == f"{path}: line {line}: bundle 888888 is not in bundle_item.csv"
-
-
-def test_exact_duplicate_row_in_session_bundle(raw):
-    path = raw / "clothing" / "session_bundle.csv"
-    line = lines_of(path) + 1
-    append(path, "1,2\n")  # line 4 is "1,2"
-    with pytest.raises(DataError) as info:
-        read_domain(raw, "clothing")
-    assert str(info.value) == f"{path}: line {line} repeats line 4 (session 1, bundle 2)"
-
-
-def test_bundle_in_two_sessions(raw):
-    path = raw / "clothing" / "session_bundle.csv"
-    line = lines_of(path) + 1
-    append(path, "2,2\n")
-    with pytest.raises(DataError) as info:
-        read_domain(raw, "clothing")
-    assert str(info.value) == (
-        f"{path}: line {line}: bundle 2 is given to session 2, but line 4 gave it to session 1"
-    )
+    assert str(info.value) == f"{path}: " + message.format(line=line)
 
 
 def test_bundle_with_one_item(raw):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -194,37 +197,36 @@ def _hold_lock(path: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_one_writer_at_a_time(tmp_path):
+@contextlib.contextmanager
+def another_writer(path: Path) -> Iterator[None]:
+    """A second process holding the store's writer lock for the duration of the block."""
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc = ctx.Process(target=_hold_lock, args=(str(path), ready, release))
     proc.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(StoreLocked, match="being written by another process"):
-            with KnowledgeStore(tmp_path).writer():
-                pass
+        yield
     finally:
         release.set()
         proc.join(30)
+
+
+def test_one_writer_at_a_time(tmp_path):
+    with another_writer(tmp_path):
+        with pytest.raises(StoreLocked, match="being written by another process"):
+            with KnowledgeStore(tmp_path).writer():
+                pass
     with KnowledgeStore(tmp_path).writer():  # free again once the holder is gone
         pass
 
 
 def test_a_damaged_line_met_while_another_process_writes_is_an_error(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with another_writer(tmp_path):
         damaged_store(tmp_path)  # damaged after that writer opened the store
         with pytest.raises(StoreError, match=r"calls.jsonl:2: damaged line .*; it cannot be moved aside now: "
                                              "knowledge store .* is being written by another process"):
             KnowledgeStore(tmp_path)
-    finally:
-        release.set()
-        proc.join(30)
 
 
 def _append_forever(path: str) -> None:
