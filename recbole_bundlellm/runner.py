@@ -162,7 +162,7 @@ def _fit_and_evaluate(config: BundleConfig, stage: Path, out: Path) -> tuple[Run
                                                show_progress=config["show_progress"])
         timing = dict(getattr(trainer, "timing", {}))
         timing["total_seconds"] = time.perf_counter() - start
-        info = dict(getattr(model_obj, "llm_info", {}))
+        info = dict(getattr(model_obj, "run_info", {}))  # RecBole's own models have none
         result = RunResult(run_name_of(config), spec.name, config["dataset"], dict(test_result),
                            dict(valid_result) if valid_result else None, out,
                            Path(config["data_path"]).parent, timing, info)

@@ -159,7 +159,7 @@ def test_model_tune_keeps_what_scores_best_on_valid(monkeypatch):
     monkeypatch.setattr(model, "probabilities", lambda s: probs[int(s.session_id)])
     chosen = model.tune(sessions)
     assert model.grouping == Grouping("connected", 0.7, "whole")
-    assert chosen["valid_exact_f1"] == 1.0 and model.llm_info["tuned"] is True
+    assert chosen["valid_exact_f1"] == 1.0 and model.run_info["tuned"] is True
     untuned = Pairwise(defaults(pairwise_tune=False), None)
     assert untuned.tune(sessions) is None and untuned.grouping == Grouping("average", 0.5, "whole")
 

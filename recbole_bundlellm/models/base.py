@@ -47,6 +47,9 @@ class BundleGenerator(AbstractRecommender):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__()
         self.config = config
+        #: What the run records about this model as ``info`` in metrics.json (the LLM and its
+        #: generation statistics, what was tuned on valid, ...).
+        self.run_info: dict[str, Any] = {}
 
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         """Learn from the training sessions and their ground-truth bundles (default: nothing)."""

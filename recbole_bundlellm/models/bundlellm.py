@@ -29,7 +29,7 @@ class BundleLLM(BundleGenerator):
         device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
         # str(): `llm_model: 5` in YAML is a (missing) path, not a programming error.
         loaded = load_llm(str(config["llm_model"]), device=device, dtype=config["llm_dtype"])
-        self.llm_info = {
+        self.run_info = {
             "source": loaded.source,
             "path": str(loaded.path),
             "device": str(loaded.device),
@@ -78,7 +78,7 @@ class BundleLLM(BundleGenerator):
         texts = self.generator.generate(prompts, progress=self.config["show_progress"] or None,
                                         desc=f"{type(self).__name__} sessions")
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
-        self.llm_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
+        self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
                                        for k, v in self.generator.stats.items()}
         out = []
         for session, examples, answers in zip(sessions, shots, texts):

@@ -319,8 +319,7 @@ class Pairwise(BundleGenerator):
         self.classifier: Any = None
         self.constant: float | None = None
         self.stats: CooccurrenceStats | None = None
-        # The runner writes a model's ``llm_info`` as the run's info (metrics.json): what was tuned.
-        self.llm_info: dict[str, Any] = {"grouping": asdict(self.grouping), "tuned": False}
+        self.run_info = {"grouping": asdict(self.grouping), "tuned": False}  # see BundleGenerator.run_info
 
     def _new_classifier(self) -> Any:
         kind, seed = self.config["pairwise_classifier"], int(self.config["pairwise_seed"])
@@ -397,7 +396,7 @@ class Pairwise(BundleGenerator):
         self.grouping, f1, jaccard = scored
         chosen = {"grouping": asdict(self.grouping), "valid_exact_f1": round(f1, 4),
                   "valid_best_jaccard": round(jaccard, 4), "valid_sessions": len(sessions)}
-        self.llm_info = {**chosen, "tuned": True}
+        self.run_info = {**chosen, "tuned": True}
         return chosen
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
