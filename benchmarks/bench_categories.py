@@ -84,7 +84,7 @@ VARIANTS: dict[str, Callable[[], CategoryPredictor]] = {
 }
 
 
-def training_items(raw_root: Path, out_root: Path, domain: str) -> tuple[list[str], list[CategoryPath]]:
+def training_items(out_root: Path, domain: str) -> tuple[list[str], list[CategoryPath]]:
     """Titles and raw paths of the items the predictor is fit on (category_source raw)."""
     rows = read_item_rows(out_root / domain / f"{domain}.item")
     fit = [(r["title"], tuple(r["category_path"].split(" > "))) for r in rows if r["category_source"] == "raw"]
@@ -180,7 +180,7 @@ def main() -> int:
                 print(f"{domain} / {name}", flush=True)
                 domains[domain]["predictors"][name] = bench_predictor(raw_root, work, domain, name)
             if args.variants:
-                titles, paths = training_items(raw_root, work / "linear", domain)
+                titles, paths = training_items(work / "linear", domain)
                 print(f"{domain} variants ({len(titles)} training-bundle items)", flush=True)
                 domains[domain]["variants"] = bench_variants(titles, paths)
     result = {

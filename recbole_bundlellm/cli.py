@@ -132,20 +132,10 @@ def _split_overrides(extra: Sequence[str]) -> dict[str, Any]:
 
 def _host(args: argparse.Namespace, config_groups: Sequence[Sequence[str]] = (),
           overrides: dict[str, Any] | None = None) -> Any:
-    """This command's one plugin host: the installed plugins less what the configs disable.
+    """This command's one plugin host (see :func:`recbole_bundlellm.config.host_for_runs`)."""
+    from recbole_bundlellm.config import host_for_runs
 
-    ``config_groups``: the config files of each run the command makes; they must agree on
-    ``disable_plugins`` (one host serves them all).
-    """
-    from recbole_bundlellm.config import disabled_plugins
-    from recbole_bundlellm.plugins import PluginHost
-    from recbole_bundlellm.settings import SettingsError
-
-    wanted = {tuple(sorted(disabled_plugins(files, overrides))) for files in config_groups} or {()}
-    if len(wanted) > 1:
-        raise SettingsError("the configs of one command disable different plugins "
-                            f"({' vs '.join(', '.join(w) or 'none' for w in sorted(wanted))}); run them separately")
-    return PluginHost.from_environment(next(iter(wanted)), strict=args.strict)
+    return host_for_runs(config_groups, overrides, strict=args.strict)
 
 
 def _compare(args: argparse.Namespace, overrides: dict[str, Any]) -> int:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.config import BundleConfig
+from recbole_bundlellm.config import BundleConfig, host_for_runs
 from recbole_bundlellm.plugins import PluginHost
 from recbole_bundlellm.evaluation.results import RunResult
+from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.runner import (RunError, output_folder, resolve_config, run_config, run_name_of,
                                       run_with_config)
 
@@ -32,6 +33,8 @@ def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any]
     from recbole_bundlellm.models.floor import FLOOR_RULES
 
     overrides = dict(overrides or {})
+    # One host for every row; each config would otherwise build its own, one per run and floor.
+    host = host or host_for_runs([[path] for path in config_files], overrides)
     configs = [resolve_config([path], overrides, host=host) for path in config_files]
     check_distinct_runs(config_files, configs, floors=floors)
     results = [run_with_config(config) for config in configs]
@@ -88,11 +91,10 @@ def format_results(results: Sequence[RunResult]) -> str:
 def write_results(results: Sequence[RunResult], text: str, stem: str | os.PathLike) -> None:
     """``<stem>.md`` (the table) and ``<stem>.json`` (every run's metrics, timing, output folder)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    atomic_write_text(stem.with_suffix(".md"), text)
     payload = [{"run_name": r.run_name, "model": r.model, "dataset": r.dataset, "test": r.test_result,
                 "timing": r.timing, "output_dir": str(r.output_dir)} for r in results]
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(payload, indent=2))
 
 
 def incomparable_counts(results: Sequence[RunResult]) -> dict[str, int] | None:

@@ -156,6 +156,17 @@ def host_for(config_files: Sequence[str | os.PathLike] = (), config_dict: dict[s
     return PluginHost.from_environment(disabled_plugins(config_files, config_dict), strict=strict)
 
 
+def host_for_runs(config_groups: Sequence[Sequence[str | os.PathLike]], config_dict: dict[str, Any] | None = None,
+                  *, strict: bool = False) -> PluginHost:
+    """One plugin host for several runs (``config_groups``: each run's config files, all with
+    ``config_dict``). They must agree on ``disable_plugins``: one host serves them all."""
+    wanted = {tuple(sorted(disabled_plugins(files, config_dict))) for files in config_groups} or {()}
+    if len(wanted) > 1:
+        raise SettingsError("the configs of one command disable different plugins "
+                            f"({' vs '.join(', '.join(w) or 'none' for w in sorted(wanted))}); run them separately")
+    return PluginHost.from_environment(next(iter(wanted)), strict=strict)
+
+
 def check_host(host: PluginHost, config_files: Sequence[str | os.PathLike],
                config_dict: dict[str, Any] | None) -> None:
     """Refuse a given host that has loaded a plugin the configuration disables."""
@@ -310,7 +321,7 @@ class BundleConfig(Config):
         host: PluginHost | None = None,
     ) -> None:
         files = [str(p) for p in config_file_list or []]
-        load_yaml_files(files)  # each file is readable YAML, else one error naming it
+        # Both branches read each file (disable_plugins), so an unreadable one is one error naming it.
         if host is None:
             host = host_for(files, config_dict)
         else:
@@ -326,9 +337,6 @@ class BundleConfig(Config):
         state = dict(self.__dict__)
         state["host"] = None
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def with_dataset(self, dataset: str) -> BundleConfig:
         """The same files, overrides and host for another dataset (e.g. another domain)."""

@@ -248,10 +248,10 @@ def _move_into_place(stage: Path, out: Path) -> None:
         os.rename(stage, out)
 
 
-def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, folder: Path | None = None) -> None:
+def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, folder: Path) -> None:
     """config.yaml (resolved), metrics.json and, for bundle models, predictions.jsonl, written to
-    ``folder`` (default: the result's output folder). Secret-named settings are redacted."""
-    out = folder or result.output_dir
+    ``folder`` (the run's stage, renamed to its output folder after). Secret-named settings are redacted."""
+    out = folder
     resolved = redact_secrets({k: _jsonable(v) for k, v in sorted(config.final_config_dict.items())})
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True), encoding="utf-8")
     metrics = {

@@ -30,7 +30,6 @@ class BundleTrainer(AbstractTrainer):
         self.last_predictions: list[BundlePrediction] = []
         self.last_sessions: list[Session] = []
         self.timing: dict[str, float] = {}
-        self.tuned: dict[str, Any] | None = None  # what model.tune chose on valid, if anything
 
     def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
             show_progress: bool = False, callback_fn: Any = None) -> tuple[float | None, dict | None]:
@@ -42,10 +41,10 @@ class BundleTrainer(AbstractTrainer):
         # Only models that override tune() pay for reading the valid sessions.
         if valid_data is not None and type(self.model).tune is not BundleGenerator.tune:
             start = time.perf_counter()
-            self.tuned = self.model.tune(sessions_from_dataset(valid_data.dataset))
+            tuned = self.model.tune(sessions_from_dataset(valid_data.dataset))
             self.timing["tune_seconds"] = time.perf_counter() - start
-            if self.tuned is not None:
-                self.logger.info("%s tuned on valid: %s", type(self.model).__name__, self.tuned)
+            if tuned is not None:
+                self.logger.info("%s tuned on valid: %s", type(self.model).__name__, tuned)
         if valid_data is None or not self.config["evaluate_valid"]:
             return None, None
         result = self.evaluate(valid_data)

@@ -12,7 +12,6 @@ import yaml
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models import pairwise as pw
-from recbole_bundlellm.models.floor import Floor
 from recbole_bundlellm.models.pairwise import (
     PAIR_FEATURES,
     CooccurrenceStats,
@@ -164,8 +163,14 @@ def test_model_tune_keeps_what_scores_best_on_valid(monkeypatch):
     assert untuned.tune(sessions) is None and untuned.grouping == Grouping("average", 0.5, "whole")
 
 
-def test_only_pairwise_tunes():
-    assert Floor({"floor_rule": "whole_session", "floor_seed": 0}, None).tune(valid_set()[1]) is None
+def test_the_trainer_tunes_only_models_that_override_tune(tiny_data):
+    from recbole_bundlellm.runner import run
+
+    common = {"data_path": str(tiny_data)}
+    floor = run("Floor", "clothing", config_dict={**common, "run_name": "floor"})
+    pairwise = run("Pairwise", "clothing", config_dict={**common, "run_name": "pairwise"})
+    assert "tune_seconds" not in floor.timing  # the valid sessions were not even read
+    assert "tune_seconds" in pairwise.timing and pairwise.info["tuned"] is True
 
 
 def test_pairwise_learns_the_hand_made_bundles():

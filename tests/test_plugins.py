@@ -219,8 +219,12 @@ def test_two_hosts_live_side_by_side(tiny_data):
     b = BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data)}, host=without_rules)
     assert a.host is full and b.host is without_rules
     assert "rules" in a.host.names("extractor") and "rules" not in b.host.names("extractor")
+    from recbole_bundlellm.evaluation.recbole_metrics import _OWNERS
+
+    assert full in _OWNERS["exactf1"] and without_rules in _OWNERS["exactf1"]
     without_rules.close()
-    assert "exactf1" in recbole_register.metrics_dict  # the other host still holds it
+    assert without_rules not in _OWNERS["exactf1"]  # its hold is released...
+    assert "exactf1" in recbole_register.metrics_dict  # ...and the other host still holds the metric
     BundleConfig("Freq", "clothing", [], {"data_path": str(tiny_data), "valid_metric": "ExactF1"}, host=full)
     # A host that loaded a plugin the configuration disables is refused, not silently used.
     with pytest.raises(SettingsError, match="disables plugin.*rules"):

@@ -62,13 +62,13 @@ def build_domain(
     raw_root: Path,
     domain: str,
     seed: int,
-    inputs: dict[str, str] | None = None,
+    inputs: dict[str, str],
     *,
     category_predictor: str = DEFAULT_CATEGORY_PREDICTOR,
 ) -> BuiltDomain:
     """Read, validate, deduplicate, split and label one domain (nothing is written).
 
-    ``inputs`` are the input hashes for the card (computed when not given);
+    ``inputs`` are the input hashes for the card (the manifest's);
     ``category_predictor`` names the title -> category predictor for non-training items.
     """
     raw = read_domain(raw_root, domain)
@@ -106,7 +106,7 @@ def build_domain(
         aicl_checked_sessions=aicl_checked,
         counts=count_summary(raw, task, dedup, splits, items),
         category_stats=cats.stats,
-        inputs=inputs if inputs is not None else input_hashes(raw_root, domain),
+        inputs=inputs,
         files=[*tables, f"../{domain}_next/{domain}_next.inter"],
     )
     # The JSON round trip makes the returned card equal to the one read back from disk.

@@ -16,6 +16,9 @@ A bundle model's evaluation puts two Python lists in the ``DataStruct`` with ``D
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import recbole_bundlellm  # noqa: F401  (applies the numpy-2 compat patches before recbole)
 
 from recbole.evaluator import register as _register
@@ -176,7 +179,8 @@ BUNDLE_METRICS: tuple[str, ...] = tuple(cls.__name__ for cls in _CLASSES)
 
 #: metric name -> ids of the owners (plugin hosts) that registered it. RecBole's tables are
 #: process-wide, so a metric stays registered while any host that registered it is open.
-_OWNERS: dict[str, set[int]] = {}
+#: Weak references: a host dropped without close() leaves its set on its own (no id reuse).
+_OWNERS: dict[str, weakref.WeakSet[Any]] = {}
 
 
 def register_metric(cls: type, owner: object | None = None) -> None:
@@ -217,7 +221,7 @@ def register_metric(cls: type, owner: object | None = None) -> None:
     elif name in _register.smaller_metrics:
         _register.smaller_metrics.remove(name)
     if owner is not None:
-        _OWNERS.setdefault(name, set()).add(id(owner))
+        _OWNERS.setdefault(name, weakref.WeakSet()).add(owner)
 
 
 def unregister_metric(name: str, owner: object | None = None) -> None:
@@ -229,8 +233,8 @@ def unregister_metric(name: str, owner: object | None = None) -> None:
     """
     key = name.lower()
     if owner is not None:
-        owners = _OWNERS.get(key, set())
-        owners.discard(id(owner))
+        owners = _OWNERS.get(key, weakref.WeakSet())
+        owners.discard(owner)
         if owners:
             return
         _OWNERS.pop(key, None)

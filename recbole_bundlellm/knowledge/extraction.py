@@ -30,9 +30,9 @@ from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError
 
 log = logging.getLogger(__name__)
 
-#: One session's outcome: the extraction (None after an extractor crash), the teacher unit used,
-#: and the crash message.
-Outcome = tuple["Extraction | None", Any, "str | None"]
+#: One session's outcome: the extraction (None after an extractor crash, which is logged where it
+#: happens) and the teacher unit used.
+Outcome = tuple["Extraction | None", Any]
 
 
 class _DaemonWorkers:
@@ -171,21 +171,21 @@ class ExtractionRun:
     def _one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
         """Run one session; a teacher rejection becomes a failed record, an extractor crash an error."""
         try:
-            return extractor.extract_session(session, unit), unit, None
+            return extractor.extract_session(session, unit), unit
         except TeacherRequestError as exc:
             # Keep what the extractor had before the rejection (e.g. the first answer's difficulty).
-            return Extraction.failed(f"teacher rejected the request: {exc}", **(exc.partial or {})), unit, None
+            return Extraction.failed(f"teacher rejected the request: {exc}", **(exc.partial or {})), unit
         except (TeacherError, StoreError):
             raise  # the endpoint or the store failed, not this session: the run stops
         except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run
             if self.strict:
                 raise
-            message = f"{type(exc).__name__}: {exc}"
-            log.warning("extractor %s failed on session %s: %s", extractor.name, session.session_id, message)
-            return None, unit, message
+            log.warning("extractor %s failed on session %s: %s: %s", extractor.name, session.session_id,
+                        type(exc).__name__, exc)
+            return None, unit
 
     def _finish(self, kind: str, session: Session, outcome: Outcome, summary: KindSummary) -> None:
-        extraction, unit, _error = outcome
+        extraction, unit = outcome
         if extraction is None:
             summary.errors += 1
             return

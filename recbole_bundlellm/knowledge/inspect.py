@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class
 from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, enclosing_store, os_error_reason
 from recbole_bundlellm.teacher.calls import Usage
@@ -88,9 +89,7 @@ def export_records(records: Iterable[KnowledgeRecord], path: Path, fmt: str = "j
     else:
         text = json.dumps(rows, ensure_ascii=False, indent=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        atomic_write_text(path, text)  # never half an export
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {os_error_reason(exc)}") from exc
     return len(rows)

@@ -32,7 +32,6 @@ import fcntl
 import json
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,9 +146,7 @@ def _move_aside(path: Path, lines: _Lines) -> None:
         f.write(b"".join(entries))
         f.flush()
         os.fsync(f.fileno())
-    mode = stat.S_IMODE(path.stat().st_mode)
     atomic_write_bytes(path, b"".join(line + b"\n" for line, _ in lines.good))
-    os.chmod(path, mode)  # the temporary file was private (0600)
     for lineno, _, why in lines.damaged[:3]:  # the first few say why; the numbers of all follow
         log.warning("%s:%d: damaged line (%s)", path, lineno, why)
     n = len(lines.damaged)

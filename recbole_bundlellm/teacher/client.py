@@ -229,7 +229,9 @@ class TeacherClient:
             if served and self.model not in served:
                 raise TeacherError(f"{self._where()}: the endpoint does not serve model '{self.model}'; it serves: "
                                    f"{', '.join(served)} (set teacher.model to one of them)")
-            self._model_checked = served is not None
+            # Checked once, whatever the answer: an unreachable endpoint is reported by the call
+            # that follows (with its retries), not by a GET /models before every call.
+            self._model_checked = True
 
     def _served_models(self) -> list[str] | None:
         """The ids of ``GET /models``; [] when the endpoint does not list them, None when it cannot
