@@ -1,0 +1,135 @@
+"""The adaptation contract: what the student sees for each session, and whether it is trained.
+
+A strategy never trains anything itself: the trainer owns the loop. A strategy decides what the
+student is shown besides the session: solved similar sessions (worked examples), knowledge lines
+(patterns, rules), and, for training targets, the session's own reasoning (thoughts). The model
+renders a :class:`StudentView` into a prompt (``generation/prompt.py``) and, when the strategy
+``fine_tunes``, trains LoRA adapters on those prompts with the ground truth as target.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
+from recbole_bundlellm.settings import Component
+
+#: ``Retrieved.kind`` of a solved training session shown as a worked example.
+EXAMPLE = "example"
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """One thing chosen for a session's prompt, with its relevance (higher is kept longer).
+
+    ``kind`` is :data:`EXAMPLE` for a solved training session (``session`` holds it, labels
+    included), else a knowledge type (``patterns``, ``rules``, ``thoughts``, a plugin's). A
+    ``thoughts`` item with a ``session`` is that example's reasoning, shown with its answer.
+    """
+
+    kind: str
+    text: str
+    score: float
+    session: Session | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class StudentView:
+    """What the student sees for one session besides its products.
+
+    ``items`` in the order the prompt shows them; ``reasoning`` is the training target's text
+    before the answer (a thought about this very session), used only when training.
+    """
+
+    items: tuple[Retrieved, ...] = ()
+    reasoning: str | None = None
+
+    @property
+    def examples(self) -> list[Session]:
+        return [r.session for r in self.items if r.kind == EXAMPLE and r.session is not None]
+
+    def knowledge(self, kind: str | None = None) -> list[Retrieved]:
+        """The knowledge lines (not examples, not examples' thoughts), optionally of one kind."""
+        return [r for r in self.items
+                if r.kind != EXAMPLE and r.session is None and (kind is None or r.kind == kind)]
+
+    def thought_of(self, example: Session) -> str | None:
+        for r in self.items:
+            if r.kind != EXAMPLE and r.session is not None and r.session.session_id == example.session_id:
+                return r.text
+        return None
+
+    @property
+    def is_raw(self) -> bool:
+        """True when the view adds nothing (the raw session)."""
+        return not self.items and not self.reasoning
+
+    def without(self, drop: Retrieved) -> StudentView:
+        """This view less one item (and, for an example, its thought)."""
+        keep = tuple(r for r in self.items if r is not drop
+                     and not (drop.kind == EXAMPLE and r.session is not None and drop.session is not None
+                              and r.session.session_id == drop.session.session_id))
+        return replace(self, items=keep)
+
+
+#: Tokens of the whole prompt of ``session`` shown with ``view`` (the model's tokenizer and template).
+PromptMeasure = Callable[[Session, StudentView], int]
+#: Embeddings (one row per text) from the student itself, for retrieval by embeddings.
+Embedder = Callable[[Sequence[str]], "object"]
+
+
+@dataclass
+class AdaptationContext:
+    """What a strategy may use to prepare: the training sessions (labels included), the knowledge
+    set (``None``: raw data only), and the student's own measures."""
+
+    train_sessions: Sequence[Session]
+    knowledge: KnowledgeSet | None = None
+    measure: PromptMeasure | None = None
+    max_prompt_tokens: int | None = None
+    embed: Embedder | None = None
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class AdaptationStrategy(Component, ABC):
+    """Base class of adaptation strategies: ``name`` (also its YAML settings key),
+    ``description``, ``Settings`` (a dataclass with defaults) and ``fine_tunes``.
+
+    Call order: :meth:`prepare` once with the training sessions and knowledge, then
+    :meth:`views` for the training sessions (``training=True``: a session never retrieves
+    itself) and for evaluation sessions (``training=False``: their labels are hidden).
+    """
+
+    #: True when the student is fine-tuned (LoRA) on the views of the training sessions.
+    fine_tunes: ClassVar[bool] = False
+
+    def prepare(self, context: AdaptationContext) -> None:
+        """Build what :meth:`views` needs (retrieval indexes, per-kind knowledge); default: keep the context."""
+        self.context = context
+
+    @abstractmethod
+    def views(self, sessions: Sequence[Session], *, training: bool) -> list[StudentView]:
+        """One :class:`StudentView` per session, in order."""
+
+
+def fit_budget(session: Session, view: StudentView, measure: PromptMeasure | None,
+               limit: int | None) -> tuple[StudentView, int]:
+    """Drop the least relevant items (lowest score first) until the prompt fits in ``limit``
+    tokens; returns the view and how many items were dropped. The session itself is never cut."""
+    if measure is None or limit is None:
+        return view, 0
+    dropped = 0
+    while view.items and measure(session, view) > limit:
+        view = view.without(min(view.items, key=lambda r: r.score))
+        dropped += 1
+    return view, dropped
+
+
+__all__ = ["EXAMPLE", "AdaptationContext", "AdaptationStrategy", "Embedder", "PromptMeasure", "Retrieved",
+           "StudentView", "fit_budget"]
