@@ -29,6 +29,7 @@ from recbole_bundlellm.data import check_prepared
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.sft_trainer import RunFolders
 
 
 class RunError(BundleLLMError, ValueError):
@@ -135,6 +136,8 @@ def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | Non
         # The checkpoints are in `out` once the stage is moved there.
         config["checkpoint_dir"] = str(out / "checkpoints")
         write_outputs(result, config, trainer, folder=stage)
+    # The run is whole in `out` (its adapter included): the resumable training state is done with.
+    shutil.rmtree(RunFolders(out, out).training, ignore_errors=True)
     config.host.notify("run_finished", result=result)
     return result
 
@@ -151,14 +154,18 @@ def _fit_and_evaluate(config: BundleConfig, stage: Path, out: Path) -> tuple[Run
         train_data, valid_data, test_data = data_preparation(config, dataset_obj)
         init_seed(config["seed"], config["reproducibility"])
         model_obj = spec.model_class(config, train_data.dataset)
-        if not spec.is_bundle_model:
-            model_obj = model_obj.to(config["device"])
+        # An LLM student says where it lives (llm_device may differ from RecBole's device).
+        model_obj = model_obj.to(getattr(model_obj, "device", None) or config["device"])
+        # RecBole's trainers and ours that train weights reload the best epoch before testing.
+        trains = not spec.is_bundle_model or getattr(spec.trainer_class, "trains", False)
         with working_directory(stage):
             trainer = spec.trainer_class(config, model_obj)
+            if hasattr(trainer, "run_folders"):
+                trainer.run_folders = RunFolders(stage, out)
             _, valid_result = trainer.fit(train_data, valid_data, saved=True,
                                           show_progress=config["show_progress"])
             with trusted_torch_load():  # RecBole reloads the checkpoint it just wrote
-                test_result = trainer.evaluate(test_data, load_best_model=not spec.is_bundle_model,
+                test_result = trainer.evaluate(test_data, load_best_model=trains,
                                                show_progress=config["show_progress"])
         timing = dict(getattr(trainer, "timing", {}))
         timing["total_seconds"] = time.perf_counter() - start

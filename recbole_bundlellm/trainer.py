@@ -20,16 +20,58 @@ from recbole_bundlellm.data.sessions import Session, sessions_from_dataset
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction, without_labels
 
 
-class BundleTrainer(AbstractTrainer):
-    """Trainer for :class:`~recbole_bundlellm.models.base.BundleGenerator` models."""
+class BundleEvaluation:
+    """Bundle evaluation on RecBole's loaders, shared by the trainers of bundle models: generate
+    bundles for a split's sessions (labels hidden), score them with RecBole's ``Evaluator``."""
+
+    config: Any
+    model: BundleGenerator
+    evaluator: Evaluator
+    #: Whether the trainer trains the model's weights (the runner then reloads the best epoch).
+    trains = False
+
+    def _init_evaluation(self) -> None:
+        self.last_predictions: list[BundlePrediction] = []
+        self.last_sessions: list[Session] = []
+        self.timing: dict[str, float] = {}
+
+    def evaluation_sessions(self, eval_data: Any, limit: int | None = None) -> list[Session]:
+        """The sessions of an evaluation loader, in id order, cut to ``limit`` (default: ``eval_max_sessions``)."""
+        sessions = sessions_from_dataset(eval_data.dataset)
+        # The users RecBole's full-sort loader evaluates (its uid_list, no need to iterate it).
+        tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
+        evaluated = {str(tokens[u]) for u in eval_data.uid_list}
+        sessions = [s for s in sessions if s.session_id in evaluated]
+        limit = self.config["eval_max_sessions"] if limit is None else limit  # >= 1, or None for all
+        return sessions if limit is None else sessions[:limit]
+
+    def evaluate_bundles(self, sessions: list[Session]) -> dict[str, float]:
+        """Generate bundles for ``sessions`` and compute the configured metrics."""
+        start = time.perf_counter()
+        predictions = self.model.generate_bundles(without_labels(sessions))
+        seconds = time.perf_counter() - start
+        if len(predictions) != len(sessions):
+            raise RuntimeError(f"{type(self.model).__name__} returned {len(predictions)} predictions "
+                               f"for {len(sessions)} sessions")
+        struct = DataStruct()
+        struct.set("bundle.pred", [None if p.failed else [frozenset(b) for b in p.bundles] for p in predictions])
+        struct.set("bundle.truth", [list(s.bundles) for s in sessions])
+        result = self.evaluator.evaluate(struct)
+        self.last_predictions, self.last_sessions = predictions, sessions
+        self.timing.update(eval_seconds=seconds, eval_sessions=len(sessions),
+                           seconds_per_session=seconds / max(len(sessions), 1))
+        return dict(result)
+
+
+class BundleTrainer(BundleEvaluation, AbstractTrainer):
+    """Trainer for :class:`~recbole_bundlellm.models.base.BundleGenerator` models that do not
+    train weights (Freq, the floors, prompted LLMs, Pairwise's own fit)."""
 
     def __init__(self, config: Any, model: BundleGenerator) -> None:
         super().__init__(config, model)
         self.logger = getLogger()
         self.evaluator = Evaluator(config)
-        self.last_predictions: list[BundlePrediction] = []
-        self.last_sessions: list[Session] = []
-        self.timing: dict[str, float] = {}
+        self._init_evaluation()
 
     def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
             show_progress: bool = False, callback_fn: Any = None) -> tuple[float | None, dict | None]:
@@ -50,31 +92,7 @@ class BundleTrainer(AbstractTrainer):
         result = self.evaluate(valid_data)
         return result[self.config["valid_metric"].lower()], result
 
-    def evaluation_sessions(self, eval_data: Any) -> list[Session]:
-        """The sessions of an evaluation loader, in id order, cut to ``eval_max_sessions``."""
-        sessions = sessions_from_dataset(eval_data.dataset)
-        # The users RecBole's full-sort loader evaluates (its uid_list, no need to iterate it).
-        tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
-        evaluated = {str(tokens[u]) for u in eval_data.uid_list}
-        sessions = [s for s in sessions if s.session_id in evaluated]
-        limit = self.config["eval_max_sessions"]  # >= 1, or None for all (BundleConfig checks)
-        return sessions if limit is None else sessions[:limit]
-
     def evaluate(self, eval_data: Any, load_best_model: bool = True, model_file: str | None = None,
                  show_progress: bool = False) -> dict[str, float]:
         """Generate bundles for every session of ``eval_data`` and compute the configured metrics."""
-        sessions = self.evaluation_sessions(eval_data)
-        start = time.perf_counter()
-        predictions = self.model.generate_bundles(without_labels(sessions))
-        seconds = time.perf_counter() - start
-        if len(predictions) != len(sessions):
-            raise RuntimeError(f"{type(self.model).__name__} returned {len(predictions)} predictions "
-                               f"for {len(sessions)} sessions")
-        struct = DataStruct()
-        struct.set("bundle.pred", [None if p.failed else [frozenset(b) for b in p.bundles] for p in predictions])
-        struct.set("bundle.truth", [list(s.bundles) for s in sessions])
-        result = self.evaluator.evaluate(struct)
-        self.last_predictions, self.last_sessions = predictions, sessions
-        self.timing.update(eval_seconds=seconds, eval_sessions=len(sessions),
-                           seconds_per_session=seconds / max(len(sessions), 1))
-        return dict(result)
+        return self.evaluate_bundles(self.evaluation_sessions(eval_data))

@@ -1,4 +1,4 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, Floor, Pairwise)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec("Freq", "recbole_bundlellm.models.freq:Freq", (_MODELS / "Freq.yaml",), _TRAINER,
                        description="frequent category patterns of training bundles (mlxtend Apriori)"))
     register(ModelSpec("BundleLLM", "recbole_bundlellm.models.bundlellm:BundleLLM", (_MODELS / "BundleLLM.yaml",),
-                       _TRAINER, description="student LLM prompted in the AICL format (zero-/one-shot)"))
+                       _TRAINER, description="student LLM prompted: zero-/one-shot, or icl (retrieved examples and knowledge)"))
+    register(ModelSpec("BundleSFT", "recbole_bundlellm.models.bundle_sft:BundleSFT",
+                       (_MODELS / "BundleLLM.yaml", _MODELS / "BundleSFT.yaml"), "recbole_bundlellm.sft_trainer:SFTTrainer",
+                       description="student LLM fine-tuned with LoRA on sessions and their knowledge (sft / icl_sft)"))
     register(ModelSpec("Floor", "recbole_bundlellm.models.floor:Floor", (_MODELS / "Floor.yaml",), _TRAINER,
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),

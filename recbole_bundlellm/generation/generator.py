@@ -152,6 +152,11 @@ class BatchGenerator:
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join(lines if started else [*lines, "assistant:"])
 
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        """The token ids of one rendered prompt, never cut (what training and token budgets measure)."""
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        return list(self.tokenizer(self.render(messages), add_special_tokens=not templated)["input_ids"])
+
     def generate(self, prompts: Sequence[Messages], *, progress: bool | None = None,
                  desc: str = "generating") -> list[list[str]]:
         """Per prompt, ``num_return_sequences`` decoded completions (new tokens only).

@@ -20,6 +20,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+#: Written before the answer of a reasoning answer (``prompt.ANSWER_MARK`` is the same text).
+ANSWER_MARK = "Answer:"
 #: Only the first characters of an answer are processed, to stay fast on runaway generations.
 MAX_CHARS = 20_000
 #: At most this many top-level brace/bracket spans are tried as literals (largest first).
@@ -249,6 +251,11 @@ def parse_bundles(text: str, n_items: int) -> ParseResult:
         raise ValueError(f"n_items must be >= 0, got {n_items}")
     if not isinstance(text, str) or not text.strip():
         return ParseResult(failed=True, reason="empty answer")
+    # A reasoning answer ("Reasoning: ... Answer: [[1, 2]]"): product numbers in the reasoning are
+    # not the answer, so only what follows the last answer mark is read.
+    mark = text.rfind(ANSWER_MARK)
+    if mark >= 0:
+        text = text[mark + len(ANSWER_MARK):]
     raw = select_raw_bundles(text, n_items)
     if raw is None:
         return ParseResult(failed=True, reason="no JSON/dict found")

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dataclasses import dataclass
+
+from recbole_bundlellm.adaptation.strategy import StudentView
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.generation.parser import ANSWER_MARK
 
 PROMPT_VERSION = "aicl-v1"
+#: ``aicl``: the AICL dict format; ``compact``: numbered lines in, ``[[1, 3], [2, 4]]`` out (about half
+#: the tokens, which a fine-tuned student learns faster and trains on sooner).
+PROMPT_FORMATS = ("aicl", "compact")
+COMPACT_VERSION = "compact-v1"
 
 SYSTEM = (
     "You are an expert shopping assistant. A bundle is a set of at least two products from "
@@ -70,4 +78,85 @@ def build_messages(
     messages.append({"role": "user", "content": user_turn(session, max_title_words)})
     if answer_prefix:
         messages.append({"role": "assistant", "content": answer_prefix})
+    return messages
+
+
+# --------------------------------------------------------------------------- student views
+
+COMPACT_SYSTEM = ("You find the bundles of a shopping session: groups of at least two products the user bought "
+                  "together for one intent.")
+COMPACT_TASK = "Answer with the bundles as lists of product numbers, e.g. [[1, 3], [2, 4]]."
+_KIND_TITLES = {"patterns": "Frequent patterns", "rules": "Rules", "thoughts": "Reasoning"}
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How sessions become prompts: the format, title length, whether each product shows its
+    category, and an optional start of the answer."""
+
+    format: str = "aicl"
+    max_title_words: int | None = 12
+    show_categories: bool = False
+    answer_prefix: str = ""
+
+    @property
+    def version(self) -> str:
+        return PROMPT_VERSION if self.format == "aicl" else COMPACT_VERSION
+
+
+def _product_line(session: Session, i: int, style: PromptStyle) -> str:
+    title = shorten(session.titles[i], style.max_title_words)
+    if style.show_categories and i < len(session.categories) and session.categories[i]:
+        return f"{i + 1}. [{session.categories[i]}] {title}"
+    return f"{i + 1}. {title}"
+
+
+def compact_answer(session: Session) -> str:
+    """The ground-truth bundles as ``[[1, 3], [2, 4]]`` (1-based positions, session order)."""
+    position = session.positions
+    return repr([[position[i] + 1 for i in session.in_session_order(b)] for b in session.bundles])
+
+
+def knowledge_block(view: StudentView) -> str:
+    """The view's knowledge lines (not its examples) grouped by kind; ``""`` when there are none."""
+    lines: list[str] = []
+    kinds: list[str] = []
+    for item in view.knowledge():
+        if item.kind not in kinds:
+            kinds.append(item.kind)
+    for kind in kinds:
+        lines.append(f"{_KIND_TITLES.get(kind, kind.capitalize())}:")
+        lines.extend(f"- {item.text}" for item in view.knowledge(kind))
+    return "\n".join(lines)
+
+
+def _user_text(session: Session, style: PromptStyle, knowledge: str) -> str:
+    extra = f"{knowledge}\n" if knowledge else ""
+    if style.format == "aicl":
+        return f"Products in the session: {products_dict(session, style.max_title_words)}\n{extra}{TASK}"
+    products = "\n".join(_product_line(session, i, style) for i in range(len(session)))
+    return f"Products:\n{products}\n{extra}{COMPACT_TASK}"
+
+
+def answer_text(session: Session, style: PromptStyle, reasoning: str | None = None) -> str:
+    """What the student should answer for a labelled session (with its reasoning first, if any)."""
+    answer = answer_dict(session) if style.format == "aicl" else compact_answer(session)
+    return f"Reasoning: {reasoning.strip()}\n{ANSWER_MARK} {answer}" if reasoning else answer
+
+
+def view_messages(session: Session, view: StudentView, style: PromptStyle) -> list[Message]:
+    """Chat messages for a session seen through a :class:`StudentView`: each example a solved
+    exchange (with its reasoning where the view has one), the knowledge lines before the task."""
+    if style.format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt format {style.format!r} is not one of {', '.join(PROMPT_FORMATS)}")
+    system = SYSTEM if style.format == "aicl" else COMPACT_SYSTEM
+    messages: list[Message] = [{"role": "system", "content": system}]
+    for example in view.examples:
+        if not example.bundles:
+            raise ValueError(f"example session {example.session_id} has no ground-truth bundles")
+        messages.append({"role": "user", "content": _user_text(example, style, "")})
+        messages.append({"role": "assistant", "content": answer_text(example, style, view.thought_of(example))})
+    messages.append({"role": "user", "content": _user_text(session, style, knowledge_block(view))})
+    if style.answer_prefix:
+        messages.append({"role": "assistant", "content": style.answer_prefix})
     return messages

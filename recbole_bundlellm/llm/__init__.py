@@ -10,6 +10,7 @@ from recbole_bundlellm.llm.loading import (
     embedded_gguf_path,
     gguf_content_key,
     load_llm,
+    model_content_hash,
     resolve_device_dtype,
     resolve_model_folder,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "embedded_gguf_path",
     "gguf_content_key",
     "load_llm",
+    "model_content_hash",
     "resolve_device_dtype",
     "resolve_model_folder",
 ]

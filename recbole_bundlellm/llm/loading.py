@@ -82,6 +82,29 @@ def gguf_content_key(gguf_path: Path, cache_dir: Path | None = None) -> str:
     return key
 
 
+def model_content_hash(folder: Path, cache_dir: Path | None = None) -> str:
+    """sha256 over a model folder's config and weight files (names and contents), remembered per
+    (path, size, mtime) of those files so it is computed once. Adapters record it: an adapter
+    trained on other weights is refused, whatever the folder is called."""
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name == "config.json" or p.suffix in (".safetensors", ".bin")))
+    if not files:
+        raise LLMLoadError(f"{folder} holds no config.json or weight files")
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    fast = hashlib.sha1(f"{folder}|{stamp}".encode()).hexdigest()
+    index = _converted_dir(cache_dir) / "index" / f"model-{fast}.sha256"
+    if index.is_file():
+        return index.read_text().strip()
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.name}:{sha256_file(p)}\n".encode())
+    key = digest.hexdigest()
+    index.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(index, key + "\n")
+    return key
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive inter-process lock (POSIX flock); a no-op where fcntl does not exist."""
@@ -328,6 +351,9 @@ def load_llm(
                 return _CACHE[key]
     start = time.perf_counter()
     model, tokenizer = _load_folder(folder, resolved_device, resolved_dtype)
+    if use_cache:
+        # Shared by every model of the process: read-only. A model that trains asks for its own copy.
+        model.requires_grad_(False)
     loaded = LoadedLLM(
         model=model,
         tokenizer=tokenizer,

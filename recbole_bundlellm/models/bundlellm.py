@@ -1,47 +1,71 @@
-"""BundleLLM: a causal LM that reads a session and writes its bundles (AICL format)."""
+"""BundleLLM: a causal LM that reads a session and writes its bundles (prompted, not trained).
+
+What the prompt holds besides the session is the adaptation strategy's choice (``adaptation:``):
+none (``prompt_mode`` zero-/one-shot), or ``icl`` (retrieved solved sessions and knowledge).
+The LLM is the process-wide shared copy: this model never changes it (no adapters, no flags).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from recbole_bundlellm.adaptation import AdaptationContext, AdaptationStrategy, StudentView
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.generation.generator import BatchGenerator, GenerationConfig
 from recbole_bundlellm.generation.parser import parse_bundles
-from recbole_bundlellm.generation.prompt import PROMPT_VERSION, build_messages
-from recbole_bundlellm.llm import load_llm
+from recbole_bundlellm.generation.prompt import PROMPT_FORMATS, PromptStyle, build_messages, view_messages
+from recbole_bundlellm.llm import LoadedLLM, load_llm
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
 from recbole_bundlellm.settings import SettingsError
 
 PROMPT_MODES = ("zero_shot", "one_shot")
+logger = logging.getLogger(__name__)
+
+
+class _Shared:
+    """Holds the shared LLM outside the module tree, so ``model.train()`` / ``.to()`` / ``requires_grad_``
+    on this model never reach an object other models use too."""
+
+    def __init__(self, loaded: LoadedLLM) -> None:
+        self.loaded = loaded
 
 
 class BundleLLM(BundleGenerator):
     """The student LLM as a RecBole model: prompt → batched generation → parsed bundles."""
+
+    #: False: the shared in-process LLM, never modified. A subclass that trains loads its own copy.
+    owns_llm = False
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.prompt_mode = config["prompt_mode"]
         if self.prompt_mode not in PROMPT_MODES:
             raise SettingsError(f"prompt_mode '{self.prompt_mode}' is not one of {', '.join(PROMPT_MODES)}")
-        # "auto" follows RecBole's own device choice, so `use_gpu: False` keeps the LLM on the CPU too.
-        device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
-        # str(): `llm_model: 5` in YAML is a (missing) path, not a programming error.
-        loaded = load_llm(str(config["llm_model"]), device=device, dtype=config["llm_dtype"])
+        if config["prompt_format"] not in PROMPT_FORMATS:
+            raise SettingsError(f"prompt_format '{config['prompt_format']}' is not one of {', '.join(PROMPT_FORMATS)}")
+        self.style = PromptStyle(config["prompt_format"], config["max_title_words"],
+                                 bool(config["show_categories"]), config["answer_prefix"] or "")
+        self.strategy = self._make_strategy(config)
+        loaded = self._load(config)
         self.run_info = {
             "source": loaded.source,
             "path": str(loaded.path),
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).removeprefix("torch."),
             "load_seconds": round(loaded.load_seconds, 2),
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": self.style.version,
             "max_prompt_tokens": config["max_prompt_tokens"],
         }
-        self.llm = loaded.model  # a submodule, so RecBole sees its (frozen) parameters
-        self.llm.requires_grad_(False)
+        if self.strategy is not None:
+            self.run_info["adaptation"] = self.strategy.name
+        self.tokenizer = loaded.tokenizer
         self.generator = BatchGenerator(
-            loaded.model,
+            self.student,
             loaded.tokenizer,
             GenerationConfig(
                 max_new_tokens=config["max_new_tokens"],
@@ -56,23 +80,92 @@ class BundleLLM(BundleGenerator):
         )
         self.examples: NearestSessions | None = None
 
+    # ------------------------------------------------------------------ the LLM
+
+    def _load(self, config: Any) -> LoadedLLM:
+        # "auto" follows RecBole's own device choice, so `use_gpu: False` keeps the LLM on the CPU too.
+        device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
+        # str(): `llm_model: 5` in YAML is a (missing) path, not a programming error.
+        loaded = load_llm(str(config["llm_model"]), device=device, dtype=config["llm_dtype"],
+                          use_cache=not self.owns_llm)
+        self.loaded_llm = _Shared(loaded)
+        return loaded
+
+    @property
+    def student(self) -> Any:
+        """The causal LM that generates (the shared one here; the adapted copy in a subclass)."""
+        return self.loaded_llm.loaded.model
+
+    @property
+    def device(self) -> Any:
+        """Where the LLM lives (the runner moves the model there, not to RecBole's default)."""
+        return self.loaded_llm.loaded.device
+
+    # ------------------------------------------------------------------ adaptation
+
+    def _make_strategy(self, config: Any) -> AdaptationStrategy | None:
+        name = config["adaptation"]
+        if name is None:
+            return None
+        strategy: AdaptationStrategy = config.host.create("strategy", str(name), config)
+        if strategy.fine_tunes and not self.owns_llm:
+            raise SettingsError(f"adaptation '{name}' fine-tunes the student: run it with `model: BundleSFT`")
+        if not strategy.fine_tunes and self.owns_llm:
+            raise SettingsError(f"adaptation '{name}' does not train: run it with `model: BundleLLM`")
+        return strategy
+
+    def load_knowledge(self) -> Any:
+        """The knowledge set the student uses (``knowledge_use``), or ``None`` for raw data."""
+        if not self.config["knowledge_use"]:
+            return None
+        from recbole_bundlellm.adaptation.knowledge_source import load_student_knowledge
+
+        return load_student_knowledge(self.config)
+
+    def measure(self, session: Session, view: StudentView) -> int:
+        """Tokens of the whole prompt of ``session`` seen through ``view``."""
+        return len(self.generator.prompt_ids(view_messages(session, view, self.style)))
+
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
-        if self.prompt_mode == "one_shot":
+        if self.strategy is not None:
+            knowledge = self.load_knowledge()
+            context = AdaptationContext(train_sessions, knowledge, measure=self.measure,
+                                        max_prompt_tokens=self.config["max_prompt_tokens"], seed=self.config["seed"])
+            self.strategy.prepare(context)
+            if knowledge is not None:
+                self.run_info["knowledge"] = {"counts": knowledge.counts(), "domains": knowledge.domains}
+                self.run_info["knowledge_set_hash"] = hashlib.sha256(
+                    json.dumps(knowledge.to_json(), sort_keys=True).encode()).hexdigest()
+            for note in context.notes:
+                logger.info("%s: %s", self.strategy.name, note)
+        elif self.prompt_mode == "one_shot":
             self.examples = NearestSessions(train_sessions)
 
-    def worked_examples(self, sessions: Sequence[Session]) -> list[list[Session]]:
-        """The solved training sessions shown before each session (none for zero-shot)."""
+    def views(self, sessions: Sequence[Session], *, training: bool) -> list[StudentView]:
+        """What the student sees for each session (through the strategy, or zero-/one-shot)."""
+        if self.strategy is not None:
+            return self.strategy.views(sessions, training=training)
         if self.prompt_mode == "zero_shot":
-            return [[] for _ in sessions]
+            return [StudentView() for _ in sessions]
         if self.examples is None:
             raise RuntimeError("one_shot prompting needs fit_bundles() with training sessions first")
-        return self.examples.nearest(sessions, k=1)
+        from recbole_bundlellm.adaptation import EXAMPLE, Retrieved
+
+        return [StudentView(tuple(Retrieved(EXAMPLE, "", 1.0, e) for e in ex))
+                for ex in self.examples.nearest(sessions, k=1)]
+
+    def prompts(self, sessions: Sequence[Session], views: Sequence[StudentView]) -> list[list[dict[str, str]]]:
+        if self.strategy is None and self.style.format == "aicl":
+            # The zero-/one-shot prompts exactly as before adaptation strategies existed.
+            return [build_messages(s, v.examples, max_title_words=self.style.max_title_words,
+                                   answer_prefix=self.style.answer_prefix) for s, v in zip(sessions, views)]
+        return [view_messages(s, v, self.style) for s, v in zip(sessions, views)]
+
+    # ------------------------------------------------------------------ generation
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
-        shots = self.worked_examples(sessions)
-        words, prefix = self.config["max_title_words"], self.config["answer_prefix"] or ""
-        prompts = [build_messages(s, ex, max_title_words=words, answer_prefix=prefix)
-                   for s, ex in zip(sessions, shots)]
+        views = self.views(sessions, training=False)
+        prompts = self.prompts(sessions, views)
         # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
         # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
         texts = self.generator.generate(prompts, progress=self.config["show_progress"] or None,
@@ -80,17 +173,20 @@ class BundleLLM(BundleGenerator):
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
         self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
                                        for k, v in self.generator.stats.items()}
+        prefix = self.style.answer_prefix
         out = []
-        for session, examples, answers in zip(sessions, shots, texts):
+        for session, view, answers in zip(sessions, views, texts):
             text = prefix + answers[0]
             parsed = parse_bundles(text, len(session))
-            details = {
+            details: dict[str, Any] = {
                 "dropped_out_of_range": parsed.dropped_out_of_range,
                 "dropped_duplicates": parsed.dropped_duplicates,
             }
-            if examples:
-                details["example_sessions"] = [e.session_id for e in examples]
+            if view.examples:
+                details["example_sessions"] = [e.session_id for e in view.examples]
+            kinds = sorted({r.kind for r in view.knowledge()})
+            if kinds:
+                details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
             bundles = None if parsed.failed else [tuple(session.item_ids[i] for i in b) for b in parsed.bundles]
             out.append(BundlePrediction(session.session_id, bundles, text, parsed.reason, details))
         return out
-

@@ -1,0 +1,89 @@
+"""Supervised fine-tuning batches: prompt + target token ids, loss on the target tokens only.
+
+Examples are bucketed by length (sorted, cut into batches, the batches shuffled per epoch with a
+seeded generator) so a CPU spends its time on real tokens, not on padding, and the order of an
+epoch depends only on (seed, epoch): a resumed training sees the same batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100  # labels torch's cross-entropy skips: the prompt's tokens and the padding
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training example: the prompt's token ids and the target's (answer + end of turn)."""
+
+    session_id: str
+    prompt_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+    weight: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.target_ids)
+
+
+def cut_to_length(example: SFTExample, max_tokens: int | None) -> tuple[SFTExample, bool]:
+    """The example within ``max_tokens`` (the prompt cut from the left, the target kept whole);
+    ``(example, was_cut)``. A target alone longer than the limit keeps its first tokens."""
+    if max_tokens is None or len(example) <= max_tokens:
+        return example, False
+    room = max_tokens - len(example.target_ids)
+    if room <= 0:
+        return SFTExample(example.session_id, (), example.target_ids[:max_tokens], example.weight), True
+    return SFTExample(example.session_id, example.prompt_ids[-room:], example.target_ids, example.weight), True
+
+
+def epoch_batches(examples: Sequence[SFTExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Indices of ``examples`` in batches of similar length, in a seeded order for ``epoch``."""
+    rng = random.Random(f"bundlellm-sft:{seed}:{epoch}")
+    # Shuffle before the stable sort, so equal lengths do not always meet the same neighbours.
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: len(examples[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (prompt and padding ignored)
+    and ``weights`` (one per example)."""
+    width = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, e in enumerate(examples):
+        ids = list(e.prompt_ids) + list(e.target_ids)
+        input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, :len(ids)] = 1
+        labels[row, len(e.prompt_ids):len(ids)] = torch.tensor(e.target_ids, dtype=torch.long)
+    weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "weights": weights}
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean causal-LM cross-entropy over the target tokens of ``batch`` (each token weighted by
+    its example's weight), and the number of target tokens."""
+    device = next(p for p in model.parameters()).device
+    input_ids = batch["input_ids"].to(device)
+    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+    # Position t predicts token t+1.
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:].to(device)
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none",
+    ).view(labels.shape)
+    mask = (labels != IGNORE_INDEX).float()
+    weights = batch["weights"].to(device)[:, None] * mask
+    tokens = int(mask.sum())
+    return (per_token * weights).sum() / weights.sum().clamp(min=1e-8), tokens
+
+
+__all__ = ["IGNORE_INDEX", "SFTExample", "answer_loss", "collate", "cut_to_length", "epoch_batches"]

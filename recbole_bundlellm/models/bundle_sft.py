@@ -1,0 +1,165 @@
+"""BundleSFT: the student fine-tuned with LoRA on the training sessions (and their knowledge).
+
+Trained by :class:`~recbole_bundlellm.sft_trainer.SFTTrainer`: the model builds the examples
+(the strategy's view of each training session as the prompt, the ground truth, after the
+session's reasoning where thoughts are used, as the target) and computes the loss on the target
+tokens; the trainer owns the loop, checkpoints and validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, cut_to_length
+from recbole_bundlellm.adaptation.lora import (
+    BaseModelId,
+    LoraSettings,
+    attach_lora,
+    check_base,
+    count_parameters,
+    load_trainable_state,
+    save_adapter,
+    target_modules_setting,
+)
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.generation.prompt import answer_text
+from recbole_bundlellm.llm import LoadedLLM, model_content_hash
+from recbole_bundlellm.models.bundlellm import BundleLLM
+from recbole_bundlellm.settings import SettingsError
+
+logger = logging.getLogger(__name__)
+
+#: Keys whose values change what is trained: part of the adapter's fingerprint.
+TRAINING_KEYS = ("adaptation", "knowledge_use", "knowledge_dir", "sampling", "prompt_format", "show_categories",
+                 "max_title_words", "answer_prefix", "max_prompt_tokens", "lora_rank", "lora_alpha", "lora_dropout",
+                 "lora_target_modules", "full_finetune", "epochs", "learner", "learning_rate", "weight_decay",
+                 "clip_grad_norm", "train_batch_size", "gradient_accumulation_steps", "lr_schedule", "warmup_ratio",
+                 "max_seq_tokens", "eval_step", "stopping_step", "valid_metric", "valid_max_sessions", "seed",
+                 "max_new_tokens", "stop_strings", "generation_batch_size")
+FINGERPRINT_VERSION = "sft-v1"
+
+
+class BundleSFT(BundleLLM):
+    """The student LLM with trainable LoRA adapters (or every weight, ``full_finetune``)."""
+
+    owns_llm = True
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        loaded = self.loaded_llm.loaded
+        self.base = BaseModelId(str(loaded.path), model_content_hash(loaded.path))
+        self.full_finetune = bool(config["full_finetune"])
+        if self.full_finetune:
+            loaded.model.requires_grad_(True)
+            self.llm = loaded.model
+        else:
+            self.lora = LoraSettings(config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
+                                     target_modules_setting(config["lora_target_modules"]))
+            self.llm = attach_lora(loaded.model, self.lora)  # a submodule: RecBole's .to() and train() reach it
+        self.generator.model = self.llm
+        self.run_info["parameters"] = count_parameters(self.llm)
+        self.run_info["base_model"] = {"path": self.base.path, "content_hash": self.base.content_hash}
+        self.raw_training_sessions = 0
+
+    def _load(self, config: Any) -> LoadedLLM:
+        loaded = super()._load(config)
+        if str(loaded.dtype) == "torch.float16":
+            # fp16 weights overflow in training without a loss scaler; bf16 or fp32 train safely.
+            raise SettingsError("llm_dtype float16 cannot be fine-tuned safely; use bfloat16 (GPU) or float32")
+        return loaded
+
+    @property
+    def student(self) -> Any:
+        return getattr(self, "llm", None) or self.loaded_llm.loaded.model
+
+    # ------------------------------------------------------------------ training data
+
+    def training_examples(self, sessions: Sequence[Session]) -> list[SFTExample]:
+        """One example per labelled session: the strategy's view as prompt, the truth as target."""
+        labelled = [s for s in sessions if s.bundles]
+        views = self.views(labelled, training=True)
+        eos = self.tokenizer.eos_token or ""
+        examples, cut = [], 0
+        for session, view in zip(labelled, views):
+            prompt = self.generator.prompt_ids(self.prompts([session], [view])[0])
+            target = self.tokenizer(answer_text(session, self.style, view.reasoning) + eos,
+                                    add_special_tokens=False)["input_ids"]
+            example, was_cut = cut_to_length(SFTExample(session.session_id, tuple(prompt), tuple(target)),
+                                             self.config["max_seq_tokens"])
+            examples.append(example)
+            cut += was_cut
+        self.raw_training_sessions = sum(v.is_raw for v in views)
+        self.run_info["training_data"] = {
+            "sessions": len(examples), "raw_sessions": self.raw_training_sessions,
+            "with_reasoning": sum(v.reasoning is not None for v in views), "cut_to_max_seq_tokens": cut,
+            "tokens": sum(len(e) for e in examples), "target_tokens": sum(len(e.target_ids) for e in examples),
+        }
+        if self.strategy is not None and self.config["knowledge_use"]:
+            logger.info("%d of %d training sessions have no knowledge in their example and train on the raw session",
+                        self.raw_training_sessions, len(examples))
+        if cut:
+            logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
+                           "prompt", cut, self.config["max_seq_tokens"])
+        return examples
+
+    def calculate_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy on the target tokens of a collated batch, and their number."""
+        return answer_loss(self.llm, batch)
+
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+    def fingerprint(self, train_sessions: Sequence[Session], valid_sessions: Sequence[Session]) -> str:
+        """What the trained adapter depends on: base weights, data, knowledge, training settings."""
+        data = [[s.session_id, list(s.item_ids), list(s.titles), list(s.categories),
+                 sorted(sorted(b) for b in s.bundles)] for s in (*train_sessions, *valid_sessions)]
+        knowledge = self.run_info.get("knowledge_set_hash")
+        settings = {k: self.config[k] for k in TRAINING_KEYS}
+        strategy = getattr(self.strategy, "settings", None)
+        payload = json.dumps([FINGERPRINT_VERSION, self.base.content_hash, data, knowledge, settings,
+                              repr(strategy)], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    # ------------------------------------------------------------------ adapters
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        from recbole_bundlellm.adaptation.lora import trainable_state
+
+        return trainable_state(self.llm)
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(self.llm, tensors)
+
+    def save_adapter(self, folder: Path, fingerprint: str, info: dict[str, Any]) -> Path:
+        """The trained adapter as a peft folder (full weights as safetensors for ``full_finetune``)."""
+        if self.full_finetune:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.llm.save_pretrained(folder, safe_serialization=True)
+            from recbole_bundlellm.adaptation.lora import ADAPTER_INFO
+
+            (folder / ADAPTER_INFO).write_text(json.dumps({"base_model": vars(self.base), "fingerprint": fingerprint,
+                                                           "full_finetune": True, **info}, indent=2))
+            return folder
+        return save_adapter(self.llm, folder, self.base, fingerprint, info)
+
+    def load_adapter(self, folder: Path) -> dict[str, Any]:
+        """Load a saved adapter's weights into this model's adapter (base checked first)."""
+        info = check_base(folder, self.base)
+        if self.full_finetune or info.get("full_finetune"):
+            raise SettingsError(f"{folder} holds fully fine-tuned weights: give it as llm_model instead")
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(self.llm, weights)
+        if getattr(result, "unexpected_keys", None):
+            raise SettingsError(f"{folder} does not fit this model's LoRA settings "
+                                f"(unexpected {list(result.unexpected_keys)[:3]}); use the settings it was trained with")
+        return info
