@@ -56,6 +56,7 @@ class BundleEvaluation:
         struct = DataStruct()
         struct.set("bundle.pred", [None if p.failed else [frozenset(b) for b in p.bundles] for p in predictions])
         struct.set("bundle.truth", [list(s.bundles) for s in sessions])
+        struct.set("bundle.items", [frozenset(s.item_ids) for s in sessions])
         result = self.evaluator.evaluate(struct)
         self.last_predictions, self.last_sessions = predictions, sessions
         self.timing.update(eval_seconds=seconds, eval_sessions=len(sessions),

@@ -34,6 +34,7 @@ def test_every_registered_bundle_model_runs_end_to_end(model, tiny_data, tiny_ll
     assert {r["session_id"] for r in records} == test_ids  # one prediction per test session
     assert 0.0 <= result.test_result["exactf1"] <= 1.0
     assert 0.0 <= result.test_result["failurerate"] <= 1.0
+    assert 0.0 <= result.test_result["wholesessionshare"] <= 1.0  # the trainer set bundle.items
     assert result.timing["eval_sessions"] == len(test_ids)
     for r in records:  # predicted bundles are made of the session's own items
         for bundle in r["predicted_bundles"] or []:

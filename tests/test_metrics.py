@@ -25,6 +25,8 @@ from recbole_bundlellm.evaluation.bundle_metrics import normalize_predictions
 #    best Jaccard g1 1, g2 max(1/4, 1/3) = 1/3.
 # D: truth [{1,2,3,4}, {2,3,5}]; prediction {2,3}, inside both: g* is the FIRST g, so the
 #    coverage is 2/4 (not 2/3); distinct 1/2; no exact match; best Jaccard 2/4, 2/3.
+# Answer shape: no session is one bundle of all its items (whole-session share 0); predicted
+# bundles per answered session A 4, C 2, D 1; ground-truth bundles 2, 1, 2, 2.
 # --------------------------------------------------------------------------------------------
 PREDICTIONS = [
     [[1, 2], [2, 3], [4, 5], [5, 4], [6], [1, 2, 6]],
@@ -38,6 +40,12 @@ TRUTHS = [
     [[10, 11, 12], [11, 13]],
     [[1, 2, 3, 4], [2, 3, 5]],
 ]
+ITEMS = [
+    frozenset({1, 2, 3, 4, 5, 6}),
+    frozenset({7, 8}),
+    frozenset({10, 11, 12, 13, 14}),
+    frozenset({1, 2, 3, 4, 5}),
+]
 EXPECTED = {
     "bundle_precision": (3 / 4 + 1 / 2 + 1) / 3,
     "bundle_recall": (3 / 2 + 1 / 2 + 1 / 2) / 3,
@@ -45,6 +53,9 @@ EXPECTED = {
     "bundle_recall_strict": (3 / 2 + 0 + 1 / 2 + 1 / 2) / 4,
     "bundle_coverage": (2 / 3 + 2 / 3 + 1 + 1 + 2 / 4) / 5,
     "failure_rate": 1 / 4,
+    "whole_session_share": 0 / 4,
+    "predicted_bundles": (4 + 2 + 1) / 3,
+    "true_bundles": (2 + 1 + 2 + 2) / 4,
     "distinct_recall": (1 + 0 + 1 / 2 + 1 / 2) / 4,
     "exact_precision": (1 / 4 + 0 + 1 / 2 + 0) / 4,
     "exact_recall": (1 / 2 + 0 + 1 / 2 + 0) / 4,
@@ -56,12 +67,91 @@ EXPECTED = {
 
 
 def test_hand_computed_case():
-    result = compute_bundle_metrics(PREDICTIONS, TRUTHS)
+    result = compute_bundle_metrics(PREDICTIONS, TRUTHS, ITEMS)
     assert set(result) == set(EXPECTED)
     assert set(METRIC_KEYS) | {"n_sessions", "n_failed"} == set(result)
     for key, value in EXPECTED.items():
         assert result[key] == pytest.approx(value, abs=1e-12), key
         assert isinstance(result[key], float)
+
+
+def test_without_items_only_the_whole_session_share_is_missing():
+    with_items = compute_bundle_metrics(PREDICTIONS, TRUTHS, ITEMS)
+    without = compute_bundle_metrics(PREDICTIONS, TRUTHS)
+    assert set(with_items) - set(without) == {"whole_session_share"}
+    assert all(without[key] == with_items[key] for key in without)
+
+
+# --------------------------------------------------------------------------------------------
+# Answer shape, hand-computed.
+#
+# S1 items {1,2,3}: one bundle {3,2,1} -> whole.
+# S2 items {4,5}: failed -> not whole, still in the denominator; no predicted-bundle count.
+# S3 items {6,7,8,9}: {6,7}, {8,9} -> two bundles, not whole.
+# S4 items {10,11,12}: {10,11,12}, its duplicate, {10} (dropped) -> one bundle left: whole.
+# S5 items {13,14,15}: {13,14} -> one bundle, but not every item: not whole.
+# Whole 2/5; predicted bundles (1 + 2 + 1 + 1) / 4 answered; true bundles (1+1+2+1+1) / 5.
+# --------------------------------------------------------------------------------------------
+SHAPE_PREDICTIONS = [
+    [[3, 2, 1]],
+    None,
+    [[6, 7], [8, 9]],
+    [[10, 11, 12], [12, 11, 10], [10]],
+    [[13, 14]],
+]
+SHAPE_TRUTHS = [
+    [[1, 2, 3]],
+    [[4, 5]],
+    [[6, 7], [8, 9]],
+    [[10, 11]],
+    [[13, 14]],
+]
+SHAPE_ITEMS = [
+    frozenset({1, 2, 3}),
+    frozenset({4, 5}),
+    frozenset({6, 7, 8, 9}),
+    frozenset({10, 11, 12}),
+    frozenset({13, 14, 15}),
+]
+SHAPE_EXPECTED = {
+    "whole_session_share": 2 / 5,
+    "predicted_bundles": (1 + 2 + 1 + 1) / 4,
+    "true_bundles": (1 + 1 + 2 + 1 + 1) / 5,
+}
+
+
+def test_answer_shape_hand_computed():
+    result = compute_bundle_metrics(SHAPE_PREDICTIONS, SHAPE_TRUTHS, SHAPE_ITEMS)
+    for key, value in SHAPE_EXPECTED.items():
+        assert result[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_answer_shape_single_sessions():
+    def shape(pred, truth, items):
+        result = compute_bundle_metrics([pred], [truth], [items])
+        return result["whole_session_share"], result["predicted_bundles"], result["true_bundles"]
+
+    # Items given as a list (duplicates, any order) are a set.
+    assert shape([[2, 1, 3]], [[1, 2], [3, 4]], [3, 1, 2, 1]) == (1.0, 1.0, 2.0)
+    assert shape(None, [[1, 2]], {1, 2}) == (0.0, 0.0, 1.0)  # failed: no answered session
+    assert shape([[1, 2], [3, 4]], [[1, 2], [3, 4]], {1, 2, 3, 4}) == (0.0, 2.0, 2.0)
+    # A bundle holding every item plus an off-session one still lumps the session together.
+    assert shape([[1, 2, 99]], [[1, 2]], {1, 2}) == (1.0, 1.0, 1.0)
+    # An empty session has nothing to lump: never whole.
+    assert shape([[1, 2]], [[1, 2]], frozenset()) == (0.0, 1.0, 1.0)
+
+
+def test_answer_shape_with_no_session():
+    result = compute_bundle_metrics([], [], [])
+    assert result["whole_session_share"] == 0.0
+    assert result["predicted_bundles"] == 0.0 and result["true_bundles"] == 0.0
+
+
+def test_answer_shape_errors():
+    with pytest.raises(ValueError, match="item sets"):
+        compute_bundle_metrics([None], [[[1, 2]]], [])
+    with pytest.raises(TypeError):
+        compute_bundle_metrics([[[1, 2]]], [[[1, 2]]], ["12"])
 
 
 def test_exact_f1_is_mean_of_session_f1_not_harmonic_of_means():
@@ -102,7 +192,7 @@ def test_no_hits_gives_zero_coverage():
 
 
 def test_no_sessions_gives_zeros():
-    result = compute_bundle_metrics([], [])
+    result = compute_bundle_metrics([], [], [])
     assert result["n_sessions"] == 0.0
     assert all(result[key] == 0.0 for key in METRIC_KEYS)
 
@@ -135,6 +225,10 @@ def test_format_table():
     assert lines[2].startswith("whole session") and "1.000" in lines[2]
     assert lines[3].split()[1] == "0.500" and lines[3].split()[-1] == "-"
     assert lines[2].split()[-1] == "1"  # n_sessions as an integer
+    # Computed without the session items: the whole-session column shows "-".
+    cells = lines[2].split()[2:]  # after the two-word row name
+    assert cells[METRIC_KEYS.index("whole_session_share")] == "-"
+    assert cells.count("-") == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,10 +289,12 @@ PREDICTORS = {
 @pytest.mark.parametrize("name", sorted(PREDICTORS))
 def test_floor_table(electronic_test, name):
     items, truths = electronic_test
-    result = compute_bundle_metrics([PREDICTORS[name](s) for s in items], truths)
+    result = compute_bundle_metrics([PREDICTORS[name](s) for s in items], truths, items)
     for key, expected in zip(FLOOR_KEYS, FLOORS[name]):
         assert result[key] == pytest.approx(expected, abs=0.0015), key
     assert result["n_sessions"] == 180.0
+    if name == "whole":  # the floor that is all collapse
+        assert result["whole_session_share"] == 1.0 and result["predicted_bundles"] == 1.0
 
 
 def test_floor_table_random_pairs(electronic_test):
@@ -249,12 +345,15 @@ def _config(metrics: list[str], valid_metric: str, decimals: int = 4):
     )
 
 
-def _struct(predictions=PREDICTIONS, truths=TRUTHS):
+def _struct(predictions=PREDICTIONS, truths=TRUTHS, items=ITEMS):
+    """A DataStruct as BundleTrainer.evaluate fills it; ``items=None`` leaves out bundle.items."""
     from recbole.evaluator.collector import DataStruct
 
     struct = DataStruct()
     struct.set("bundle.pred", predictions)
     struct.set("bundle.truth", truths)
+    if items is not None:
+        struct.set("bundle.items", items)
     return struct
 
 
@@ -269,8 +368,11 @@ def test_registry_objects_are_shared(rm):
     for name in rm.BUNDLE_METRICS:
         key = name.lower()
         assert register.metrics_dict[key] is getattr(rm, name)
-        assert register.metric_information[key] == ["bundle.pred", "bundle.truth"]
+        assert register.metric_information[key][:2] == ["bundle.pred", "bundle.truth"]
         assert key in register.metric_types
+    # Only the whole-session share needs the session items.
+    assert [name for name in rm.BUNDLE_METRICS
+            if "bundle.items" in register.metric_information[name.lower()]] == ["WholeSessionShare"]
     assert "failurerate" in register.smaller_metrics
     assert "exactf1" not in register.smaller_metrics
 
@@ -278,8 +380,8 @@ def test_registry_objects_are_shared(rm):
 def test_bundle_metrics_order(rm):
     assert rm.BUNDLE_METRICS == (
         "BundlePrecision", "BundleRecall", "BundlePrecisionStrict", "BundleRecallStrict",
-        "BundleCoverage", "FailureRate", "DistinctRecall", "ExactPrecision", "ExactRecall",
-        "ExactF1", "BestJaccard",
+        "BundleCoverage", "FailureRate", "WholeSessionShare", "PredictedBundles", "TrueBundles",
+        "DistinctRecall", "ExactPrecision", "ExactRecall", "ExactF1", "BestJaccard",
     )  # fmt: skip
     # Same order as the pure-Python keys.
     assert [name.lower() for name in rm.BUNDLE_METRICS] == [k.replace("_", "") for k in METRIC_KEYS]
@@ -367,9 +469,9 @@ def test_all_metrics_through_evaluator_computed_once(rm, monkeypatch):
     calls = []
     real = rm.compute_bundle_metrics
 
-    def counting(predictions, truths):
+    def counting(predictions, truths, items=None):
         calls.append(1)
-        return real(predictions, truths)
+        return real(predictions, truths, items)
 
     monkeypatch.setattr(rm, "compute_bundle_metrics", counting)
     config = _config(list(rm.BUNDLE_METRICS), "ExactF1", decimals=6)
@@ -377,7 +479,7 @@ def test_all_metrics_through_evaluator_computed_once(rm, monkeypatch):
     struct = _struct()
     result = evaluator.evaluate(struct)
     assert len(calls) == 1
-    assert len(result) == 11
+    assert len(result) == 14
     for name, key in zip(rm.BUNDLE_METRICS, METRIC_KEYS):
         assert result[name.lower()] == round(EXPECTED[key], 6), name
 
@@ -387,6 +489,35 @@ def test_all_metrics_through_evaluator_computed_once(rm, monkeypatch):
     again = evaluator.evaluate(struct)
     assert len(calls) == 2
     assert again["failurerate"] == 0.75
+    struct.set("bundle.items", list(ITEMS))  # new items: recomputed too
+    evaluator.evaluate(struct)
+    assert len(calls) == 3
+
+
+SHAPE_METRICS = ["WholeSessionShare", "PredictedBundles", "TrueBundles"]
+
+
+def test_answer_shape_through_evaluator(rm):
+    from recbole.evaluator import Evaluator
+
+    config = _config(["ExactF1", *SHAPE_METRICS], "ExactF1", decimals=6)
+    result = Evaluator(config).evaluate(_struct(SHAPE_PREDICTIONS, SHAPE_TRUTHS, SHAPE_ITEMS))
+    assert list(result) == ["exactf1", "wholesessionshare", "predictedbundles", "truebundles"]
+    assert rm.summary_keys(dict(result))["whole_session_share"] == round(SHAPE_EXPECTED["whole_session_share"], 6)
+    assert result["predictedbundles"] == round(SHAPE_EXPECTED["predicted_bundles"], 6)
+    assert result["truebundles"] == round(SHAPE_EXPECTED["true_bundles"], 6)
+
+
+def test_whole_session_share_without_items_names_bundle_items(rm):
+    from recbole.evaluator import Evaluator
+
+    struct = _struct(items=None)
+    # The metrics that do not need the items still work on a struct without them...
+    counts = Evaluator(_config(["PredictedBundles", "TrueBundles"], "TrueBundles")).evaluate(struct)
+    assert counts["truebundles"] == round(EXPECTED["true_bundles"], 4)
+    # ...the whole-session share says what is missing.
+    with pytest.raises(ValueError, match="bundle.items"):
+        Evaluator(_config(["WholeSessionShare"], "WholeSessionShare")).evaluate(struct)
 
 
 def test_failure_rate_as_valid_metric_is_smaller_better(rm):

@@ -14,6 +14,8 @@ KEYS = {  # RecBole result key -> compute_bundle_metrics key
     "bundleprecision": "bundle_precision", "bundlerecall": "bundle_recall",
     "bundlecoverage": "bundle_coverage", "bundleprecisionstrict": "bundle_precision_strict",
     "bundlerecallstrict": "bundle_recall_strict", "failurerate": "failure_rate",
+    "wholesessionshare": "whole_session_share", "predictedbundles": "predicted_bundles",
+    "truebundles": "true_bundles",
     "distinctrecall": "distinct_recall", "exactprecision": "exact_precision",
     "exactrecall": "exact_recall", "exactf1": "exact_f1", "bestjaccard": "best_jaccard",
 }
@@ -30,6 +32,7 @@ def _assert_metrics_match_predictions(result):
     recomputed = compute_bundle_metrics(
         [None if r["predicted_bundles"] is None else [frozenset(b) for b in r["predicted_bundles"]] for r in records],
         [[frozenset(b) for b in r["ground_truth"]] for r in records],
+        [frozenset(r["items"]) for r in records],
     )
     assert set(result.test_result) == set(KEYS)
     for ours, theirs in KEYS.items():
@@ -58,6 +61,8 @@ def test_floors_run_and_score_consistently(tiny_data, rule):
     if rule == "whole_session":
         assert all(sorted(r["predicted_bundles"][0]) == sorted(r["items"]) for r in records)
         assert result.test_result["bundlecoverage"] == pytest.approx(1.0)
+        # Every session of >= 2 items answered as itself: the trainer passed the session items.
+        assert result.test_result["wholesessionshare"] == pytest.approx(1 - result.test_result["failurerate"])
 
 
 def test_eval_max_sessions_cuts_the_split(tiny_data):

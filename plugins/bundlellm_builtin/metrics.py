@@ -1,4 +1,5 @@
-"""Plugin ``metrics``: the bundle metrics (both families and the failure rate) as RecBole metrics."""
+"""Plugin ``metrics``: the bundle metrics (both families, the failure rate and the answer shape) as
+RecBole metrics."""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ Definitions follow ``shared/notes/bundle-metrics.md`` literally:
   is the *first* such ``g`` in list order). Two conventions for failed sessions: *AICL* (failed
   sessions are left out of the means) and *strict* (they count as 0);
 * **ours**, which many small bundles cannot game (strict convention): distinct recall,
-  exact-match precision / recall / F1 and mean best Jaccard.
+  exact-match precision / recall / F1 and mean best Jaccard;
+* **answer shape**, which shows collapse (e.g. every answer being the whole session): the share
+  of sessions answered with one bundle holding all their items, and the mean numbers of predicted
+  (per answered session) and ground-truth (per session) bundles.
 
 Rules applied to the predictions of each session before scoring: identical predicted bundles
 count once, bundles with fewer than 2 distinct items are dropped, and a session is *failed*
@@ -22,7 +25,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 Bundle = frozenset  # of hashable item ids
 
-#: The metric keys, in table order: reference family, failure rate, then ours.
+#: The metric keys, in table order: reference family, failure rate, answer shape, then ours.
 METRIC_KEYS: tuple[str, ...] = (
     "bundle_precision",
     "bundle_recall",
@@ -30,6 +33,9 @@ METRIC_KEYS: tuple[str, ...] = (
     "bundle_recall_strict",
     "bundle_coverage",
     "failure_rate",
+    "whole_session_share",
+    "predicted_bundles",
+    "true_bundles",
     "distinct_recall",
     "exact_precision",
     "exact_recall",
@@ -45,6 +51,9 @@ SHORT_NAMES: dict[str, str] = {
     "bundle_recall_strict": "R strict",
     "bundle_coverage": "Cov",
     "failure_rate": "failed",
+    "whole_session_share": "whole",
+    "predicted_bundles": "#pred",
+    "true_bundles": "#true",
     "distinct_recall": "distinct R",
     "exact_precision": "exact P",
     "exact_recall": "exact R",
@@ -85,6 +94,7 @@ def _mean(values: Sequence[float]) -> float:
 def compute_bundle_metrics(
     predictions: Sequence[Sequence[Iterable[Hashable]] | None],
     truths: Sequence[Sequence[Iterable[Hashable]]],
+    items: Sequence[Iterable[Hashable]] | None = None,
 ) -> dict[str, float]:
     """Score predicted bundles against the ground truth, one entry per session.
 
@@ -92,18 +102,28 @@ def compute_bundle_metrics(
         predictions: per session, the predicted bundles (iterables of item ids), or ``None``
             when the model's answer could not be parsed.
         truths: per session, the ground-truth bundles, already deduplicated; must be non-empty.
+        items: per session, its item ids. Only ``whole_session_share`` needs them: without
+            them that key is left out of the result (every other value is the same).
 
     Returns:
         The floats of :data:`METRIC_KEYS` plus ``n_sessions`` and ``n_failed``. Edge cases:
         when every session failed (or there are none) the AICL-convention precision and recall
-        are 0.0; with no hit at all, coverage is 0.0; with no session at all every metric and
-        the failure rate are 0.0.
+        and the mean number of predicted bundles are 0.0; with no hit at all, coverage is 0.0;
+        with no session at all every metric and the failure rate are 0.0.
+
+        ``whole_session_share``: share of all sessions (failed ones included, never whole)
+        whose predictions, after the rules above, are exactly one bundle containing every item
+        of a non-empty session. ``predicted_bundles``: mean number of predicted bundles (after
+        the rules) per non-failed session. ``true_bundles``: mean number of ground-truth
+        bundles per session.
 
     Raises:
         ValueError: lengths differ, or a session has no ground-truth bundle.
     """
     if len(predictions) != len(truths):
         raise ValueError(f"{len(predictions)} predictions for {len(truths)} sessions")
+    if items is not None and len(items) != len(truths):
+        raise ValueError(f"{len(items)} item sets for {len(truths)} sessions")
 
     # Per-session values; "scored" ones are the non-failed sessions (AICL convention).
     prec_scored: list[float] = []
@@ -116,13 +136,17 @@ def compute_bundle_metrics(
     exact_f1_all: list[float] = []
     hit_coverages: list[float] = []  # pooled over all hits of all sessions
     best_jaccards: list[float] = []  # one per ground-truth bundle
+    predicted_counts: list[float] = []  # one per non-failed session
+    truth_counts: list[float] = []  # one per session
     n_failed = 0
+    n_whole = 0
 
     for index, (raw_pred, raw_truth) in enumerate(zip(predictions, truths)):
         truth = [_as_bundle(g) for g in raw_truth]
         if not truth:
             raise ValueError(f"session {index} has no ground-truth bundle")
         pred = normalize_predictions(raw_pred)
+        truth_counts.append(float(len(truth)))
 
         if pred is None:
             n_failed += 1
@@ -130,6 +154,14 @@ def compute_bundle_metrics(
                 values.append(0.0)
             best_jaccards.extend(0.0 for _ in truth)
             continue
+
+        predicted_counts.append(float(len(pred)))
+        if items is not None:
+            session_items = _as_bundle(items[index])
+            # A superset still lumps the whole session together (extra items are off-session
+            # noise); an empty session has nothing to lump, so it is never whole.
+            if len(pred) == 1 and session_items and pred[0] >= session_items:
+                n_whole += 1
 
         # Reference family: hit(p) = p is a subset of some g; g*(p) = the first such g.
         hits = 0
@@ -165,13 +197,16 @@ def compute_bundle_metrics(
             best_jaccards.append(max(len(p & g) / len(p | g) for p in pred))
 
     n_sessions = len(truths)
-    return {
+    result = {
         "bundle_precision": _mean(prec_scored),
         "bundle_recall": _mean(rec_scored),
         "bundle_precision_strict": _mean(prec_all),
         "bundle_recall_strict": _mean(rec_all),
         "bundle_coverage": _mean(hit_coverages),
         "failure_rate": n_failed / n_sessions if n_sessions else 0.0,
+        "whole_session_share": n_whole / n_sessions if n_sessions else 0.0,
+        "predicted_bundles": _mean(predicted_counts),
+        "true_bundles": _mean(truth_counts),
         "distinct_recall": _mean(distinct_all),
         "exact_precision": _mean(exact_p_all),
         "exact_recall": _mean(exact_r_all),
@@ -180,6 +215,9 @@ def compute_bundle_metrics(
         "n_sessions": float(n_sessions),
         "n_failed": float(n_failed),
     }
+    if items is None:
+        del result["whole_session_share"]  # not computable: absent rather than a wrong 0.0
+    return result
 
 
 def session_exact_f1(predicted: Iterable[Iterable[Hashable]] | None, truth: Sequence[Iterable[Hashable]]) -> float:

@@ -8,9 +8,10 @@ and ``recbole.evaluator.evaluator`` imported ``metrics_dict``: they are the same
 entries in place is seen everywhere. Importing this module registers the bundle metrics, after
 which YAML ``metrics: [BundlePrecision, ExactF1]`` and ``valid_metric: ExactF1`` work.
 
-A bundle model's evaluation puts two Python lists in the ``DataStruct`` with ``DataStruct.set``:
-``bundle.pred`` (per session, the predicted bundles or ``None`` for a failed answer) and
-``bundle.truth`` (per session, the ground-truth bundles), as for
+A bundle model's evaluation puts three Python lists in the ``DataStruct`` with ``DataStruct.set``:
+``bundle.pred`` (per session, the predicted bundles or ``None`` for a failed answer),
+``bundle.truth`` (per session, the ground-truth bundles) and ``bundle.items`` (per session, the
+frozenset of its item ids; only :class:`WholeSessionShare` needs it), as for
 :func:`~recbole_bundlellm.evaluation.bundle_metrics.compute_bundle_metrics`.
 """
 
@@ -42,6 +43,9 @@ __all__ = [
     "ExactPrecision",
     "ExactRecall",
     "FailureRate",
+    "PredictedBundles",
+    "TrueBundles",
+    "WholeSessionShare",
     "register_bundle_metrics",
     "register_metric",
     "unregister_metric",
@@ -53,27 +57,31 @@ _CACHE_ATTR = "_bundlellm_metric_cache"
 def bundle_summary(dataobject) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """All bundle metrics of a DataStruct, computed once and cached on the DataStruct.
 
-    The cache remembers which ``bundle.pred`` / ``bundle.truth`` objects it was computed from
-    (by identity and length), so a ``set`` of new lists invalidates it. Mutating the stored
-    lists in place without changing their length is not detected.
+    ``bundle.items`` is optional: without it the summary lacks ``whole_session_share``. The
+    cache remembers which ``bundle.pred`` / ``bundle.truth`` / ``bundle.items`` objects it was
+    computed from (by identity and length), so a ``set`` of new lists invalidates it. Mutating
+    the stored lists in place without changing their length is not detected.
     """
     pred = dataobject.get("bundle.pred")
     truth = dataobject.get("bundle.truth")
+    items = dataobject.get("bundle.items") if "bundle.items" in dataobject else None
+    lens = (len(pred), len(truth), None if items is None else len(items))
     cached = getattr(dataobject, _CACHE_ATTR, None)
     if cached is not None:
-        c_pred, c_truth, c_lens, summary = cached
-        if c_pred is pred and c_truth is truth and c_lens == (len(pred), len(truth)):
+        c_pred, c_truth, c_items, c_lens, summary = cached
+        if c_pred is pred and c_truth is truth and c_items is items and c_lens == lens:
             return summary
-    summary = compute_bundle_metrics(pred, truth)
+    summary = compute_bundle_metrics(pred, truth, items)
     try:
-        setattr(dataobject, _CACHE_ATTR, (pred, truth, (len(pred), len(truth)), summary))
+        setattr(dataobject, _CACHE_ATTR, (pred, truth, items, lens, summary))
     except AttributeError:  # an object without a __dict__: just do not cache
         pass
     return summary
 
 
 class BundleMetric(AbstractMetric):
-    """Base of the bundle metrics: reads ``bundle.pred`` / ``bundle.truth``, reports one value.
+    """Base of the bundle metrics: reads the ``metric_need`` entries of the DataStruct
+    (``bundle.pred`` / ``bundle.truth``, plus ``bundle.items`` where needed), reports one value.
 
     ``summary_key`` names the value in the dict of ``compute_bundle_metrics``; the reported key
     is the lower-cased class name, as for RecBole's own metrics.
@@ -86,6 +94,12 @@ class BundleMetric(AbstractMetric):
     summary_key: str = ""
 
     def calculate_metric(self, dataobject) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        # RecBole's own error for a missing entry ("Can not load the data without registration")
+        # does not say which one, nor who should have set it.
+        missing = [need for need in self.metric_need if need not in dataobject]
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs {', '.join(missing)} in the DataStruct "
+                             "(BundleTrainer.evaluate sets bundle.pred, bundle.truth and bundle.items)")
         value = bundle_summary(dataobject)[self.summary_key]
         return {type(self).__name__.lower(): round(value, self.decimal_place)}
 
@@ -127,6 +141,29 @@ class FailureRate(BundleMetric):
     smaller = True
 
 
+class WholeSessionShare(BundleMetric):
+    """Share of sessions answered with exactly one bundle holding all their items (failed
+    answers count in the denominator); far above the share of one-bundle truths, the answers
+    collapsed. ``smaller`` stays False: such a truth makes the whole-session answer right."""
+
+    metric_need = ["bundle.pred", "bundle.truth", "bundle.items"]
+    summary_key = "whole_session_share"
+
+
+class PredictedBundles(BundleMetric):
+    """Mean number of predicted bundles per answered (non-failed) session; read against
+    :class:`TrueBundles`. Neither bigger nor smaller is better: ``smaller`` stays False."""
+
+    summary_key = "predicted_bundles"
+
+
+class TrueBundles(BundleMetric):
+    """Mean number of ground-truth bundles per session (the reference for
+    :class:`PredictedBundles`)."""
+
+    summary_key = "true_bundles"
+
+
 class DistinctRecall(BundleMetric):
     """Share of ground-truth bundles hit at least once (strict)."""
 
@@ -164,6 +201,9 @@ _CLASSES: tuple[type[BundleMetric], ...] = (
     BundleRecallStrict,
     BundleCoverage,
     FailureRate,
+    WholeSessionShare,
+    PredictedBundles,
+    TrueBundles,
     DistinctRecall,
     ExactPrecision,
     ExactRecall,
@@ -247,7 +287,7 @@ def unregister_metric(name: str, owner: object | None = None) -> None:
 
 
 def register_bundle_metrics() -> None:
-    """Register the 11 bundle metrics with RecBole (idempotent). The built-in ``metrics`` plugin
+    """Register the 14 bundle metrics with RecBole (idempotent). The built-in ``metrics`` plugin
     registers them through the ``register_metrics`` hook; this is for use without the host."""
     for cls in _CLASSES:
         register_metric(cls)
