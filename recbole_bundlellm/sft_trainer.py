@@ -117,12 +117,12 @@ class SFTTrainer(BundleEvaluation, Trainer):
         train = sessions_from_dataset(train_data.dataset)
         valid = self.evaluation_sessions(valid_data, self.config["valid_max_sessions"]) if valid_data else []
         self.model.fit_bundles(train)
-        self.fingerprint = self.model.fingerprint(train, valid)
+        self.examples = self.model.training_examples(train)
+        self.fingerprint = self.model.fingerprint(self.examples, valid)
         self.model.run_info["fingerprint"] = self.fingerprint
         if self._reuse_adapter():
             self.timing["fit_seconds"] = time.perf_counter() - start
             return None, None
-        self.examples = self.model.training_examples(train)
         self._plan()
         last = self.work_dir / LAST
         if last.is_file():

@@ -83,9 +83,9 @@ def build_messages(
 
 # --------------------------------------------------------------------------- student views
 
-COMPACT_SYSTEM = ("You find the bundles of a shopping session: groups of at least two products the user bought "
-                  "together for one intent.")
-COMPACT_TASK = "Answer with the bundles as lists of product numbers, e.g. [[1, 3], [2, 4]]."
+# Short on purpose: every training example carries them, and prompt tokens are most of the training time.
+COMPACT_SYSTEM = "Find the bundles: products bought together for one intent."
+COMPACT_TASK = "Bundles as lists of product numbers, e.g. [[1, 3], [2, 4]]:"
 _KIND_TITLES = {"patterns": "Frequent patterns", "rules": "Rules", "thoughts": "Reasoning"}
 
 

@@ -36,13 +36,13 @@ from recbole_bundlellm.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
-#: Keys whose values change what is trained: part of the adapter's fingerprint.
-TRAINING_KEYS = ("adaptation", "knowledge_use", "knowledge_dir", "sampling", "prompt_format", "show_categories",
-                 "max_title_words", "answer_prefix", "max_prompt_tokens", "lora_rank", "lora_alpha", "lora_dropout",
-                 "lora_target_modules", "full_finetune", "epochs", "learner", "learning_rate", "weight_decay",
-                 "clip_grad_norm", "train_batch_size", "gradient_accumulation_steps", "lr_schedule", "warmup_ratio",
-                 "max_seq_tokens", "eval_step", "stopping_step", "valid_metric", "valid_max_sessions", "seed",
-                 "max_new_tokens", "stop_strings", "generation_batch_size")
+#: Settings that change how the adapter is trained or which epoch is kept (the examples and the
+#: validation prompts are hashed themselves, so what the student sees needs no key here).
+TRAINING_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "full_finetune", "epochs",
+                 "learner", "learning_rate", "weight_decay", "clip_grad_norm", "train_batch_size",
+                 "gradient_accumulation_steps", "lr_schedule", "warmup_ratio", "eval_step", "stopping_step",
+                 "valid_metric", "seed", "max_new_tokens", "stop_strings", "do_sample", "temperature", "top_p",
+                 "max_prompt_tokens")
 FINGERPRINT_VERSION = "sft-v1"
 
 
@@ -116,16 +116,20 @@ class BundleSFT(BundleLLM):
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
-    def fingerprint(self, train_sessions: Sequence[Session], valid_sessions: Sequence[Session]) -> str:
-        """What the trained adapter depends on: base weights, data, knowledge, training settings."""
-        data = [[s.session_id, list(s.item_ids), list(s.titles), list(s.categories),
-                 sorted(sorted(b) for b in s.bundles)] for s in (*train_sessions, *valid_sessions)]
-        knowledge = self.run_info.get("knowledge_set_hash")
+    def fingerprint(self, examples: Sequence[SFTExample], valid_sessions: Sequence[Session]) -> str:
+        """What the trained adapter depends on: the base weights, the training examples (token ids:
+        data, knowledge and prompt format all show there), the validation prompts and truth (they
+        pick the best epoch) and the training settings."""
+        digest = hashlib.sha256()
         settings = {k: self.config[k] for k in TRAINING_KEYS}
-        strategy = getattr(self.strategy, "settings", None)
-        payload = json.dumps([FINGERPRINT_VERSION, self.base.content_hash, data, knowledge, settings,
-                              repr(strategy)], sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
+                                 default=str).encode())
+        for e in examples:
+            digest.update(json.dumps([e.session_id, e.prompt_ids, e.target_ids, e.weight]).encode())
+        views = self.views(valid_sessions, training=False)
+        for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
+            digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------ adapters
 
