@@ -23,6 +23,7 @@ import yaml
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.config import Config
 
+from recbole_bundlellm.adaptation.knowledge_source import knowledge_use
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.plugins import PluginHost, disabled_from_config
@@ -247,13 +248,16 @@ def _refuse_secrets_in_teacher(block: Any) -> None:
 
 
 def check_settings_blocks(values: Mapping[str, Any], host: PluginHost) -> None:
-    """``teacher:``, ``sampling:`` and each plugin component's block, checked as the commands that
-    use them load them, so `run` refuses what `distill` would (a block left out is not checked)."""
+    """``teacher:``, ``sampling:``, ``knowledge_use`` and each plugin component's block, checked as
+    the commands that use them load them, so `run` refuses what `distill` would (a block left out
+    is not checked)."""
     if values.get("teacher") is not None:
         _refuse_secrets_in_teacher(values["teacher"])
         load_settings(TeacherSettings, values["teacher"], "teacher")
     if values.get("sampling") is not None:
         load_settings(SamplingSettings, values["sampling"], "sampling")
+    for kind in knowledge_use(values):
+        host.get("extractor", kind)  # an unknown kind fails here, with a suggestion
     for components in host.components.values():
         for name, component in components.items():
             if values.get(name) is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from recbole_bundlellm.config import BundleConfig
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.data.training import load_training_sessions
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.extraction import ExtractionRun
@@ -100,22 +101,6 @@ def resolve_distill_settings(config: BundleConfig) -> DistillSettings:
         store_dir=Path(config["knowledge_dir"]),
         max_sessions=config["distill_max_sessions"] or None,
     )
-
-
-def load_training_sessions(config: BundleConfig, dataset: str | None = None) -> list[Session]:
-    """The training sessions of ``dataset`` (default: the config's), with bundles and intents,
-    read through RecBole's own dataset."""
-    from recbole.data import create_dataset
-
-    from recbole_bundlellm.data import check_prepared
-    from recbole_bundlellm.data.sessions import read_intents, sessions_from_dataset
-
-    if dataset is not None and dataset != config["dataset"]:
-        config = config.with_dataset(dataset)
-    check_prepared(config)
-    train = create_dataset(config).build()[0]
-    folder = Path(config["data_path"])
-    return sessions_from_dataset(train, intents=read_intents(folder / f"{config['dataset']}.bundle"))
 
 
 class Distillation:

@@ -75,7 +75,15 @@ def register_adaptation_strategies(register: Callable[[type[AdaptationStrategy]]
     """Register adaptation strategies (subclasses of
     :class:`recbole_bundlellm.adaptation.AdaptationStrategy`).
 
-    :param register: call ``register(StrategyClass)`` once per strategy.
+    A strategy chooses what the student sees for each session: ``prepare(context)`` once with an
+    :class:`~recbole_bundlellm.adaptation.AdaptationContext` (training sessions, knowledge set,
+    the student's prompt measure and budget), then ``views(sessions, training=...)`` gives one
+    :class:`~recbole_bundlellm.adaptation.StudentView` per session (scored examples and knowledge
+    lines, and a training target's reasoning). ``fine_tunes`` says whether the model trains LoRA
+    adapters on the training views.
+
+    :param register: call ``register(StrategyClass)`` once per strategy; its ``name`` is the
+        strategy's config name and the YAML key of its settings.
     """
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
@@ -86,7 +86,12 @@ Embedder = Callable[[Sequence[str]], "object"]
 @dataclass
 class AdaptationContext:
     """What a strategy may use to prepare: the training sessions (labels included), the knowledge
-    set (``None``: raw data only), and the student's own measures."""
+    set (``None``: raw data only), and the student's own measures.
+
+    ``domain`` is the run's dataset: session ids repeat across domains, so a multi-domain set's
+    per-session knowledge (thoughts) is matched to the training sessions within it; ``None`` is
+    enough for a one-domain set.
+    """
 
     train_sessions: Sequence[Session]
     knowledge: KnowledgeSet | None = None
@@ -95,6 +100,7 @@ class AdaptationContext:
     embed: Embedder | None = None
     seed: int = 0
     notes: list[str] = field(default_factory=list)
+    domain: str | None = None
 
 
 class AdaptationStrategy(Component, ABC):
@@ -109,13 +115,34 @@ class AdaptationStrategy(Component, ABC):
     #: True when the student is fine-tuned (LoRA) on the views of the training sessions.
     fine_tunes: ClassVar[bool] = False
 
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        #: Counts since :meth:`prepare`, per phase (``train_`` / ``eval_``): ``views``, ``raw``
+        #: (views that add nothing: the raw session), ``trimmed_items`` (dropped to fit the
+        #: prompt budget) and ``reasoning`` (training targets with reasoning), for the run's log.
+        self.stats: dict[str, int] = {}
+
     def prepare(self, context: AdaptationContext) -> None:
         """Build what :meth:`views` needs (retrieval indexes, per-kind knowledge); default: keep the context."""
         self.context = context
+        self.stats = {}
 
     @abstractmethod
     def views(self, sessions: Sequence[Session], *, training: bool) -> list[StudentView]:
         """One :class:`StudentView` per session, in order."""
+
+    def finish(self, session: Session, view: StudentView, *, training: bool) -> StudentView:
+        """``view`` trimmed to the context's prompt budget (:func:`fit_budget`), counted in :attr:`stats`."""
+        context = getattr(self, "context", None)
+        before = len(view.items)
+        if context is not None:
+            view, _ = fit_budget(session, view, context.measure, context.max_prompt_tokens)
+        phase = "train" if training else "eval"
+        counts = {"views": 1, "raw": int(view.is_raw), "trimmed_items": before - len(view.items),
+                  "reasoning": int(view.reasoning is not None)}
+        for key, value in counts.items():
+            self.stats[f"{phase}_{key}"] = self.stats.get(f"{phase}_{key}", 0) + value
+        return view
 
 
 def fit_budget(session: Session, view: StudentView, measure: PromptMeasure | None,

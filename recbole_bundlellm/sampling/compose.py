@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.data.sessions import Session, session_id_order
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.knowledge.extractor import (
     KnowledgeExtractor,
@@ -105,25 +105,7 @@ def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, 
         if difficulty is None and sampler.needs_difficulty and sessions:
             difficulty, source = _domain_difficulty(store, domain, sessions, extractors, fingerprints)
         chosen = select_sessions(sampler, sessions, ratio, seed, difficulty)
-        position = {sid: i for i, sid in enumerate(chosen)}
-        domain_ids = {s.session_id for s in sessions}
-        per_kind: dict[str, Any] = {}
-        for kind, extractor in extractors.items():
-            available = [r for r in store.records(kind, domain, fingerprint=fingerprints[kind], status="ok")
-                         if r.session_id in domain_ids]
-            # Selection order, then unit: never the store's write order, which depends on how
-            # the teacher's threads happened to finish.
-            used = sorted((r for r in available if r.session_id in position),
-                          key=lambda r: (position[r.session_id], r.unit))
-            items = extractor.aggregate(used, domain)
-            kset.items.extend(items)
-            per_kind[kind] = {
-                "fingerprint": fingerprints[kind],
-                "available": len(available),
-                "used": len(used),
-                "selected_without_record": len(set(chosen) - {r.session_id for r in used}),
-                "items": len(items),
-            }
+        per_kind = _aggregate_domain(kset, store, domain, sessions, chosen, extractors, fingerprints)
         kset.selection[domain] = {
             "sampler": sampler.name,
             "sampler_settings": settings_dict(sampler.settings),
@@ -135,6 +117,55 @@ def build_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, 
             "kinds": per_kind,
         }
     return kset
+
+
+def full_knowledge_set(store: KnowledgeStore, sessions_by_domain: Mapping[str, Sequence[Session]],
+                       extractors: Mapping[str, KnowledgeExtractor],
+                       fingerprints: Mapping[str, str]) -> KnowledgeSet:
+    """The knowledge set of every ``ok`` record of the given sessions (no sampler): what a
+    student uses with ``sampling: ~``. Sessions go to ``aggregate`` in session-id order; each
+    domain's ``selection`` says ``"sampler": None`` and ``"all_records": True``."""
+    missing = [kind for kind in extractors if kind not in fingerprints]
+    if missing:
+        raise ValueError(f"no fingerprint given for knowledge type(s) {', '.join(missing)}")
+    kset = KnowledgeSet(kinds=list(extractors), domains=list(sessions_by_domain))
+    for domain, sessions in sessions_by_domain.items():
+        chosen = [s.session_id for s in sorted(sessions, key=lambda s: session_id_order(s.session_id))]
+        per_kind = _aggregate_domain(kset, store, domain, sessions, chosen, extractors, fingerprints)
+        kset.selection[domain] = {
+            "sampler": None,
+            "all_records": True,
+            "n_sessions": len(sessions),
+            "session_ids": chosen,
+            "kinds": per_kind,
+        }
+    return kset
+
+
+def _aggregate_domain(kset: KnowledgeSet, store: KnowledgeStore, domain: str, sessions: Sequence[Session],
+                      chosen: Sequence[str], extractors: Mapping[str, KnowledgeExtractor],
+                      fingerprints: Mapping[str, str]) -> dict[str, Any]:
+    """Aggregate the ``ok`` records of the ``chosen`` sessions per kind into ``kset``; the counts per kind."""
+    position = {sid: i for i, sid in enumerate(chosen)}
+    domain_ids = {s.session_id for s in sessions}
+    per_kind: dict[str, Any] = {}
+    for kind, extractor in extractors.items():
+        available = [r for r in store.records(kind, domain, fingerprint=fingerprints[kind], status="ok")
+                     if r.session_id in domain_ids]
+        # Selection order, then unit: never the store's write order, which depends on how
+        # the teacher's threads happened to finish.
+        used = sorted((r for r in available if r.session_id in position),
+                      key=lambda r: (position[r.session_id], r.unit))
+        items = extractor.aggregate(used, domain)
+        kset.items.extend(items)
+        per_kind[kind] = {
+            "fingerprint": fingerprints[kind],
+            "available": len(available),
+            "used": len(used),
+            "selected_without_record": len(set(chosen) - {r.session_id for r in used}),
+            "items": len(items),
+        }
+    return per_kind
 
 
 def accumulate_domains(kind: str, store: KnowledgeStore, sessions_by_domain: Mapping[str, Sequence[Session]], *,
@@ -166,4 +197,4 @@ def write_knowledge_set(kset: KnowledgeSet, path: str | Path) -> Path:
 
 
 __all__ = ["DomainDifficulty", "accumulate_domains", "aggregate_formats", "build_knowledge_set",
-           "sampler_rng", "select_sessions", "write_knowledge_set"]
+           "full_knowledge_set", "sampler_rng", "select_sessions", "write_knowledge_set"]
