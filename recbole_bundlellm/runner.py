@@ -129,7 +129,11 @@ def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | Non
     fails, exactly what it held before (see :func:`staged_folder`)."""
     out = output_folder(config, output_dir)
     check_output_folder(out)
-    config["data_path"] = str(Path(config["data_path"]).resolve())
+    # The trainer works inside the run's folder (RecBole writes ./log_tensorboard): paths a model
+    # reads while fitting are made absolute first.
+    for key in ("data_path", "knowledge_dir", "adapter_path"):
+        if config[key]:
+            config[key] = str(Path(config[key]).resolve())
     check_prepared(config)
     with staged_folder(out) as stage:
         result, trainer = _fit_and_evaluate(config, stage, out)

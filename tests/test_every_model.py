@@ -13,6 +13,7 @@ from recbole_bundlellm.runner import run
 #: Per-model settings for a fast run on the tiny dataset; a model not listed runs on its defaults.
 FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
+    "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
 }
 
 
@@ -21,7 +22,7 @@ def _bundle_models() -> list[str]:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "Floor"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise"} <= set(_bundle_models())
 
 
 @pytest.mark.parametrize("model", _bundle_models())

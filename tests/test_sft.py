@@ -114,10 +114,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_llm_path, tmp_path, monk
     path = save_checkpoint(tmp_path / "last.safetensors", model, optimizer, TrainingProgress("fp", 1))
     before = path.read_bytes()
 
-    def full_disk(fd, data):
+    def full_disk(fd):  # a full disk reports ENOSPC when the written data reaches it
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(CheckpointError, match="disk is full.*previous checkpoint"):
         save_checkpoint(path, model, optimizer, TrainingProgress("fp", 2))
     monkeypatch.undo()

@@ -102,6 +102,7 @@ class BundleSFT(BundleLLM):
             "tokens": sum(len(e) for e in examples), "target_tokens": sum(len(e.target_ids) for e in examples),
         }
         if self.strategy is not None and self.config["knowledge_use"]:
+            # Their knowledge record failed or their session was not sampled.
             logger.info("%d of %d training sessions have no knowledge in their example and train on the raw session",
                         self.raw_training_sessions, len(examples))
         if cut:

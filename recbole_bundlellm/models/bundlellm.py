@@ -114,13 +114,13 @@ class BundleLLM(BundleGenerator):
             raise SettingsError(f"adaptation '{name}' does not train: run it with `model: BundleLLM`")
         return strategy
 
-    def load_knowledge(self) -> Any:
+    def load_knowledge(self, train_sessions: Sequence[Session]) -> Any:
         """The knowledge set the student uses (``knowledge_use``), or ``None`` for raw data."""
         if not self.config["knowledge_use"]:
             return None
         from recbole_bundlellm.adaptation.knowledge_source import load_student_knowledge
 
-        return load_student_knowledge(self.config)
+        return load_student_knowledge(self.config, train_sessions)
 
     def measure(self, session: Session, view: StudentView) -> int:
         """Tokens of the whole prompt of ``session`` seen through ``view``."""
@@ -128,9 +128,10 @@ class BundleLLM(BundleGenerator):
 
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         if self.strategy is not None:
-            knowledge = self.load_knowledge()
+            knowledge = self.load_knowledge(train_sessions)
             context = AdaptationContext(train_sessions, knowledge, measure=self.measure,
-                                        max_prompt_tokens=self.config["max_prompt_tokens"], seed=self.config["seed"])
+                                        max_prompt_tokens=self.config["max_prompt_tokens"], seed=self.config["seed"],
+                                        domain=str(self.config["dataset"]))
             self.strategy.prepare(context)
             if knowledge is not None:
                 self.run_info["knowledge"] = {"counts": knowledge.counts(), "domains": knowledge.domains}
@@ -173,6 +174,8 @@ class BundleLLM(BundleGenerator):
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
         self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
                                        for k, v in self.generator.stats.items()}
+        if self.strategy is not None:
+            self.run_info["views"] = dict(self.strategy.stats)
         prefix = self.style.answer_prefix
         out = []
         for session, view, answers in zip(sessions, views, texts):
