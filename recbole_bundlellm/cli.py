@@ -165,6 +165,10 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         overrides["eval_max_sessions"] = None
     result = run_config(args.config, overrides, model=args.model, dataset=args.dataset,
                         output_dir=args.output_dir, host=_host(args, [args.config], overrides))
+    from recbole_bundlellm.distributed import launched_rank
+
+    if launched_rank() != 0:  # under torchrun every process has the same results: rank 0 shows them
+        return 0
     print(format_results([result]), end="")
     _warn_truncated_prompts([result])
     print(f"outputs: {result.output_dir}")

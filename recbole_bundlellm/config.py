@@ -24,6 +24,7 @@ import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.config import Config
 
 from recbole_bundlellm.adaptation.knowledge_source import knowledge_use
+from recbole_bundlellm.distributed import init_distributed, torchrun_settings
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.plugins import PluginHost, disabled_from_config
@@ -349,6 +350,24 @@ class BundleConfig(Config):
 
     def _load_cmd_line(self) -> dict[str, Any]:
         return {}
+
+    def _init_device(self) -> None:
+        """RecBole's, but a distributed run (``local_rank`` set, or filled in from torchrun's
+        environment) runs on the CPU with gloo where there is no GPU or ``use_gpu`` is False
+        (RecBole's assumes NCCL and CUDA); see :func:`~recbole_bundlellm.distributed.init_distributed`."""
+        final = self.final_config_dict
+        from_torchrun = False
+        if "local_rank" not in final:
+            launched = torchrun_settings()
+            if launched is None:
+                super()._init_device()  # one process: RecBole's device choice as is
+                return
+            final.update(launched)
+            from_torchrun = True
+        gpu_id = final["gpu_id"]
+        final["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        # Under torchrun RecBole's default gpu_id '0' would hide every GPU but the first.
+        init_distributed(final, gpu_id_given=not from_torchrun or "gpu_id" in self.external_config_dict)
 
     def _load_internal_config_dict(self, model, model_class, dataset):  # type: ignore[no-untyped-def]
         super()._load_internal_config_dict(model, model_class, dataset)

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,10 +27,11 @@ from recbole.utils import init_seed
 from recbole_bundlellm.compat import trusted_torch_load
 from recbole_bundlellm.config import BundleConfig, load_yaml_files, redact_command, redact_secrets
 from recbole_bundlellm.data import check_prepared
+from recbole_bundlellm.distributed import barrier
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.plugins import PluginHost
-from recbole_bundlellm.sft_trainer import RunFolders
+from recbole_bundlellm.sft_trainer import RunFolders, rank_and_world
 
 
 class RunError(BundleLLMError, ValueError):
@@ -84,9 +86,26 @@ def run(
     """Run one model on one dataset and write its outputs; returns the test metrics.
 
     ``host``: the plugin host to use (default: one built from the configuration and environment).
+    Under ``torchrun`` every process runs this; only rank 0 writes (see :func:`run_with_config`).
     """
-    config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}), host=host)
-    return run_with_config(config, output_dir=output_dir)
+    with _process_group_of_this_run():
+        config = BundleConfig(model, dataset, list(config_files), dict(config_dict or {}), host=host)
+        return run_with_config(config, output_dir=output_dir)
+
+
+@contextlib.contextmanager
+def _process_group_of_this_run() -> Iterator[None]:
+    """Destroy, when the block ends, the process group that a config built in it started (a
+    distributed run's, see :mod:`recbole_bundlellm.distributed`); one started before is kept."""
+    import torch
+
+    dist = torch.distributed
+    started_before = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not started_before and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def resolve_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None, *,
@@ -109,8 +128,9 @@ def run_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, A
                output_dir: str | os.PathLike | None = None, host: PluginHost | None = None) -> RunResult:
     """:func:`run` with the model and dataset taken from the files and overrides, as the CLI does
     (see :func:`resolve_config`)."""
-    config = resolve_config(config_files, overrides, model=model, dataset=dataset, host=host)
-    return run_with_config(config, output_dir=output_dir)
+    with _process_group_of_this_run():
+        config = resolve_config(config_files, overrides, model=model, dataset=dataset, host=host)
+        return run_with_config(config, output_dir=output_dir)
 
 
 def run_name_of(config: BundleConfig) -> str:
@@ -126,7 +146,12 @@ def output_folder(config: BundleConfig, output_dir: str | os.PathLike | None = N
 
 def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | None = None) -> RunResult:
     """Run a resolved configuration; its folder ends up holding this run whole, or, if the run
-    fails, exactly what it held before (see :func:`staged_folder`)."""
+    fails, exactly what it held before (see :func:`staged_folder`).
+
+    In a distributed run (torchrun) every process fits and evaluates (training averages their
+    gradients), but only rank 0 writes the folder: the others work in a temporary folder that is
+    discarded, and only read the resumable training state beside ``out``.
+    """
     out = output_folder(config, output_dir)
     check_output_folder(out)
     # The trainer works inside the run's folder (RecBole writes ./log_tensorboard): paths a model
@@ -135,14 +160,34 @@ def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | Non
         if config[key]:
             config[key] = str(Path(config[key]).resolve())
     check_prepared(config)
+    rank, world = rank_and_world()
+    if world > 1 and not config.spec.is_bundle_model:
+        # RecBole's trainers save the best epoch on local rank 0 only and reload it on every rank.
+        raise RunError(f"{config.spec.name} is RecBole's own model: run it in one process (torchrun is "
+                       "for the bundle models, e.g. BundleSFT)")
+    if rank != 0:
+        return _run_as_helper(config, out, rank)
     with staged_folder(out) as stage:
         result, trainer = _fit_and_evaluate(config, stage, out)
+        barrier()  # the other processes are done reading <out>.training before it goes
         # The checkpoints are in `out` once the stage is moved there.
         config["checkpoint_dir"] = str(out / "checkpoints")
         write_outputs(result, config, trainer, folder=stage)
     # The run is whole in `out` (its adapter included): the resumable training state is done with.
     shutil.rmtree(RunFolders(out, out).training, ignore_errors=True)
     config.host.notify("run_finished", result=result)
+    return result
+
+
+def _run_as_helper(config: BundleConfig, out: Path, rank: int) -> RunResult:
+    """A process other than rank 0: the same fit and evaluation, its files discarded.
+
+    Its stage is a temporary folder away from ``out``, so it never takes part in what
+    :func:`staged_folder` sweeps, renames or deletes there.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"{out.name}.rank{rank}-") as tmp:
+        result, _ = _fit_and_evaluate(config, Path(tmp), out)
+        barrier()  # rank 0 removes <out>.training once every process is done with it
     return result
 
 

@@ -127,6 +127,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
         last = self.work_dir / LAST
         if last.is_file():
             self.resume_checkpoint(last)
+        self._sync_from_rank0()
         result = super().fit(train_data, valid_data if self.eval_step > 0 else None, verbose=verbose,
                              saved=saved, show_progress=show_progress, callback_fn=callback_fn)
         self._load_best()
@@ -255,13 +256,26 @@ class SFTTrainer(BundleEvaluation, Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
 
+    def _sync_from_rank0(self) -> None:
+        """Start every process from rank 0's trained tensors, as DistributedDataParallel does: one
+        seed gives one LoRA init only where every device computes alike, and rank 0 may already
+        have rewritten the checkpoint that the others resumed from."""
+        if rank_and_world()[1] > 1:
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    torch.distributed.broadcast(p.data, src=0)
+
     def _save_last(self, epoch: int, step_in_epoch: int) -> None:
+        if not self._is_writer():  # rank 0 alone owns the resumable state
+            return
         best = None if not math.isfinite(self.best_valid_score) else float(self.best_valid_score)
         progress = TrainingProgress(self.fingerprint, epoch, step_in_epoch, self.global_step, best, self.cur_step,
                                     extra={"epoch_stats": self.epoch_stats})
         save_checkpoint(self.work_dir / LAST, self.model, self.optimizer, progress)
 
     def _load_best(self, model_file: str | None = None) -> None:
+        if rank_and_world()[1] > 1:
+            torch.distributed.barrier()  # rank 0 may still be writing the best epoch's file
         path = Path(model_file) if model_file else (self.work_dir / BEST if self.fingerprint else None)
         if path is not None and path.is_file():
             from safetensors.torch import load_file

@@ -69,7 +69,14 @@ class BundleTrainer(BundleEvaluation, AbstractTrainer):
     train weights (Freq, the floors, prompted LLMs, Pairwise's own fit)."""
 
     def __init__(self, config: Any, model: BundleGenerator) -> None:
-        super().__init__(config, model)
+        # Under torchrun RecBole would wrap the model in DistributedDataParallel, which refuses a
+        # model with nothing to train (and CPU modules); these models train nothing to average.
+        single = config["single_spec"]
+        config["single_spec"] = True
+        try:
+            super().__init__(config, model)
+        finally:
+            config["single_spec"] = single
         self.logger = getLogger()
         self.evaluator = Evaluator(config)
         self._init_evaluation()
