@@ -55,6 +55,10 @@ class BundleSFT(BundleLLM):
         super().__init__(config, dataset)
         loaded = self.loaded_llm.loaded
         self.base = BaseModelId(str(loaded.path), model_content_hash(loaded.path))
+        limit = config["max_seq_tokens"]
+        if self.context_tokens is not None and (limit is None or limit > self.context_tokens):
+            raise SettingsError(f"max_seq_tokens={limit} exceeds the model's context of {self.context_tokens} tokens; "
+                                f"set max_seq_tokens to {self.context_tokens} or less")
         self.full_finetune = bool(config["full_finetune"])
         if self.full_finetune:
             loaded.model.requires_grad_(True)

@@ -64,6 +64,7 @@ class BundleLLM(BundleGenerator):
         if self.strategy is not None:
             self.run_info["adaptation"] = self.strategy.name
         self.tokenizer = loaded.tokenizer
+        self.context_tokens = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0) or None
         self.generator = BatchGenerator(
             self.student,
             loaded.tokenizer,
@@ -74,13 +75,26 @@ class BundleLLM(BundleGenerator):
                 temperature=config["temperature"],
                 top_p=config["top_p"],
                 seed=config["seed"],
-                max_prompt_tokens=config["max_prompt_tokens"],
+                max_prompt_tokens=self._prompt_limit(config),
                 stop_strings=tuple(config["stop_strings"] or ()),
             ),
         )
         self.examples: NearestSessions | None = None
 
     # ------------------------------------------------------------------ the LLM
+
+    def _prompt_limit(self, config: Any) -> int | None:
+        """``max_prompt_tokens``, never more than the model's context leaves after the answer: a
+        longer prompt is cut from the left (warned and counted) instead of failing deep inside
+        the model."""
+        limit = config["max_prompt_tokens"]
+        if self.context_tokens is None:
+            return limit
+        room = self.context_tokens - config["max_new_tokens"]
+        if room < 1:
+            raise SettingsError(f"max_new_tokens={config['max_new_tokens']} leaves no room for a prompt in the "
+                                f"model's context of {self.context_tokens} tokens; lower max_new_tokens")
+        return room if limit is None else min(limit, room)
 
     def _load(self, config: Any) -> LoadedLLM:
         # "auto" follows RecBole's own device choice, so `use_gpu: False` keeps the LLM on the CPU too.
@@ -130,7 +144,7 @@ class BundleLLM(BundleGenerator):
         if self.strategy is not None:
             knowledge = self.load_knowledge(train_sessions)
             context = AdaptationContext(train_sessions, knowledge, measure=self.measure,
-                                        max_prompt_tokens=self.config["max_prompt_tokens"], seed=self.config["seed"],
+                                        max_prompt_tokens=self.generator.config.max_prompt_tokens, seed=self.config["seed"],
                                         domain=str(self.config["dataset"]))
             self.strategy.prepare(context)
             if knowledge is not None:

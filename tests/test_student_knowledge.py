@@ -1,0 +1,113 @@
+"""The student with distilled knowledge, end to end on the tiny data: icl prompts carry each
+knowledge type within the token budget; sft and icl_sft train on knowledge-augmented examples;
+knowledge that is missing or misused is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recbole_bundlellm.adaptation import EXAMPLE, Retrieved, StudentView, fit_budget
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.errors import BundleLLMError
+from recbole_bundlellm.generation.prompt import PromptStyle, answer_text, view_messages
+from recbole_bundlellm.runner import run
+
+EXAMPLE_SESSION = Session("7", ("a", "b", "c"), ("phone case", "charger cable", "shirt"), ("Cases", "Cables", "Shirts"),
+                          (frozenset({"a", "b"}),))
+SESSION = Session("9", ("x", "y"), ("phone case", "charger"), ("Cases", "Cables"))
+
+
+def _full_view() -> StudentView:
+    return StudentView((
+        Retrieved("patterns", "Products of the categories 'Cables' and 'Cases' are often bought together.", 0.9),
+        Retrieved("rules", "A phone and its case form a bundle.", 0.6),
+        Retrieved(EXAMPLE, "", 1.0, EXAMPLE_SESSION),
+        Retrieved("thoughts", "The case and the cable serve one phone.", 0.5, EXAMPLE_SESSION),
+    ))
+
+
+@pytest.mark.parametrize("fmt", ["aicl", "compact"])
+def test_the_icl_prompt_carries_each_knowledge_type(fmt):
+    messages = view_messages(SESSION, _full_view(), PromptStyle(fmt, 6, show_categories=True))
+    text = "\n".join(m["content"] for m in messages)
+    assert "often bought together" in text and "A phone and its case" in text  # patterns, rules
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]  # the example, solved
+    assert messages[2]["content"].startswith("Reasoning: The case and the cable serve one phone.")
+    assert messages[-1]["content"].count("Frequent patterns:") == 1 and "Rules:" in messages[-1]["content"]
+    if fmt == "compact":
+        assert "1. [Cases] phone case" in messages[-1]["content"] and messages[2]["content"].endswith("[[1, 2]]")
+
+
+def test_the_token_budget_drops_the_least_relevant_items_first(tiny_llm_path):
+    from recbole_bundlellm.generation.generator import BatchGenerator
+    from recbole_bundlellm.llm import load_llm
+
+    loaded = load_llm(str(tiny_llm_path), device="cpu", dtype="float32")
+    generator = BatchGenerator(loaded.model, loaded.tokenizer)
+    style = PromptStyle("compact", 6, True)
+
+    def measure(session, view):
+        return len(generator.prompt_ids(view_messages(session, view, style)))
+
+    full = measure(SESSION, _full_view())
+    bare = measure(SESSION, StudentView())
+    view, dropped = fit_budget(SESSION, _full_view(), measure, full - 1)
+    assert dropped == 1 and measure(SESSION, view) <= full - 1
+    assert [r.kind for r in view.items] == ["patterns", "rules", EXAMPLE]  # the thought (0.5) went first
+    view, dropped = fit_budget(SESSION, _full_view(), measure, bare)
+    assert view.items == () and measure(SESSION, view) == bare  # everything but the session itself
+
+
+def test_a_reasoning_target_is_parsed_after_its_answer_mark():
+    from recbole_bundlellm.generation.parser import parse_bundles
+
+    text = answer_text(EXAMPLE_SESSION, PromptStyle("compact"), "products 1, 2 and 3 are all electronics")
+    assert text.endswith("Answer: [[1, 2]]") and parse_bundles(text, 3).bundles == [(0, 1)]
+
+
+@pytest.fixture
+def store(tiny_data, tmp_path) -> dict:
+    from recbole_bundlellm.distill import distill
+
+    keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"), "patterns": {"min_count": 1}}
+    distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})
+    return keys
+
+
+def test_icl_and_icl_sft_use_the_patterns_of_the_store(store, tiny_llm_path):
+    common = {**store, "llm_model": str(tiny_llm_path), "knowledge_use": ["patterns"], "max_new_tokens": 6,
+              "prompt_format": "compact", "icl": {"examples": 2}}
+    icl = run("BundleLLM", "clothing", config_dict={**common, "adaptation": "icl"}, output_dir="icl")
+    assert icl.info["knowledge"]["counts"]["patterns"] > 0
+    records = [json.loads(line) for line in Path("icl/predictions.jsonl").read_text().splitlines()]
+    assert all(len(r["example_sessions"]) == 2 for r in records)
+    assert any(r.get("knowledge", {}).get("patterns") for r in records)
+    both = run("BundleSFT", "clothing", output_dir="icl_sft",
+               config_dict={**common, "adaptation": "icl_sft", "epochs": 1, "train_batch_size": 4})
+    data = both.info["training"]
+    assert data["sessions"] > 0 and data["raw_sessions"] < data["sessions"]
+    assert "train on the raw session" in Path("icl_sft/run.log").read_text()
+
+
+def test_thoughts_that_were_never_distilled_are_a_clear_error(store, tiny_llm_path):
+    with pytest.raises(BundleLLMError, match="thoughts"):
+        run("BundleSFT", "clothing", output_dir="t", config_dict={
+            **store, "llm_model": str(tiny_llm_path), "knowledge_use": ["thoughts"], "epochs": 1})
+
+
+def test_a_missing_store_says_how_to_make_one(tiny_data, tiny_llm_path, tmp_path):
+    with pytest.raises(BundleLLMError, match="bundlellm distill"):
+        run("BundleLLM", "clothing", output_dir="m", config_dict={
+            "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "adaptation": "icl",
+            "knowledge_use": ["patterns"], "knowledge_dir": str(tmp_path / "nowhere")})
+
+
+@pytest.mark.parametrize(("model", "adaptation", "hint"), [("BundleLLM", "sft", "model: BundleSFT"),
+                                                           ("BundleSFT", "icl", "model: BundleLLM")])
+def test_a_strategy_on_the_wrong_model_says_which_model(tiny_data, tiny_llm_path, model, adaptation, hint):
+    with pytest.raises(BundleLLMError, match=hint):
+        run(model, "clothing", output_dir="w", config_dict={
+            "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "adaptation": adaptation})
