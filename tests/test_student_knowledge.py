@@ -111,3 +111,27 @@ def test_a_strategy_on_the_wrong_model_says_which_model(tiny_data, tiny_llm_path
     with pytest.raises(BundleLLMError, match=hint):
         run(model, "clothing", output_dir="w", config_dict={
             "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "adaptation": adaptation})
+
+
+def test_the_tags_format_round_trips_the_ground_truth():
+    from recbole_bundlellm.generation.parser import parse_answer
+    from recbole_bundlellm.generation.prompt import tags_answer
+
+    session = Session("1", tuple("abcdef"), ("t",) * 6, (), (frozenset("be"), frozenset("acd")))
+    assert tags_answer(session) == "1:A 2:B 3:A 4:A 5:B 6:-"
+    parsed = parse_answer(tags_answer(session), 6, "tags")
+    assert parsed.bundles == [(0, 2, 3), (1, 4)]
+    # A product in two bundles keeps its first; a bundle left with one product is no bundle.
+    overlap = Session("2", tuple("abcde"), ("t",) * 5, (), (frozenset("bd"), frozenset("ac"), frozenset("ae")))
+    assert tags_answer(overlap) == "1:A 2:B 3:A 4:B 5:-"
+    messages = view_messages(session, StudentView(), PromptStyle("tags", 6, True))
+    assert "its bundle (A, B, ...) or - for none" in messages[-1]["content"]
+
+
+def test_a_tags_answer_is_read_after_its_reasoning_and_bad_numbers_are_counted():
+    from recbole_bundlellm.generation.parser import parse_tags
+
+    parsed = parse_tags("Reasoning: 1:A 3:A look alike. Answer: 1:A 2:A 3:- 9:B 2:B", 3)
+    assert parsed.bundles == [(0, 1)] and parsed.dropped_out_of_range == 1 and parsed.dropped_duplicates == 1
+    assert parse_tags("I cannot tell", 3).failed
+    assert parse_tags("1:- 2:- 3:-", 3).reason == "no bundle with >= 2 products"

@@ -260,3 +260,43 @@ def parse_bundles(text: str, n_items: int) -> ParseResult:
     if raw is None:
         return ParseResult(failed=True, reason="no JSON/dict found")
     return _finalize(raw, n_items)
+
+
+_TAG_RE = re.compile(r"(\d{1,3})\s*:\s*([A-Za-z]|-)")
+
+
+def parse_tags(text: str, n_items: int) -> ParseResult:
+    """Parse a tags answer (``1:A 2:A 3:- 4:B``): products sharing a letter form a bundle.
+
+    Only what follows the last answer mark is read (a reasoning answer). A product labelled twice
+    keeps its first label; numbers outside the session are dropped and counted.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return ParseResult(failed=True, reason="empty answer")
+    mark = text.rfind(ANSWER_MARK)
+    if mark >= 0:
+        text = text[mark + len(ANSWER_MARK):]
+    labels: dict[int, str] = {}
+    out_of_range = duplicates = 0
+    for number, label in _TAG_RE.findall(text[:MAX_CHARS]):
+        position = int(number) - 1
+        if not 0 <= position < n_items:
+            out_of_range += 1
+        elif position in labels:
+            duplicates += 1
+        elif label != "-":
+            labels[position] = label.upper()
+    if not labels and not _TAG_RE.search(text[:MAX_CHARS]):
+        return ParseResult(failed=True, reason="no product labels found")
+    groups: dict[str, list[int]] = {}
+    for position, label in sorted(labels.items()):
+        groups.setdefault(label, []).append(position)
+    result = _finalize([[p + 1 for p in g] for g in groups.values()], n_items)  # _finalize reads 1-based numbers
+    result.dropped_out_of_range += out_of_range
+    result.dropped_duplicates += duplicates
+    return result
+
+
+def parse_answer(text: str, n_items: int, answer_format: str = "aicl") -> ParseResult:
+    """Parse an answer in the given prompt format (``tags``, or the dict/list formats)."""
+    return parse_tags(text, n_items) if answer_format == "tags" else parse_bundles(text, n_items)

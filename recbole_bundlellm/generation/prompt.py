@@ -14,8 +14,14 @@ from recbole_bundlellm.generation.parser import ANSWER_MARK
 PROMPT_VERSION = "aicl-v1"
 #: ``aicl``: the AICL dict format; ``compact``: numbered lines in, ``[[1, 3], [2, 4]]`` out (about half
 #: the tokens, which a fine-tuned student learns faster and trains on sooner).
-PROMPT_FORMATS = ("aicl", "compact")
+#: ``tags``: numbered lines in, one label per product out (``1:A 2:A 3:- 4:B``): a decision per product,
+#: next to its number, instead of a list whose easiest continuation is the next number.
+PROMPT_FORMATS = ("aicl", "compact", "tags")
 COMPACT_VERSION = "compact-v1"
+TAGS_VERSION = "tags-v1"
+#: Bundle labels of the tags format, in order of each bundle's first product; "-" is no bundle.
+TAG_LABELS = "ABCDEFGHIJ"
+NO_BUNDLE = "-"
 
 SYSTEM = (
     "You are an expert shopping assistant. A bundle is a set of at least two products from "
@@ -86,6 +92,7 @@ def build_messages(
 # Short on purpose: every training example carries them, and prompt tokens are most of the training time.
 COMPACT_SYSTEM = "Find the bundles: products bought together for one intent."
 COMPACT_TASK = "Bundles as lists of product numbers, e.g. [[1, 3], [2, 4]]:"
+TAGS_TASK = "For each product, its bundle (A, B, ...) or - for none, e.g. 1:A 2:B 3:A 4:- 5:B"
 _KIND_TITLES = {"patterns": "Frequent patterns", "rules": "Rules", "thoughts": "Reasoning"}
 
 
@@ -101,7 +108,7 @@ class PromptStyle:
 
     @property
     def version(self) -> str:
-        return PROMPT_VERSION if self.format == "aicl" else COMPACT_VERSION
+        return {"aicl": PROMPT_VERSION, "compact": COMPACT_VERSION, "tags": TAGS_VERSION}[self.format]
 
 
 def _product_line(session: Session, i: int, style: PromptStyle) -> str:
@@ -115,6 +122,34 @@ def compact_answer(session: Session) -> str:
     """The ground-truth bundles as ``[[1, 3], [2, 4]]`` (1-based positions, session order)."""
     position = session.positions
     return repr([[position[i] + 1 for i in session.in_session_order(b)] for b in session.bundles])
+
+
+def tags_answer(session: Session) -> str:
+    """The ground truth as one label per product, letters in order of first use: ``1:A 2:- 3:A``.
+
+    A product in two bundles (14% of Electronic's training sessions have one) takes its first
+    bundle's label; a bundle left with a single labelled product is written as ``-``, since a
+    one-product "bundle" is no answer.
+    """
+    bundle_of: dict[str, int] = {}
+    firsts = sorted(session.bundles, key=lambda b: min(session.positions[i] for i in b))
+    for k, bundle in enumerate(firsts):
+        for item in bundle:
+            bundle_of.setdefault(item, k)
+    sizes: dict[int, int] = {}
+    for item in session.item_ids:
+        if item in bundle_of:
+            sizes[bundle_of[item]] = sizes.get(bundle_of[item], 0) + 1
+    letters: dict[int, str] = {}
+    tags = []
+    for i, item in enumerate(session.item_ids):
+        k = bundle_of.get(item)
+        if k is None or sizes[k] < 2 or len(letters) >= len(TAG_LABELS) and k not in letters:
+            tags.append(f"{i + 1}:{NO_BUNDLE}")
+            continue
+        letters.setdefault(k, TAG_LABELS[len(letters)])
+        tags.append(f"{i + 1}:{letters[k]}")
+    return " ".join(tags)
 
 
 def knowledge_block(view: StudentView) -> str:
@@ -135,12 +170,12 @@ def _user_text(session: Session, style: PromptStyle, knowledge: str) -> str:
     if style.format == "aicl":
         return f"Products in the session: {products_dict(session, style.max_title_words)}\n{extra}{TASK}"
     products = "\n".join(_product_line(session, i, style) for i in range(len(session)))
-    return f"Products:\n{products}\n{extra}{COMPACT_TASK}"
+    return f"Products:\n{products}\n{extra}{COMPACT_TASK if style.format == 'compact' else TAGS_TASK}"
 
 
 def answer_text(session: Session, style: PromptStyle, reasoning: str | None = None) -> str:
     """What the student should answer for a labelled session (with its reasoning first, if any)."""
-    answer = answer_dict(session) if style.format == "aicl" else compact_answer(session)
+    answer = {"aicl": answer_dict, "compact": compact_answer, "tags": tags_answer}[style.format](session)
     return f"Reasoning: {reasoning.strip()}\n{ANSWER_MARK} {answer}" if reasoning else answer
 
 

@@ -17,7 +17,7 @@ from recbole_bundlellm.adaptation import AdaptationContext, AdaptationStrategy, 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.generation.generator import BatchGenerator, GenerationConfig
-from recbole_bundlellm.generation.parser import parse_bundles
+from recbole_bundlellm.generation.parser import parse_answer
 from recbole_bundlellm.generation.prompt import PROMPT_FORMATS, PromptStyle, build_messages, view_messages
 from recbole_bundlellm.llm import LoadedLLM, load_llm
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
@@ -194,7 +194,7 @@ class BundleLLM(BundleGenerator):
         out = []
         for session, view, answers in zip(sessions, views, texts):
             text = prefix + answers[0]
-            parsed = parse_bundles(text, len(session))
+            parsed = parse_answer(text, len(session), self.style.format)
             details: dict[str, Any] = {
                 "dropped_out_of_range": parsed.dropped_out_of_range,
                 "dropped_duplicates": parsed.dropped_duplicates,
