@@ -211,3 +211,20 @@ def test_models_sharing_the_llm_never_see_each_others_adapters(tiny_data, tiny_l
     assert not any("lora_" in n for n, _ in shared.named_parameters())
     assert not any(p.requires_grad for p in shared.parameters()) and not shared.training
     assert run("BundleLLM", "clothing", config_dict=common, output_dir="b").test_result == before
+
+
+@pytest.mark.slow
+def test_the_real_embedded_student_trains_a_few_steps(tiny_data):
+    """SmolLM2-135M-Instruct with LoRA: a few real steps on the tiny sessions, loss going down,
+    an adapter that loads with peft, answers parsed from the tags format."""
+    overrides = {"data_path": str(tiny_data), "adaptation": "sft", "prompt_format": "tags", "epochs": 2,
+                 "train_batch_size": 3, "learning_rate": 0.002, "eval_step": 0, "max_new_tokens": 24,
+                 "lora_rank": 4}
+    result = run("BundleSFT", "clothing", config_dict=overrides, output_dir="out")
+    epochs = result.info["training"]["epochs"]
+    assert epochs[-1]["mean_loss"] < epochs[0]["mean_loss"]
+    assert result.info["source"] == "embedded" and result.info["parameters"]["trainable"] > 0
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained("out/adapter").r == 4
+    assert result.test_result["failurerate"] < 1.0  # the trained student answers in the format

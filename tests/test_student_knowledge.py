@@ -135,3 +135,11 @@ def test_a_tags_answer_is_read_after_its_reasoning_and_bad_numbers_are_counted()
     assert parsed.bundles == [(0, 1)] and parsed.dropped_out_of_range == 1 and parsed.dropped_duplicates == 1
     assert parse_tags("I cannot tell", 3).failed
     assert parse_tags("1:- 2:- 3:-", 3).reason == "no bundle with >= 2 products"
+
+
+def test_icl_retrieves_by_the_students_own_embeddings(tiny_data, tiny_llm_path):
+    result = run("BundleLLM", "clothing", output_dir="emb", config_dict={
+        "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "adaptation": "icl", "max_new_tokens": 4,
+        "icl": {"examples": 1, "retrieval": "embedding"}})
+    records = [json.loads(line) for line in Path("emb/predictions.jsonl").read_text().splitlines()]
+    assert result.info["adaptation"] == "icl" and all(len(r["example_sessions"]) == 1 for r in records)

@@ -140,12 +140,27 @@ class BundleLLM(BundleGenerator):
         """Tokens of the whole prompt of ``session`` seen through ``view``."""
         return len(self.generator.prompt_ids(view_messages(session, view, self.style)))
 
+    def embed(self, texts: Sequence[str]) -> Any:
+        """Mean-pooled last hidden states of the student (retrieval by the student's own embeddings)."""
+        import torch
+
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 16):
+                batch = self.tokenizer(list(texts[start:start + 16]), return_tensors="pt", padding=True,
+                                       truncation=True, max_length=256)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                hidden = self.student(**batch, output_hidden_states=True).hidden_states[-1]
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu())
+        return torch.cat(rows).numpy() if rows else None
+
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         if self.strategy is not None:
             knowledge = self.load_knowledge(train_sessions)
             context = AdaptationContext(train_sessions, knowledge, measure=self.measure,
                                         max_prompt_tokens=self.generator.config.max_prompt_tokens, seed=self.config["seed"],
-                                        domain=str(self.config["dataset"]))
+                                        embed=self.embed, domain=str(self.config["dataset"]))
             self.strategy.prepare(context)
             if knowledge is not None:
                 self.run_info["knowledge"] = {"counts": knowledge.counts(), "domains": knowledge.domains}
