@@ -13,6 +13,14 @@ from typing import Any
 
 DEFAULT_DATA = "dataset"
 
+#: The epilog of the commands that take config overrides.
+OVERRIDES_HELP = """\
+config overrides:
+  Any config key can be set after the options as --key=value (the value is read as YAML), e.g.
+    --eval_max_sessions=20 --metrics='[ExactF1, BestJaccard]' --teacher='{base_url: http://127.0.0.1:8088/v1}'
+  Overrides win over the -c files. A settings block (teacher, sampling, each plugin component's key)
+  is merged key by key with the files' block; other keys replace the files' value."""
+
 
 def _add_data_commands(sub: Any) -> None:
     data = sub.add_parser("data", help="prepare or download the bundle datasets")
@@ -36,17 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bundlellm", description=__doc__)
     parser.add_argument("--strict", action="store_true",
                         help="a plugin that fails to load is an error (also: BUNDLELLM_STRICT_PLUGINS=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help="full tracebacks: of a plugin that fails to load (also in `bundlellm plugins`) "
+                             "and of an error (also: BUNDLELLM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
 
-    run = sub.add_parser("run", help="run one model on one dataset (RecBole config files and overrides)")
+    run = sub.add_parser("run", help="run one model on one dataset (RecBole config files and --key=value overrides)",
+                         epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
     run.add_argument("--model", help="model name (overrides the config's `model`)")
     run.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
     run.add_argument("--full", action="store_true", help="evaluate every test session (eval_max_sessions: ~)")
     run.add_argument("--output-dir", help="where to write config, metrics and predictions")
 
-    cmp_ = sub.add_parser("compare", help="run several configs and print one comparison table")
+    cmp_ = sub.add_parser("compare", help="run several configs and print one comparison table",
+                          epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmp_.add_argument("configs", nargs="+", help="one YAML config file per run")
     cmp_.add_argument("--floors", action="store_true", help="add the four label-free floors to the table")
     cmp_.add_argument("--full", action="store_true", help="evaluate every test session")
@@ -58,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_knowledge_commands(sub: Any) -> None:
-    dist = sub.add_parser("distill", help="extract knowledge from the training sessions (teacher, store, sampling)")
+    dist = sub.add_parser("distill", help="extract knowledge from the training sessions (teacher, store, sampling)",
+                          epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     dist.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
     dist.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
     dist.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -205,13 +219,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bundlellm`` command; user errors print one line and exit 2, Ctrl-C
     prints one line and exits 130 (128 + SIGINT, as shells do)."""
     from recbole_bundlellm.errors import BundleLLMError
+    from recbole_bundlellm.plugins import DEBUG_ENV, debug_enabled
 
     args = None
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+        if args.debug:
+            os.environ[DEBUG_ENV] = "1"  # the plugin host reads it (tracebacks of failed plugins)
         return _dispatch(parser, args, extra)
-    except BundleLLMError as exc:  # the user's to fix: one line, no traceback
+    except BundleLLMError as exc:  # the user's to fix: one line, no traceback (unless --debug)
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         print(f"error: {exc if not isinstance(exc, KeyError) else exc.args[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
@@ -279,9 +300,9 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
     if args.command == "models":
         return _models(args)
     if args.command == "plugins":
-        from recbole_bundlellm.plugins import format_statuses
+        from recbole_bundlellm.plugins import debug_enabled, format_statuses
 
-        print(format_statuses(_host(args)))
+        print(format_statuses(_host(args), tracebacks=debug_enabled()))
         return 0
     if args.command == "knowledge":
         return _knowledge(args)

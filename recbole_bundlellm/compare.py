@@ -72,14 +72,16 @@ def check_distinct_runs(config_files: Sequence[str | os.PathLike], configs: Sequ
 
 def format_results(results: Sequence[RunResult]) -> str:
     """The bundle metrics table (with time per session), then one line per non-bundle run."""
-    from recbole_bundlellm.evaluation.bundle_metrics import format_table
+    from recbole_bundlellm.evaluation.bundle_metrics import METRIC_KEYS, format_table
     from recbole_bundlellm.evaluation.recbole_metrics import summary_keys
 
     bundle_rows = {r.run_name: summary_keys(r.test_result) for r in results if "exactf1" in r.test_result}
     other = [r for r in results if "exactf1" not in r.test_result]
+    # A plugin's metric is a column too (after the built-in ones, in the order the runs report them).
+    extra = list(dict.fromkeys(k for row in bundle_rows.values() for k in row if k not in METRIC_KEYS))
     text = ""
     if bundle_rows:
-        text += format_table(bundle_rows) + "\n"
+        text += format_table(bundle_rows, (*METRIC_KEYS, *extra)) + "\n"
         timing = [f"{r.run_name}: {r.timing.get('seconds_per_session', 0):.3f} s/session over "
                   f"{r.timing.get('eval_sessions', 0)} sessions" for r in results if r.run_name in bundle_rows]
         text += "\n".join(timing) + "\n"

@@ -299,13 +299,29 @@ def redact_command(argv: Sequence[str]) -> str:
     return " ".join(_redact_argument(str(arg)) for arg in argv)
 
 
-def check_keys(given: Iterable[str], known: Iterable[str], where: str) -> None:
-    """Raise :class:`ConfigKeyError` for the first unknown key, suggesting the closest one."""
+def check_keys(given: Iterable[str], known: Iterable[str], where: str, host: PluginHost | None = None) -> None:
+    """Raise :class:`ConfigKeyError` for the first unknown key, suggesting the closest one, or,
+    when it is the settings key of a plugin that ``host`` has disabled, saying so."""
     known = set(known)
     for key in given:
         if key in known or _ALIAS_KEY.match(key):
             continue
+        owner = host.disabled_owner(key) if host is not None else None
+        if owner is not None:
+            raise ConfigKeyError(f"config key '{key}' in {where} is the settings key of plugin '{owner}', which "
+                                 "is disabled (disable_plugins / $BUNDLELLM_DISABLE_PLUGINS); enable the plugin "
+                                 "or remove the key")
         raise ConfigKeyError(f"unknown config key '{key}' in {where}{did_you_mean(key, known)}")
+
+
+def check_metrics(values: Mapping[str, Any], host: PluginHost) -> None:
+    """Every name of ``metrics`` and ``valid_metric`` is a RecBole metric or one of ``host``'s
+    plugins' (RecBole's own check ends in a bare ``NotImplementedError``)."""
+    metrics = values.get("metrics") or []
+    for name in [metrics] if isinstance(metrics, str) else metrics:
+        host.check_metric(str(name))
+    if values.get("valid_metric"):
+        host.check_metric(str(values["valid_metric"]))
 
 
 class BundleConfig(Config):
@@ -397,9 +413,10 @@ class BundleConfig(Config):
     def _get_final_config_dict(self) -> dict[str, Any]:
         known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys(self.host)
         for path in self._user_files:
-            check_keys(_yaml_keys(Path(path)), known, f"config file {path}")
-        check_keys(self.variable_config_dict, known, "the config overrides")
+            check_keys(_yaml_keys(Path(path)), known, f"config file {path}", self.host)
+        check_keys(self.variable_config_dict, known, "the config overrides", self.host)
         final = super()._get_final_config_dict()
+        check_metrics(final, self.host)
         # RecBole's own models may read a key of ours with another meaning (CORE: `temperature`).
         if self.spec.is_bundle_model:
             check_numeric_settings(final)

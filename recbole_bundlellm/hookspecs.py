@@ -46,6 +46,11 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
 def register_metrics(register: Callable[[type], None]) -> None:
     """Register RecBole metric classes (subclasses of ``recbole.evaluator.base_metric.AbstractMetric``).
 
+    A bundle metric reads ``bundle.pred`` (per session a list of frozensets of item ids, as the
+    model answered, or ``None`` for a failed session), ``bundle.truth`` and ``bundle.items`` from
+    the ``DataStruct``, has ``metric_type = EvaluatorType.RANKING`` and returns one value keyed by
+    its lower-cased class name; see ``docs/plugins.md`` (Metrics).
+
     :param register: call ``register(MetricClass)`` once per metric; afterwards the metric's
         class name works in ``metrics:`` and ``valid_metric:``.
     """

@@ -19,11 +19,15 @@ stays there until the last of them is closed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
+import traceback
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = PROJECT
 STRICT_ENV = "BUNDLELLM_STRICT_PLUGINS"
 DISABLE_ENV = "BUNDLELLM_DISABLE_PLUGINS"
+#: Set to 1 (or pass ``bundlellm --debug``) for the full traceback of a plugin that fails.
+DEBUG_ENV = "BUNDLELLM_DEBUG"
 
 #: kind of component → (registration hook, import path of its base class)
 COMPONENT_KINDS: dict[str, tuple[str, str]] = {
@@ -62,7 +68,11 @@ class PluginWarning(UserWarning):
 
 @dataclass
 class PluginStatus:
-    """One plugin as ``bundlellm plugins`` lists it."""
+    """One plugin as ``bundlellm plugins`` lists it.
+
+    ``error`` is one line (with the file and line where the plugin failed, when known);
+    ``traceback`` the full one (shown with ``bundlellm --debug`` / ``$BUNDLELLM_DEBUG``).
+    """
 
     name: str
     distribution: str | None
@@ -71,6 +81,7 @@ class PluginStatus:
     hooks: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     error: str | None = None
+    traceback: str | None = None
 
 
 @dataclass
@@ -97,12 +108,71 @@ def env_disabled() -> set[str]:
     return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}
 
 
+def debug_enabled() -> bool:
+    """Whether plugin failures show their full traceback (``$BUNDLELLM_DEBUG``, ``bundlellm --debug``)."""
+    return env_flag(DEBUG_ENV)
+
+
+def installed_entry_points(*, builtins: bool = True, others: bool = True) -> list[importlib.metadata.EntryPoint]:
+    """The installed entry points of the ``recbole_bundlellm`` group: the built-in plugins (of the
+    ``recbole-bundlellm`` distribution) when ``builtins``, every other distribution's when ``others``."""
+    return [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if (builtins if _dist_name(ep) == BUILTIN_DISTRIBUTION else others)]
+
+
+def _normalized(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+# -- where a plugin failed ------------------------------------------------------------------------
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
+_PLUGGY_DIR = os.path.dirname(pluggy.__file__)
+
+
+def _failure_site(exc: BaseException) -> str | None:
+    """``file:line`` where ``exc`` was raised, leaving out the import machinery and this host
+    (for an import error: the plugin's own line, e.g. the ``import`` of a missing package)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    sites = [f for f in traceback.extract_tb(exc.__traceback__)
+             if not f.filename.startswith("<") and f.filename != __file__
+             and not f.filename.startswith((_IMPORTLIB_DIR, _PLUGGY_DIR))]
+    return f"{sites[-1].filename}:{sites[-1].lineno}" if sites else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _function_site(fn: Any) -> str:
+    fn = inspect.unwrap(getattr(fn, "__func__", fn))
+    code = getattr(fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else repr(fn)
+
+
+def _impl_argnames(fn: Any) -> list[str]:
+    """The arguments pluggy passes to a hook implementation (those without a default)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+
+
+def _spec_argnames() -> dict[str, list[str]]:
+    return {name: list(inspect.signature(getattr(hookspecs, name)).parameters)
+            for name in hookspecs.hook_names()}
+
+
 class PluginHost:
     """Loads plugins and holds what they registered.
 
-    ``entry_points`` defaults to the installed ones of the ``recbole_bundlellm`` group; tests pass
-    their own. ``plugins`` are extra ``(name, module_or_object)`` pairs registered as if they came
-    from an entry point (handy for a plugin defined in a notebook or a test).
+    ``entry_points`` defaults to the installed ones of the ``recbole_bundlellm`` group (see
+    :func:`installed_entry_points` to keep only the built-in ones, or none: ``[]``). ``plugins``
+    are extra ``(name, module_or_object)`` pairs registered as if they came from an entry point
+    (a plugin in a notebook or a test). An extra plugin takes the place of an installed entry
+    point of the same name or of the same module, so a test may pass an installed plugin's module.
     """
 
     def __init__(self, disabled: Iterable[str] = (), strict: bool = False,
@@ -117,13 +187,31 @@ class PluginHost:
         self.metrics: dict[str, type] = {}
         self.components: dict[str, dict[str, _Component]] = {kind: {} for kind in COMPONENT_KINDS}
         self.statuses: list[PluginStatus] = []
-        eps = entry_points if entry_points is not None else importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        self._disabled_loaders: dict[str, Callable[[], Any]] = {}
+        self._disabled_names: dict[str, dict[str, set[str]] | None] | None = None
+        self._installed: list[importlib.metadata.EntryPoint] | None = None if entry_points is not None else \
+            list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        eps = list(entry_points) if entry_points is not None else list(self._installed or [])
+        replaced = [ep for ep in eps if any(_replaces(name, plugin, ep) for name, plugin in self.extra_plugins)]
+        eps = [ep for ep in eps if all(ep is not r for r in replaced)]
         # Built-in plugins first, so a third party can never take a built-in component's name.
         for ep in sorted(eps, key=lambda e: (_dist_name(e) != BUILTIN_DISTRIBUTION, e.name)):
             self._load_entry_point(ep)
-        for name, plugin in plugins:
-            self._load(name, None, None, lambda plugin=plugin: plugin)
+        for name, plugin in self.extra_plugins:
+            # An installed module keeps its distribution and version in the listing.
+            ep = next((e for e in self._all_installed()
+                       if inspect.ismodule(plugin) and e.value.strip() == plugin.__name__), None)
+            dist = getattr(ep, "dist", None)
+            self._load(name, dist.name if dist else None, dist.version if dist else None,
+                       lambda plugin=plugin: plugin)
+        self._check_disabled_names(eps + replaced)
         self.notify("plugins_loaded", host=self)
+
+    def _all_installed(self) -> list[importlib.metadata.EntryPoint]:
+        """Every installed entry point of the group (read once), whichever this host loaded."""
+        if self._installed is None:
+            self._installed = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        return self._installed
 
     @classmethod
     def from_environment(cls, disabled: Iterable[str] = (), strict: bool = False,
@@ -144,18 +232,25 @@ class PluginHost:
             return self._fail(status, f"another plugin is already named '{name}'")
         if name in self.disabled:
             status.status = "disabled"
+            self._disabled_loaders[name] = loader  # imported only to name what it provides, on an error
             return None
         try:
             plugin = loader()
         except Exception as exc:  # noqa: BLE001 - any import error of a third party's code
-            return self._fail(status, f"import failed: {type(exc).__name__}: {exc}")
+            return self._fail(status, f"import failed: {type(exc).__name__}: {exc}", exc)
+        if self.pm.is_registered(plugin):
+            return self._fail(status, f"the same module or object is already loaded as plugin "
+                                      f"'{self.pm.get_name(plugin)}'")
+        problems = self._validation_problems(plugin)
+        if problems:
+            return self._fail(status, "invalid plugin: " + "; ".join(problems))
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
-        except Exception as exc:  # noqa: BLE001 - pluggy validation errors
+        except Exception as exc:  # noqa: BLE001 - pluggy validation errors our own checks missed
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            return self._fail(status, f"invalid plugin: {exc}")
+            return self._fail(status, f"invalid plugin: {exc}", exc)
         status.hooks = sorted(impl_name for impl_name in self._hooks_of(plugin))
         staged: list[tuple[str, Any]] = []
         try:
@@ -165,17 +260,69 @@ class PluginHost:
             self._commit(staged, name)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
             self.pm.unregister(plugin)
-            return self._fail(status, f"registration failed: {type(exc).__name__}: {exc}")
+            return self._fail(status, f"registration failed: {type(exc).__name__}: {exc}", exc)
         status.components = [f"{kind}:{getattr(obj, 'name', getattr(obj, '__name__', obj))}" for kind, obj in staged]
         return None
 
-    def _fail(self, status: PluginStatus, message: str) -> None:
-        status.status, status.error = "failed", message
+    def _validation_problems(self, plugin: Any) -> list[str]:
+        """What pluggy would refuse in ``plugin``, one short text each, with a suggestion: a hook
+        that does not exist, an argument a hook does not have."""
+        specs = _spec_argnames()
+        problems: list[str] = []
+        for attr in dir(plugin):
+            try:
+                opts = self.pm.parse_hookimpl_opts(plugin, attr)
+            except Exception:  # noqa: BLE001 - an attribute that cannot be inspected is no hook
+                continue
+            if opts is None:
+                continue
+            hook = opts.get("specname") or attr
+            fn = getattr(plugin, attr)
+            site = _function_site(fn)
+            if hook not in specs:
+                if not opts.get("optionalhook"):
+                    problems.append(f"unknown hook '{hook}' at {site}{did_you_mean(hook, specs)}")
+                continue
+            for arg in _impl_argnames(fn):
+                if arg not in specs[hook]:
+                    problems.append(f"hook '{hook}' has no argument '{arg}' (it passes: "
+                                    f"{', '.join(specs[hook])}) at {site}{did_you_mean(arg, specs[hook])}")
+        return problems
+
+    def _fail(self, status: PluginStatus, message: str, exc: BaseException | None = None) -> None:
+        site = _failure_site(exc) if exc is not None else None
+        status.status = "failed"
+        status.error = _one_line(message) + (f" (at {site})" if site else "")
+        if exc is not None:
+            status.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         text = f"plugin '{status.name}'" + (f" ({status.distribution} {status.version})" if status.distribution else "")
         if self.strict:
-            raise PluginError(f"{text} failed: {message} (strict plugin mode)")
-        warnings.warn(f"{text} skipped: {message}", PluginWarning, stacklevel=4)
-        log.warning("%s skipped: %s", text, message)
+            raise PluginError(f"{text} failed: {status.error} (strict plugin mode)") from exc
+        detail = f"\n{status.traceback}" if status.traceback and debug_enabled() else ""
+        hint = "" if detail or status.traceback is None else f" (full traceback: {DEBUG_ENV}=1 or bundlellm --debug)"
+        warnings.warn(f"{text} skipped: {status.error}{hint}{detail}", PluginWarning, stacklevel=4)
+        log.warning("%s skipped: %s%s", text, status.error, detail)
+
+    def _check_disabled_names(self, eps: list[importlib.metadata.EntryPoint]) -> None:
+        """Warn about (strict: refuse) a disabled name that matches no plugin: a typo, or a
+        distribution's name where the entry point's is meant."""
+        unknown = self.disabled - {s.name for s in self.statuses}
+        if not unknown:
+            return
+        installed = self._all_installed() + eps
+        names = {ep.name for ep in installed} | {s.name for s in self.statuses}
+        for name in sorted(unknown - names):
+            of_dist = sorted({ep.name for ep in installed if _normalized(_dist_name(ep) or "") == _normalized(name)})
+            if of_dist:
+                hint = (f": that is a distribution; disable its plugins by their entry-point names "
+                        f"({', '.join(of_dist)})")
+            else:
+                hint = did_you_mean(name, names) + " (plugins are disabled by the names `bundlellm plugins` lists)"
+            message = f"disable_plugins names '{name}', which is not an installed plugin{hint}"
+            if self.strict:
+                raise PluginError(f"{message} (strict plugin mode)")
+            warnings.warn(message, PluginWarning, stacklevel=3)
+            log.warning(message)
 
     def _hooks_of(self, plugin: Any) -> list[str]:
         return [hc.name for hc in self.pm.get_hookcallers(plugin) or []]
@@ -247,10 +394,59 @@ class PluginHost:
         comps = self.components[kind]
         if name in comps:
             return comps[name].obj
-        hint = did_you_mean(name, comps)
-        disabled = [s.name for s in self.statuses if s.status != "loaded"]
-        extra = f" (plugins not loaded: {', '.join(disabled)})" if disabled else ""
-        raise PluginError(f"unknown {kind} '{name}'{hint}; registered: {', '.join(sorted(comps)) or 'none'}{extra}")
+        raise PluginError(self.unknown_name_message(kind, name, comps))
+
+    def unknown_name_message(self, kind: str, name: str, registered: Iterable[str],
+                             also: Iterable[str] = ()) -> str:
+        """``unknown <kind> '<name>'`` with a suggestion (among ``registered`` and ``also``), what
+        plugins registered, and the plugin that provides ``name`` when it is disabled (else the
+        plugins that are not loaded)."""
+        registered, also = sorted(registered), sorted(also)
+        owner = self.disabled_owner(name, kind)
+        if owner is not None:
+            return (f"unknown {kind} '{name}': it is provided by plugin '{owner}', which is disabled "
+                    f"(disable_plugins / ${DISABLE_ENV}); enable it to use '{name}'")
+        not_loaded = [f"{s.name} ({s.status})" for s in self.statuses if s.status != "loaded"]
+        extra = f" (plugins not loaded: {', '.join(not_loaded)})" if not_loaded else ""
+        also_text = f"; RecBole's own: {', '.join(also)}" if also else ""
+        return (f"unknown {kind} '{name}'{_suggest(name, registered + also)}; registered: "
+                f"{', '.join(registered) or 'none'}{extra}{also_text}")
+
+    def check_metric(self, name: str) -> None:
+        """Raise :class:`PluginError` unless ``name`` (as in ``metrics:`` / ``valid_metric:``,
+        ``@k`` allowed) is a RecBole metric or one this host's plugins registered."""
+        from recbole.evaluator import register as recbole_register
+
+        base = str(name).split("@")[0]
+        if base.lower() in recbole_register.metric_types or base.lower() in {m.lower() for m in self.metrics}:
+            return
+        recbole_own = [cls.__name__ for cls in recbole_register.metrics_dict.values()
+                       if cls.__module__.startswith("recbole.")]
+        raise PluginError(self.unknown_name_message("metric", base, self.metrics, recbole_own))
+
+    def disabled_owner(self, name: str, kind: str | None = None) -> str | None:
+        """The disabled plugin that provides ``name`` as a ``kind`` (extractor, sampler, strategy,
+        router, metric or model; ``None``: any component, i.e. a settings key), or None.
+
+        Asked only on the way to an error: it imports the disabled plugins then, in a throwaway
+        plugin manager that keeps nothing. A disabled plugin that cannot be imported is taken to
+        provide the component named like itself.
+        """
+        if not self._disabled_loaders:
+            return None
+        if self._disabled_names is None:
+            self._disabled_names = {plugin: _names_registered_by(plugin, loader)
+                                    for plugin, loader in self._disabled_loaders.items()}
+        kinds = [kind] if kind is not None else list(COMPONENT_KINDS)
+        for plugin, by_kind in self._disabled_names.items():
+            if by_kind is None:
+                if name == plugin and kind not in ("metric", "model"):
+                    return plugin
+                continue
+            names = {n for k in kinds for n in by_kind.get(k, ())}
+            if name in names or (kind in ("metric", "model") and name.lower() in {n.lower() for n in names}):
+                return plugin
+        return None
 
     def create(self, kind: str, name: str, config: Mapping[str, Any] | Any) -> Any:
         """An instance of component ``name`` with its settings read from ``config[name]``."""
@@ -268,7 +464,9 @@ class PluginHost:
             try:
                 impl.function(**self._kwargs(impl, **kwargs))
             except Exception as exc:  # noqa: BLE001
-                message = f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}"
+                site = _failure_site(exc)
+                message = (f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {_one_line(exc)}"
+                           + (f" (at {site})" if site else ""))
                 if self.strict:
                     raise PluginError(message) from exc
                 warnings.warn(message, PluginWarning, stacklevel=2)
@@ -308,14 +506,65 @@ def disabled_from_config(config: Mapping[str, Any]) -> list[str]:
     return value
 
 
-def format_statuses(host: PluginHost) -> str:
-    """The ``bundlellm plugins`` table: name, version, distribution, status, hooks, components."""
-    lines = [f"{'plugin':12s} {'version':8s} {'distribution':22s} {'status':9s} hooks / components"]
-    for s in sorted(host.statuses, key=lambda s: s.name):
-        lines.append(f"{s.name:12s} {s.version or '-':8s} {s.distribution or '-':22s} {s.status:9s} "
-                     f"{', '.join(s.hooks) or '-'}")
+def format_statuses(host: PluginHost, *, tracebacks: bool = False) -> str:
+    """The ``bundlellm plugins`` table: name, version, distribution, status, hooks, then what
+    each plugin provides and why it failed (one line; with ``tracebacks``, the traceback too).
+    Columns are as wide as their longest cell."""
+    rows = sorted(host.statuses, key=lambda s: s.name)
+    cells = [(s.name, s.version or "-", s.distribution or "-", s.status) for s in rows]
+    header = ("plugin", "version", "distribution", "status")
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+    indent = " " * (sum(widths) + len(widths))
+
+    def line(values: Sequence[str], tail: str) -> str:
+        return " ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " " + tail
+
+    lines = [line(header, "hooks / components")]
+    for s, values in zip(rows, cells, strict=True):
+        lines.append(line(values, ", ".join(s.hooks) or "-"))
         if s.components:
-            lines.append(f"{'':55s}provides {', '.join(s.components)}")
+            lines.append(f"{indent}provides {', '.join(s.components)}")
         if s.error:
-            lines.append(f"{'':55s}{s.status}: {s.error}")
+            lines.append(f"{indent}{s.status}: {s.error}")
+        if tracebacks and s.traceback:
+            lines.extend(f"{indent}  {t}" for t in s.traceback.rstrip().splitlines())
     return "\n".join(lines)
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    """:func:`did_you_mean`, also across letter case (metric names are case-insensitive)."""
+    hint = did_you_mean(name, choices)
+    if hint:
+        return hint
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), sorted(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
+def _replaces(name: str, plugin: Any, ep: importlib.metadata.EntryPoint) -> bool:
+    """Whether the extra plugin ``(name, plugin)`` takes the place of entry point ``ep``: same
+    name, or ``ep`` loads the very module ``plugin`` is."""
+    return ep.name == name or (inspect.ismodule(plugin) and ep.value.strip() == plugin.__name__)
+
+
+def _names_registered_by(name: str, loader: Callable[[], Any]) -> dict[str, set[str]] | None:
+    """What the plugin ``loader`` gives registers, by kind (extractor, ..., metric, model), without
+    keeping anything; None when it cannot be imported or registered."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    names: dict[str, set[str]] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pm.register(loader(), name=name)
+            for hook_name in REGISTRATION_HOOKS:
+                staged: list[tuple[str, Any]] = []
+                stage = PluginHost._stager(hook_name, staged)
+                for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                    impl.function(**{a: stage for a in impl.argnames if a == "register"})
+                for kind, obj in staged:
+                    names.setdefault(kind, set()).add(str(getattr(obj, "name", getattr(obj, "__name__", obj))))
+    except Exception:  # noqa: BLE001 - a disabled plugin may well be broken
+        log.debug("could not list what disabled plugin %s provides", name, exc_info=True)
+        return None
+    return names

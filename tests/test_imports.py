@@ -135,6 +135,8 @@ LAYERS: list[tuple[str, ...]] = [
      "recbole_bundlellm.distill", "recbole_bundlellm.compare", "recbole_bundlellm.cli"),
     # policy: the built-in plugins use the core through the same hooks as a third party's
     ("bundlellm_builtin",),
+    # the testing kit drives all of it (hosts, distill, run), as a plugin author's tests do
+    ("recbole_bundlellm.testing",),
 ]
 
 

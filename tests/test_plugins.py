@@ -191,7 +191,8 @@ def test_plugins_are_disabled_by_env_and_by_yaml(monkeypatch, tmp_path):
     host = PluginHost.from_environment()
     by_name = {s.name: s.status for s in host.statuses}
     assert by_name["thoughts"] == "disabled" and by_name["keywords"] == "disabled"
-    with pytest.raises(PluginError, match="unknown extractor 'thoughts'.*not loaded: .*thoughts"):
+    with pytest.raises(PluginError, match="unknown extractor 'thoughts': it is provided by plugin 'thoughts', "
+                                          "which is disabled"):
         host.get("extractor", "thoughts")
     monkeypatch.delenv("BUNDLELLM_DISABLE_PLUGINS")
 
@@ -316,3 +317,240 @@ def test_every_hook_is_documented_with_its_exact_signature():
         signature = hookspecs.hook_signature(name)
         assert f"`{signature}`" in docs, f"docs/plugins.md lacks the exact signature `{signature}`"
         assert f"### `{name}`" in docs, f"docs/plugins.md has no section for {name}"
+
+
+# -- errors that name the fix ---------------------------------------------------------------------
+TYPO_MODULES = {
+    "tp_hook": """
+        from recbole_bundlellm.hookspecs import hookimpl
+
+        @hookimpl
+        def register_sampler(register):
+            pass
+    """,
+    "tp_arg": """
+        from recbole_bundlellm.hookspecs import hookimpl
+
+        @hookimpl
+        def register_samplers(registr):
+            pass
+    """,
+    "tp_import": """
+        import os
+
+        import not_a_module_anywhere
+    """,
+}
+
+
+@pytest.fixture
+def typo_dist(tmp_path, monkeypatch) -> Path:
+    dist = make_distribution(tmp_path / "typos", "typo-plugins", TYPO_MODULES,
+                             {"tp_hook": "tp_hook", "tp_arg": "tp_arg", "tp_import": "tp_import"})
+    monkeypatch.syspath_prepend(str(dist))
+    return dist
+
+
+def test_validation_and_import_errors_are_one_line_with_the_site_and_a_suggestion(typo_dist):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        host = PluginHost()
+    by_name = {s.name: s for s in host.statuses}
+    hook, arg, imp = by_name["tp_hook"], by_name["tp_arg"], by_name["tp_import"]
+    assert hook.error == (f"invalid plugin: unknown hook 'register_sampler' at {typo_dist / 'tp_hook.py'}:4; "
+                          "did you mean 'register_samplers'?")
+    assert arg.error == (f"invalid plugin: hook 'register_samplers' has no argument 'registr' (it passes: register) "
+                         f"at {typo_dist / 'tp_arg.py'}:4; did you mean 'register'?")
+    assert imp.error == ("import failed: ModuleNotFoundError: No module named 'not_a_module_anywhere' "
+                         f"(at {typo_dist / 'tp_import.py'}:4)")
+    assert "not_a_module_anywhere" in imp.traceback and "Traceback" in imp.traceback
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
+    assert any("tp_import" in m and "BUNDLELLM_DEBUG=1 or bundlellm --debug" in m for m in messages)
+    # The table keeps one line per row: errors never break it.
+    listing = format_statuses(host).splitlines()
+    assert sum("failed: " in line for line in listing) == 3
+    assert not any(line.startswith(("Plugin", "hookimpl", "Argument")) for line in listing)
+    with pytest.raises(PluginError, match=r"plugin 'tp_arg' \(typo-plugins 0.1\) failed: invalid plugin: hook "
+                                          r"'register_samplers' has no argument 'registr'"):
+        PluginHost(strict=True)
+
+
+def test_debug_switch_shows_the_traceback(typo_dist, monkeypatch, capsys):
+    from recbole_bundlellm.cli import main
+
+    monkeypatch.setenv("BUNDLELLM_DEBUG", "0")  # main sets it; the test restores it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["plugins"]) == 0
+        plain = capsys.readouterr().out
+        assert main(["--debug", "plugins"]) == 0
+    debug = capsys.readouterr().out
+    assert "Traceback" not in plain and "failed: import failed: ModuleNotFoundError" in plain
+    assert "Traceback (most recent call last)" in debug and "import not_a_module_anywhere" in debug
+
+
+def test_a_disabled_name_that_is_no_plugin_warns_and_fails_in_strict_mode():
+    with pytest.warns(PluginWarning, match="'ruls', which is not an installed plugin; did you mean 'rules'"):
+        PluginHost(disabled=["ruls"])
+    with pytest.warns(PluginWarning, match=r"'bundlellm-keywords', which is not an installed plugin: that is a "
+                                           r"distribution; disable its plugins by their entry-point names "
+                                           r"\(keywords\)"):
+        PluginHost(disabled=["bundlellm-keywords"])
+    with pytest.raises(PluginError, match="'ruls', which is not an installed plugin.*strict plugin mode"):
+        PluginHost(disabled=["ruls"], strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        PluginHost(disabled=["rules", "keywords"])  # names of plugins: no warning
+
+
+EXTRA_MODULES = {
+    "xp_shapes": """
+        from dataclasses import dataclass
+
+        from recbole.evaluator.base_metric import AbstractMetric
+        from recbole.utils import EvaluatorType
+
+        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.sampling.sampler import Sampler
+
+
+        class SessionCount(AbstractMetric):
+            metric_need = ["bundle.pred", "bundle.truth"]
+            metric_type = EvaluatorType.RANKING
+            smaller = False
+
+            def calculate_metric(self, dataobject):
+                return {"sessioncount": float(len(dataobject.get("bundle.truth")))}
+
+
+        @dataclass
+        class SizesSettings:
+            largest: bool = True
+
+
+        class Sizes(Sampler):
+            name = "sizes"
+            Settings = SizesSettings
+
+            def select(self, context, size):
+                return [s.session_id for s in context.sessions][:size]
+
+
+        @hookimpl
+        def register_metrics(register):
+            register(SessionCount)
+
+
+        @hookimpl
+        def register_samplers(register):
+            register(Sizes)
+    """,
+}
+
+
+@pytest.fixture
+def extra_dist(tmp_path, monkeypatch) -> Path:
+    dist = make_distribution(tmp_path / "extra", "extra-plugins", EXTRA_MODULES, {"shapes": "xp_shapes"})
+    monkeypatch.syspath_prepend(str(dist))
+    return dist
+
+
+def test_metrics_and_keys_of_a_disabled_plugin_say_so(extra_dist, tiny_data):
+    from recbole_bundlellm.config import BundleConfig, ConfigKeyError
+
+    base = {"data_path": str(tiny_data)}
+    with PluginHost(strict=True) as host:  # loaded: its metric, sampler and settings key work
+        config = BundleConfig("Freq", "clothing", [], {**base, "metrics": ["ExactF1", "SessionCount"], "sizes": {}},
+                              host=host)
+        assert config["metrics"] == ["ExactF1", "SessionCount"]
+    with PluginHost(disabled=["shapes"]) as host:
+        with pytest.raises(PluginError, match="unknown metric 'SessionCount': it is provided by plugin 'shapes', "
+                                              "which is disabled"):
+            BundleConfig("Freq", "clothing", [], {**base, "metrics": ["ExactF1", "SessionCount"]}, host=host)
+        with pytest.raises(ConfigKeyError, match="config key 'sizes' in the config overrides is the settings key of "
+                                                 "plugin 'shapes', which is disabled"):
+            BundleConfig("Freq", "clothing", [], {**base, "sizes": {"largest": False}}, host=host)
+        with pytest.raises(PluginError, match="unknown sampler 'sizes': it is provided by plugin 'shapes'"):
+            host.get("sampler", "sizes")
+
+
+def test_an_unknown_metric_is_an_error_with_a_suggestion(tiny_data, capsys):
+    from recbole_bundlellm.cli import main
+    from recbole_bundlellm.config import BundleConfig
+
+    base = {"data_path": str(tiny_data)}
+    with PluginHost(disabled=["thoughts"]) as host:
+        with pytest.raises(PluginError, match=r"unknown metric 'ExactF2'; did you mean 'ExactF1'\?; registered: .*"
+                                              r"BestJaccard.*\(plugins not loaded: thoughts \(disabled\)\); "
+                                              r"RecBole's own: .*NDCG"):
+            BundleConfig("Freq", "clothing", [], {**base, "metrics": ["ExactF1", "ExactF2"]}, host=host)
+        with pytest.raises(PluginError, match="unknown metric 'exactf2'; did you mean 'ExactF1'"):
+            BundleConfig("Freq", "clothing", [], {**base, "valid_metric": "exactf2"}, host=host)
+        BundleConfig("Freq", "clothing", [], {**base, "valid_metric": "exactf1"}, host=host)  # any letter case
+    assert main(["run", "--model", "Freq", "--dataset", "clothing", f"--data_path={tiny_data}",
+                 "--metrics=[ExactF1, ExactF2]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown metric 'ExactF2'; did you mean 'ExactF1'?")
+
+
+def test_an_installed_plugin_can_be_passed_to_the_host_under_any_name():
+    """The documented ``PluginHost(plugins=[(name, module)])`` works for an installed module too:
+    it takes the place of its entry point (pluggy refuses one module under two names)."""
+    import bundlellm_keywords
+
+    with PluginHost(plugins=[("keywords", bundlellm_keywords)], strict=True) as host:
+        (status,) = [s for s in host.statuses if s.name == "keywords"]
+        assert (status.status, status.distribution, status.version) == ("loaded", "bundlellm-keywords", "0.1.0")
+        assert BUILTIN <= {s.name for s in host.statuses}  # the built-ins stay
+    with PluginHost(plugins=[("mine", bundlellm_keywords)], strict=True) as host:
+        names = {s.name: s.status for s in host.statuses}
+        assert "keywords" not in names and names["mine"] == "loaded" and "keywords" in host.names("extractor")
+    with pytest.raises(PluginError, match=r"plugin 'b' \(bundlellm-keywords 0.1.0\) failed: the same module or "
+                                          "object is already loaded as plugin 'a'"):
+        PluginHost(entry_points=[], plugins=[("a", bundlellm_keywords), ("b", bundlellm_keywords)], strict=True)
+
+
+def test_plugins_table_columns_hold_long_names(tmp_path, monkeypatch):
+    source = {"a_plugin_with_quite_a_long_module_name": """
+        from recbole_bundlellm.hookspecs import hookimpl
+
+        @hookimpl
+        def plugins_loaded(host):
+            pass
+    """}
+    dist = make_distribution(tmp_path / "long", "a-distribution-with-a-very-long-name", source,
+                             {"a_plugin_with_a_rather_long_name": "a_plugin_with_quite_a_long_module_name"})
+    monkeypatch.syspath_prepend(str(dist))
+    lines = format_statuses(PluginHost(strict=True)).splitlines()
+    header = lines[0]
+    long_row = next(line for line in lines if line.startswith("a_plugin_with_a_rather_long_name "))
+    assert "a-distribution-with-a-very-long-name loaded" in long_row
+    # Every column starts where its header does, in every row.
+    for column in ("version", "distribution", "status"):
+        start = header.index(column)
+        rows = [line for line in lines[1:] if not line.startswith(" ")]
+        assert all(line[start - 1] == " " and line[start] != " " for line in rows), column
+
+
+def test_plugin_metrics_are_columns_of_the_compare_table(tmp_path):
+    from recbole_bundlellm.compare import format_results
+    from recbole_bundlellm.evaluation.results import RunResult
+
+    def result(name: str, **extra: float) -> RunResult:
+        return RunResult(name, "Freq", "clothing", {"exactf1": 0.5, "bestjaccard": 0.25, **extra}, None, tmp_path,
+                         tmp_path, {"seconds_per_session": 0.1, "eval_sessions": 2})
+
+    text = format_results([result("a", counterror=1.5), result("b", sessioncount=2.0)])
+    header, _, row_a, row_b = text.splitlines()[:4]
+    assert header.split()[-2:] == ["counterror", "sessioncount"]
+    assert row_a.split()[-2:] == ["1.500", "-"] and row_b.split()[-2:] == ["-", "2.000"]
+
+
+def test_run_help_mentions_the_key_value_overrides(capsys):
+    from recbole_bundlellm.cli import build_parser
+
+    for command in ("run", "distill", "compare"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        out = capsys.readouterr().out
+        assert "--key=value" in out and "--eval_max_sessions=20" in out, command

@@ -26,14 +26,17 @@ from typing import Any, ClassVar, Protocol
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord, Status
 from recbole_bundlellm.settings import Component
+from recbole_bundlellm.teacher.calls import TeacherReply
 
 Message = dict[str, str]
 
 
 class Teacher(Protocol):
-    """What an extractor sees of the teacher: one method, one answer text per call.
+    """What an extractor sees of the teacher: ``chat`` (the answer text) and ``reply`` (the answer
+    with its finish reason and token usage, a :class:`~recbole_bundlellm.teacher.calls.TeacherReply`).
 
-    Calls go through the knowledge store (a repeated request is served from disk). A call that
+    Calls go through the knowledge store (a repeated request is served from disk, with the
+    finish reason and usage of the call as it was made). A call that
     the endpoint rejects for good raises :class:`~recbole_bundlellm.teacher.errors.TeacherRequestError`
     (the distiller stores the session as failed with that reason); an endpoint that stays
     unreachable raises :class:`~recbole_bundlellm.teacher.errors.TeacherUnavailable`, which stops
@@ -44,6 +47,9 @@ class Teacher(Protocol):
 
     def chat(self, messages: list[Message], *, max_tokens: int | None = None,
              temperature: float | None = None) -> str: ...
+
+    def reply(self, messages: list[Message], *, max_tokens: int | None = None,
+              temperature: float | None = None) -> TeacherReply: ...
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 
@@ -90,6 +90,35 @@ _CALL_FIELDS: dict[str, Any] = {
     "key": str, "model": str, "request": dict, "text": str, "finish_reason": (str, type(None)),
     "created_at": str, "latency_s": (int, float), "attempts": int, "response_model": (str, type(None)),
 }
+
+
+@dataclass(frozen=True)
+class TeacherReply:
+    """One teacher answer with what an extractor needs to judge it (``teacher.reply(...)``).
+
+    ``finish_reason`` is the endpoint's (``"stop"``: finished; ``"length"``: cut off at
+    ``max_tokens``; ``None`` when it gave none). ``usage`` is the tokens of the call as it was
+    made, also when the reply is served from the store (``cached``: then it cost nothing now).
+    ``key`` is the call's key in the store.
+    """
+
+    text: str
+    finish_reason: str | None = "stop"
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+    model: str | None = None
+    key: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the answer was cut off at ``max_tokens`` (``finish_reason == "length"``)."""
+        return self.finish_reason == "length"
+
+    @classmethod
+    def of_call(cls, call: CallRecord, cached: bool) -> TeacherReply:
+        """The reply of a stored or fresh :class:`CallRecord`."""
+        usage = Usage(call.usage.prompt_tokens, call.usage.completion_tokens)
+        return cls(call.text, call.finish_reason, usage, cached, call.response_model or call.model, call.key)
 
 
 def _json_object(data: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from recbole_bundlellm.teacher.calls import CallCache, CallRecord, Usage, call_key, now_iso
+from recbole_bundlellm.teacher.calls import CallCache, CallRecord, TeacherReply, Usage, call_key, now_iso
 from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
@@ -180,6 +180,12 @@ class TeacherClient:
         """The answer text (the :class:`~recbole_bundlellm.knowledge.extractor.Teacher` protocol)."""
         record, _ = self.complete(messages, max_tokens=max_tokens, temperature=temperature)
         return record.text
+
+    def reply(self, messages: list[Message], *, max_tokens: int | None = None,
+              temperature: float | None = None) -> TeacherReply:
+        """The answer with its finish reason and usage; the same cache and errors as :meth:`chat`."""
+        record, cached = self.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        return TeacherReply.of_call(record, cached)
 
     def for_unit(self) -> UnitTeacher:
         """A teacher view that records the calls of one extraction unit (one session)."""
@@ -344,6 +350,12 @@ class UnitTeacher:
     def chat(self, messages: list[Message], *, max_tokens: int | None = None,
              temperature: float | None = None) -> str:
         """The answer text; errors as :meth:`TeacherClient.complete`."""
+        return self.reply(messages, max_tokens=max_tokens, temperature=temperature).text
+
+    def reply(self, messages: list[Message], *, max_tokens: int | None = None,
+              temperature: float | None = None) -> TeacherReply:
+        """The answer with its finish reason and usage (a cached reply keeps the original call's);
+        errors as :meth:`TeacherClient.complete`."""
         record, cached = self._client.complete(messages, max_tokens=max_tokens, temperature=temperature)
         self.call_keys.append(record.key)
         self.usage.add(record.usage)
@@ -353,4 +365,4 @@ class UnitTeacher:
             self.calls_cached += 1
         else:
             self.calls_made += 1
-        return record.text
+        return TeacherReply.of_call(record, cached)
