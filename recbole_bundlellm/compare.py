@@ -77,11 +77,13 @@ def format_results(results: Sequence[RunResult]) -> str:
 
     bundle_rows = {r.run_name: summary_keys(r.test_result) for r in results if "exactf1" in r.test_result}
     other = [r for r in results if "exactf1" not in r.test_result]
-    # A plugin's metric is a column too (after the built-in ones, in the order the runs report them).
-    extra = list(dict.fromkeys(k for row in bundle_rows.values() for k in row if k not in METRIC_KEYS))
+    # The columns of the metrics some run reports: the built-in ones in table order, then a
+    # plugin's (in the order the runs report them), so `metrics: [ExactF1, Mine]` shows both.
+    reported = list(dict.fromkeys(k for row in bundle_rows.values() for k in row))
+    keys = [k for k in METRIC_KEYS if k in reported] + [k for k in reported if k not in METRIC_KEYS]
     text = ""
     if bundle_rows:
-        text += format_table(bundle_rows, (*METRIC_KEYS, *extra)) + "\n"
+        text += format_table(bundle_rows, keys) + "\n"
         timing = [f"{r.run_name}: {r.timing.get('seconds_per_session', 0):.3f} s/session over "
                   f"{r.timing.get('eval_sessions', 0)} sessions" for r in results if r.run_name in bundle_rows]
         text += "\n".join(timing) + "\n"
