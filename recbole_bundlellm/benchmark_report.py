@@ -17,12 +17,14 @@ sessions both scored, and tested with a two-sided sign-flip permutation test
 (:func:`~recbole_bundlellm.evaluation.significance.paired_permutation_test`); the p-values of the
 whole table are Holm-adjusted, and the marks use the adjusted ones.
 
-**Costs.** Training time is the trainer's ``fit_seconds`` + ``tune_seconds`` (else the run's
-total less its evaluation), seconds per test session is the evaluation's, both means over seeds;
-peak memory is the largest peak RSS of a cell's process (the imports included: what running the
-method needs), over its seeds. Trainable parameters come from ``info.parameters.trainable`` of a
-run's metrics.json, teacher calls and tokens from ``info.teacher`` (``calls``; ``tokens``, or
-``total_tokens``, or ``prompt_tokens`` + ``completion_tokens``), when a model records them.
+**Costs.** Training time is a fine-tuned model's ``info.training`` ``train_seconds`` +
+``valid_seconds`` (every epoch, a resumed or reused training's too), else the trainer's
+``fit_seconds`` + ``tune_seconds``, else the run's total less its evaluation; seconds per test
+session is the evaluation's; both are means over seeds. Peak memory is the largest peak RSS of a
+cell's process (the imports included: what running the method needs) over its seeds. Trainable
+parameters come from ``info.parameters.trainable`` of a run's metrics.json, teacher calls and
+tokens from ``info.teacher`` (``calls``; ``tokens``, or ``total_tokens``, or ``prompt_tokens`` +
+``completion_tokens``), when a model records them.
 """
 
 from __future__ import annotations
@@ -127,7 +129,12 @@ def _teacher_usage(info: Mapping[str, Any]) -> tuple[float | None, float | None]
 def _costs(timing: Mapping[str, Any], info: Mapping[str, Any], cell_file: Mapping[str, Any]) -> dict[str, float | None]:
     fit, tune = _float(timing.get("fit_seconds")), _float(timing.get("tune_seconds"))
     total, evaluation = _float(timing.get("total_seconds")), _float(timing.get("eval_seconds"))
-    if fit is not None:
+    training = info.get("training") if isinstance(info.get("training"), Mapping) else {}
+    if _float(training.get("train_seconds")) is not None:
+        # A fine-tuned student's own record: every epoch, also those of a run it resumed, or of
+        # the run whose adapter it reused (its fit_seconds would count only the reloading).
+        train = _float(training["train_seconds"]) + (_float(training.get("valid_seconds")) or 0.0)
+    elif fit is not None:
         train = fit + (tune or 0.0)
     else:  # RecBole's own trainers time nothing: the run less its evaluation
         train = total - evaluation if total is not None and evaluation is not None else None
@@ -417,7 +424,8 @@ def _notes(rows: Sequence[Row], reference: str | None) -> list[str]:
     else:
         notes.append("- No significance test: the grid has no reference row (`reference:`, default: the "
                      "whole-session floor).")
-    notes.append("- Costs: training time = fit + tuning on valid; peak RSS of the cell's own process (imports "
+    notes.append("- Costs: training time = fit + tuning on valid (a fine-tuned model: its epochs and their "
+                 "validation, also when its adapter was reused); peak RSS of the cell's own process (imports "
                  "included); `-`: not recorded by the model.")
     return notes
 

@@ -270,3 +270,19 @@ def test_the_command_plans_and_says_what_ctrl_c_keeps(tiny_data, tmp_path, monke
     assert main(["benchmark", "-c", str(path)]) == 130
     assert capsys.readouterr().err.strip() == ("error: interrupted; finished cells are kept; run the same command "
                                                "again to run only the others")
+
+
+def test_costs_follow_the_recorded_conventions():
+    from recbole_bundlellm.benchmark_report import _costs
+
+    timing = {"fit_seconds": 2.0, "tune_seconds": 1.0, "total_seconds": 9.0, "eval_seconds": 5.0,
+              "seconds_per_session": 0.05}
+    costs = _costs(timing, {}, {"peak_rss_mb": 400.0, "wall_seconds": 12.0})
+    assert costs["train_seconds"] == 3.0 and costs["peak_rss_mb"] == 400.0 and costs["teacher_calls"] is None
+    info = {"parameters": {"trainable": 1024, "total": 10**6},
+            "training": {"train_seconds": 100.0, "valid_seconds": 20.0, "reused_adapter": "x"},
+            "teacher": {"calls": 7, "usage": {"prompt_tokens": 300, "completion_tokens": 50}}}
+    costs = _costs(timing, info, {})
+    assert costs["train_seconds"] == 120.0 and costs["trainable_parameters"] == 1024
+    assert costs["teacher_calls"] == 7 and costs["teacher_tokens"] == 350 and costs["peak_rss_mb"] is None
+    assert _costs({"total_seconds": 9.0, "eval_seconds": 5.0}, {}, {})["train_seconds"] == 4.0  # RecBole's own
