@@ -1,10 +1,11 @@
-"""``bundlellm`` command line: data, runs and comparisons, distillation and the knowledge store,
-plugins, and the embedded teacher server."""
+"""``bundlellm`` command line: data, runs, comparisons and benchmarks, distillation and the
+knowledge store, plugins, and the embedded teacher server."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,9 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--full", action="store_true", help="evaluate every test session")
     cmp_.add_argument("--out", help="write the table (.md) and results (.json) with this path stem")
 
+    _add_benchmark_command(sub)
     sub.add_parser("models", help="list the models the registry resolves")
     _add_knowledge_commands(sub)
     return parser
+
+
+def _add_benchmark_command(sub: Any) -> None:
+    bench = sub.add_parser("benchmark", help="a grid of methods x datasets x seeds: tables (CSV, Markdown) and plots; "
+                                             "finished cells are reused")
+    bench.add_argument("-c", "--config", default=None,
+                       help="benchmark YAML (default: configs/benchmarks/baselines.yaml)")
+    bench.add_argument("--seeds", help="comma-separated seeds, replacing the file's (e.g. 0,1,2)")
+    bench.add_argument("--datasets", help="comma-separated datasets, replacing the file's")
+    bench.add_argument("--out", help="output folder (default: the file's output_dir, else outputs/benchmarks/<name>)")
+    bench.add_argument("--plan", action="store_true", help="list the cells, finished or not; run nothing")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_knowledge_commands(sub: Any) -> None:
@@ -189,6 +203,37 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return 0
 
 
+def _comma_list(text: str | None, kind: type, option: str) -> list[Any] | None:
+    from recbole_bundlellm.benchmark import BenchmarkError
+
+    if text is None:
+        return None
+    try:
+        return [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchmarkError(f"{option} takes a comma-separated list, got {text!r}") from None
+
+
+def _benchmark(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from recbole_bundlellm.benchmark import DEFAULT_BENCHMARK, load_benchmark, plan, run_benchmark
+
+    spec = load_benchmark(args.config or DEFAULT_BENCHMARK, overrides, seeds=_comma_list(args.seeds, int, "--seeds"),
+                          datasets=_comma_list(args.datasets, str, "--datasets"), output_dir=args.out)
+    if args.plan:
+        cells = plan(spec)
+        for cell in cells:
+            print(f"{'done   ' if cell.finished else 'to run '} {cell.label}  {cell.key}")
+        todo = len({c.key for c in cells if not c.finished})
+        print(f"{len(cells)} cells, {todo} to run; folders under {spec.cells_dir}")
+        return 0
+    command = shlex.join(["bundlellm", *args.argv])  # the tables name it, to be rerun as is
+    result = run_benchmark(spec, strict=args.strict, progress=False if args.no_progress else None, command=command)
+    print(result.files["markdown"].read_text(encoding="utf-8"), end="")
+    print(f"{len(result.ran)} cells run, {len(result.reused)} reused; tables: {result.files['csv']}, "
+          f"{result.files['markdown']}; plots: {spec.output_dir / 'plots'}")
+    return 0
+
+
 def _warn_truncated_prompts(results: Sequence[Any]) -> None:
     """One warning line per run whose prompts max_prompt_tokens cut: its scores are of shortened
     sessions, which run.log alone would hide."""
@@ -212,6 +257,7 @@ _INTERRUPTED_NOTES = {
     "run": "nothing written (an earlier run's folder is left as it was)",
     "compare": "runs that finished kept their outputs; nothing of the interrupted one was written",
     "distill": "the knowledge store keeps every finished call and record; run the same command again to resume",
+    "benchmark": "finished cells are kept; run the same command again to run only the others",
 }
 
 
@@ -225,8 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+<<<<<<< HEAD
         if args.debug:
             os.environ[DEBUG_ENV] = "1"  # the plugin host reads it (tracebacks of failed plugins)
+=======
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+>>>>>>> bench
         return _dispatch(parser, args, extra)
     except BundleLLMError as exc:  # the user's to fix: one line, no traceback (unless --debug)
         if debug_enabled():
@@ -313,6 +363,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         return _distill(args, overrides)
     if args.command == "run":
         return _run(args, overrides)
+    if args.command == "benchmark":
+        return _benchmark(args, overrides)
     return _compare(args, overrides)
 
 

@@ -132,7 +132,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("recbole_bundlellm.models", "recbole_bundlellm.trainer", "recbole_bundlellm.sft_trainer"),
     # the plugin host and the commands: they wire the layers together
     ("recbole_bundlellm.plugins", "recbole_bundlellm.config", "recbole_bundlellm.runner",
-     "recbole_bundlellm.distill", "recbole_bundlellm.compare", "recbole_bundlellm.cli"),
+     "recbole_bundlellm.distill", "recbole_bundlellm.compare", "recbole_bundlellm.benchmark",
+     "recbole_bundlellm.benchmark_report", "recbole_bundlellm.cli"),
     # policy: the built-in plugins use the core through the same hooks as a third party's
     ("bundlellm_builtin",),
     # the testing kit drives all of it (hosts, distill, run), as a plugin author's tests do
