@@ -271,12 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
-<<<<<<< HEAD
         if args.debug:
             os.environ[DEBUG_ENV] = "1"  # the plugin host reads it (tracebacks of failed plugins)
-=======
         args.argv = list(sys.argv[1:] if argv is None else argv)
->>>>>>> bench
         return _dispatch(parser, args, extra)
     except BundleLLMError as exc:  # the user's to fix: one line, no traceback (unless --debug)
         if debug_enabled():
