@@ -39,7 +39,7 @@ from recbole_bundlellm.data.sessions import sessions_from_dataset
 from recbole_bundlellm.fileio import atomic_write_bytes
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
-from recbole_bundlellm.trainer import BundleEvaluation
+from recbole_bundlellm.trainer import BundleEvaluation, without_recbole_ddp
 
 LAST, BEST, ADAPTER = "last.safetensors", "best.safetensors", "adapter"
 SCHEDULES = ("linear", "cosine", "constant")
@@ -71,14 +71,8 @@ class SFTTrainer(BundleEvaluation, Trainer):
     trains = True
 
     def __init__(self, config: Any, model: Any) -> None:
-        # RecBole wraps a distributed model in DistributedDataParallel(device_ids=[local_rank]),
-        # which refuses CPU modules; this trainer averages the trained gradients itself.
-        single = config["single_spec"]
-        config["single_spec"] = True
-        try:
+        with without_recbole_ddp(config):
             super().__init__(config, model)
-        finally:
-            config["single_spec"] = single
         self._init_evaluation()
         if config["lr_schedule"] not in SCHEDULES:
             raise SettingsError(f"lr_schedule '{config['lr_schedule']}' is not one of {', '.join(SCHEDULES)}")

@@ -7,7 +7,9 @@ from ``recbole.evaluator.Evaluator``) and changes only what happens in between.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from logging import getLogger
 from typing import Any
 
@@ -64,19 +66,27 @@ class BundleEvaluation:
         return dict(result)
 
 
+@contextlib.contextmanager
+def without_recbole_ddp(config: Any) -> Iterator[None]:
+    """Build a trainer without RecBole's DDP wrapper: under torchrun, RecBole's ``AbstractTrainer``
+    wraps the model in ``DistributedDataParallel(device_ids=[local_rank])``, which refuses CPU
+    modules and models with nothing to train. Bundle models train nothing to average, and
+    SFTTrainer averages the trained gradients itself."""
+    single = config["single_spec"]
+    config["single_spec"] = True
+    try:
+        yield
+    finally:
+        config["single_spec"] = single
+
+
 class BundleTrainer(BundleEvaluation, AbstractTrainer):
     """Trainer for :class:`~recbole_bundlellm.models.base.BundleGenerator` models that do not
     train weights (Freq, the floors, prompted LLMs, Pairwise's own fit)."""
 
     def __init__(self, config: Any, model: BundleGenerator) -> None:
-        # Under torchrun RecBole would wrap the model in DistributedDataParallel, which refuses a
-        # model with nothing to train (and CPU modules); these models train nothing to average.
-        single = config["single_spec"]
-        config["single_spec"] = True
-        try:
+        with without_recbole_ddp(config):
             super().__init__(config, model)
-        finally:
-            config["single_spec"] = single
         self.logger = getLogger()
         self.evaluator = Evaluator(config)
         self._init_evaluation()

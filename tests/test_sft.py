@@ -19,6 +19,7 @@ import torch
 from recbole_bundlellm.adaptation.batches import IGNORE_INDEX, SFTExample, answer_loss, collate, cut_to_length
 from recbole_bundlellm.adaptation.checkpoint import CheckpointError, TrainingProgress, load_checkpoint, save_checkpoint
 from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, LoraSettings, attach_lora, check_base, save_adapter
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.llm import clear_llm_cache, load_llm
 from recbole_bundlellm.runner import run
 
@@ -181,6 +182,17 @@ def test_a_trained_adapter_is_reused_by_fingerprint_and_loads_with_peft(tiny_dat
 
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llm_path), "out/adapter")
     assert any("lora_" in n for n, _ in peft_model.named_parameters())
+
+
+def test_shuffled_answer_orders_are_seeded_per_session(tiny_data, tiny_llm_path):
+    overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST, "epochs": 1,
+                 "prompt_format": "tags", "answer_order": "shuffled"}
+    first = run("BundleSFT", "clothing", config_dict=overrides, output_dir="a")
+    again = run("BundleSFT", "clothing", config_dict=overrides, output_dir="b")
+    session = run("BundleSFT", "clothing", config_dict={**overrides, "answer_order": "session"}, output_dir="c")
+    assert first.info["fingerprint"] == again.info["fingerprint"] != session.info["fingerprint"]
+    with pytest.raises(BundleLLMError, match="answer_order 'random' is not one of session, shuffled"):
+        run("BundleSFT", "clothing", config_dict={**overrides, "answer_order": "random"}, output_dir="d")
 
 
 def test_an_adapter_is_refused_on_another_base(tiny_llm_path, tmp_path):

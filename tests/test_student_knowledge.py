@@ -143,3 +143,13 @@ def test_icl_retrieves_by_the_students_own_embeddings(tiny_data, tiny_llm_path):
         "icl": {"examples": 1, "retrieval": "embedding"}})
     records = [json.loads(line) for line in Path("emb/predictions.jsonl").read_text().splitlines()]
     assert result.info["adaptation"] == "icl" and all(len(r["example_sessions"]) == 1 for r in records)
+
+
+def test_a_shuffled_tags_target_keeps_the_bundles_and_changes_the_order():
+    from recbole_bundlellm.generation.parser import parse_tags
+    from recbole_bundlellm.generation.prompt import tags_answer
+
+    session = Session("1", tuple("abcdef"), ("t",) * 6, (), (frozenset("be"), frozenset("acd")))
+    shuffled = tags_answer(session, [3, 1, 5, 0, 4, 2])
+    assert shuffled == "4:A 2:B 6:- 1:A 5:B 3:A"  # letters in order of first use, as written
+    assert parse_tags(shuffled, 6).bundles == parse_tags(tags_answer(session), 6).bundles

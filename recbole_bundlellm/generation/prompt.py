@@ -124,8 +124,12 @@ def compact_answer(session: Session) -> str:
     return repr([[position[i] + 1 for i in session.in_session_order(b)] for b in session.bundles])
 
 
-def tags_answer(session: Session) -> str:
+def tags_answer(session: Session, order: Sequence[int] | None = None) -> str:
     """The ground truth as one label per product, letters in order of first use: ``1:A 2:- 3:A``.
+
+    ``order`` (0-based positions) writes the products in another order, e.g. ``3:A 1:A 2:-``:
+    trained on shuffled orders, a student cannot score well by repeating the previous label
+    (bundles are mostly adjacent in a session) and has to read each product.
 
     A product in two bundles (14% of Electronic's training sessions have one) takes its first
     bundle's label; a bundle left with a single labelled product is written as ``-``, since a
@@ -142,7 +146,8 @@ def tags_answer(session: Session) -> str:
             sizes[bundle_of[item]] = sizes.get(bundle_of[item], 0) + 1
     letters: dict[int, str] = {}
     tags = []
-    for i, item in enumerate(session.item_ids):
+    for i in (range(len(session)) if order is None else order):
+        item = session.item_ids[i]
         k = bundle_of.get(item)
         if k is None or sizes[k] < 2 or len(letters) >= len(TAG_LABELS) and k not in letters:
             tags.append(f"{i + 1}:{NO_BUNDLE}")
@@ -173,9 +178,14 @@ def _user_text(session: Session, style: PromptStyle, knowledge: str) -> str:
     return f"Products:\n{products}\n{extra}{COMPACT_TASK if style.format == 'compact' else TAGS_TASK}"
 
 
-def answer_text(session: Session, style: PromptStyle, reasoning: str | None = None) -> str:
-    """What the student should answer for a labelled session (with its reasoning first, if any)."""
-    answer = {"aicl": answer_dict, "compact": compact_answer, "tags": tags_answer}[style.format](session)
+def answer_text(session: Session, style: PromptStyle, reasoning: str | None = None,
+                order: Sequence[int] | None = None) -> str:
+    """What the student should answer for a labelled session (with its reasoning first, if any);
+    ``order`` writes a tags answer's products in that order."""
+    if style.format == "tags":
+        answer = tags_answer(session, order)
+    else:
+        answer = answer_dict(session) if style.format == "aicl" else compact_answer(session)
     return f"Reasoning: {reasoning.strip()}\n{ANSWER_MARK} {answer}" if reasoning else answer
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class BundleSFT(BundleLLM):
         super().__init__(config, dataset)
         loaded = self.loaded_llm.loaded
         self.base = BaseModelId(str(loaded.path), model_content_hash(loaded.path))
+        if config["answer_order"] not in ("session", "shuffled"):
+            raise SettingsError(f"answer_order '{config['answer_order']}' is not one of session, shuffled")
         limit = config["max_seq_tokens"]
         if self.context_tokens is not None and (limit is None or limit > self.context_tokens):
             raise SettingsError(f"max_seq_tokens={limit} exceeds the model's context of {self.context_tokens} tokens; "
@@ -93,7 +96,7 @@ class BundleSFT(BundleLLM):
         examples, cut = [], 0
         for session, view in zip(labelled, views):
             prompt = self.generator.prompt_ids(self.prompts([session], [view])[0])
-            target = self.tokenizer(answer_text(session, self.style, view.reasoning) + eos,
+            target = self.tokenizer(answer_text(session, self.style, view.reasoning, self.answer_order(session)) + eos,
                                     add_special_tokens=False)["input_ids"]
             example, was_cut = cut_to_length(SFTExample(session.session_id, tuple(prompt), tuple(target)),
                                              self.config["max_seq_tokens"])
@@ -113,6 +116,15 @@ class BundleSFT(BundleLLM):
             logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
                            "prompt", cut, self.config["max_seq_tokens"])
         return examples
+
+    def answer_order(self, session: Session) -> list[int] | None:
+        """The order a training target lists the products in (tags format): the session's, or a
+        permutation seeded by (seed, session id) with ``answer_order: shuffled``."""
+        if self.style.format != "tags" or self.config["answer_order"] != "shuffled":
+            return None
+        order = list(range(len(session)))
+        random.Random(f"bundlellm-order:{self.config['seed']}:{session.session_id}").shuffle(order)
+        return order
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy on the target tokens of a collated batch, and their number."""
