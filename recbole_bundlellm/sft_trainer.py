@@ -116,6 +116,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
         self.model.run_info["fingerprint"] = self.fingerprint
         if self._reuse_adapter():
             self.timing["fit_seconds"] = time.perf_counter() - start
+            self._tune(valid)
             return None, None
         self._plan()
         last = self.work_dir / LAST
@@ -128,7 +129,18 @@ class SFTTrainer(BundleEvaluation, Trainer):
         self._save_adapter()
         self.timing["fit_seconds"] = time.perf_counter() - start
         self.model.run_info["training"] = self._training_info()
+        self._tune(valid)
         return result
+
+    def _tune(self, valid: list) -> None:
+        """Let the model calibrate its decoding on valid (labels visible), after training."""
+        if not valid:
+            return
+        start = time.perf_counter()
+        tuned = self.model.tune(valid)
+        if tuned is not None:
+            self.timing["tune_seconds"] = time.perf_counter() - start
+            self.logger.info("%s tuned on valid: %s", type(self.model).__name__, tuned)
 
     def _train_epoch(self, train_data: Any, epoch_idx: int, loss_func: Any = None,
                      show_progress: bool = False) -> float:

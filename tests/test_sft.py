@@ -240,3 +240,27 @@ def test_the_real_embedded_student_trains_a_few_steps(tiny_data):
 
     assert PeftConfig.from_pretrained("out/adapter").r == 4
     assert result.test_result["failurerate"] < 1.0  # the trained student answers in the format
+
+
+def test_a_logit_bias_steers_generation(tiny_llm_path):
+    from recbole_bundlellm.generation.generator import BatchGenerator, GenerationConfig
+
+    loaded = load_llm(str(tiny_llm_path), device="cpu", dtype="float32")
+    prompt = [[{"role": "user", "content": "phone case charger"}]]
+    plain = BatchGenerator(loaded.model, loaded.tokenizer, GenerationConfig(max_new_tokens=3)).generate(prompt)
+    token = loaded.tokenizer.convert_tokens_to_ids("banana")
+    biased = BatchGenerator(loaded.model, loaded.tokenizer,
+                            GenerationConfig(max_new_tokens=3, logit_bias={token: 1e4})).generate(prompt)
+    assert biased[0][0] == "banana banana banana" != plain[0][0]
+
+
+def test_the_tags_decoding_is_calibrated_on_valid_and_recorded(tiny_data, tiny_llm_path):
+    overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST, "epochs": 1,
+                 "prompt_format": "tags", "label_bias_grid": [0, 2]}
+    result = run("BundleSFT", "clothing", config_dict=overrides, output_dir="out")
+    decoding = result.info["decoding"]
+    assert set(decoding["grid"]) == {"0,0", "0,2", "2,0", "2,2"}
+    assert decoding["exact_f1"] == max(decoding["grid"].values()) >= decoding["unbiased"]
+    assert "tuned on valid" in Path("out/run.log").read_text()
+    plain = run("BundleSFT", "clothing", config_dict={**overrides, "label_bias_grid": []}, output_dir="out")
+    assert "decoding" not in plain.info and plain.info["training"]["reused_adapter"]  # same adapter

@@ -52,6 +52,9 @@ class GenerationConfig:
     # Generation of a row ends once its text contains one of these (e.g. "}" closes the answer
     # dict), so small models do not ramble on to max_new_tokens after answering.
     stop_strings: tuple[str, ...] = ()
+    # Added to these tokens' logits at every step (as the OpenAI API's logit_bias): a decoding
+    # calibration, e.g. against an answer shape a fine-tuned student over-predicts.
+    logit_bias: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
         # SettingsError names the config keys (BundleLLM's) these fields come from: the user's to fix.
@@ -278,6 +281,8 @@ class BatchGenerator:
         self.stats["prompt_tokens"] += sum(len(ids) for ids in token_ids)
         self.stats["padding_tokens"] += int((attention_mask == 0).sum())
         processors = LogitsProcessorList()
+        if self.config.logit_bias:
+            processors.append(_LogitBias(self.config.logit_bias))
         if row_seeds is not None:
             # One row per returned sequence; greedy rows would all be equal, so only sampling expands.
             input_ids = input_ids.repeat_interleave(n, dim=0)
@@ -312,6 +317,19 @@ class BatchGenerator:
             texts.append(_cut_at_stop(self.tokenizer.decode(row[:stop], skip_special_tokens=True),
                                       self.config.stop_strings))
         return texts, lengths
+
+
+class _LogitBias:
+    """Logits processor adding a fixed bias to some tokens."""
+
+    def __init__(self, bias: dict[int, float]) -> None:
+        self.ids = torch.tensor(list(bias), dtype=torch.long)
+        self.values = torch.tensor(list(bias.values()), dtype=torch.float32)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        scores[:, self.ids.to(scores.device)] += self.values.to(scores.device, scores.dtype)
+        return scores
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

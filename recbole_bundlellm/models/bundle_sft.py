@@ -30,7 +30,7 @@ from recbole_bundlellm.adaptation.lora import (
     target_modules_setting,
 )
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.generation.prompt import answer_text
+from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
 from recbole_bundlellm.models.bundlellm import BundleLLM
 from recbole_bundlellm.settings import SettingsError
@@ -45,6 +45,9 @@ TRAINING_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules
                  "valid_metric", "seed", "max_new_tokens", "stop_strings", "do_sample", "temperature", "top_p",
                  "max_prompt_tokens")
 FINGERPRINT_VERSION = "sft-v1"
+#: valid_metric (RecBole's lower-cased class name) -> its key in compute_bundle_metrics' summary.
+METRIC_SUMMARY_KEYS = {"exactf1": "exact_f1", "bestjaccard": "best_jaccard", "exactprecision": "exact_precision",
+                       "exactrecall": "exact_recall", "distinctrecall": "distinct_recall"}
 
 
 class BundleSFT(BundleLLM):
@@ -147,6 +150,57 @@ class BundleSFT(BundleLLM):
         for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
             digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
         return digest.hexdigest()
+
+    # ------------------------------------------------------------------ decoding calibration
+
+    def label_tokens(self) -> tuple[int | None, list[int]]:
+        """The tags format's "no bundle" label token (``:-`` where the tokenizer has it) and its
+        new-bundle letters B, C, ... (``A`` continues the first bundle); ``None`` / ``[]`` where
+        the tokenizer has no such single tokens."""
+        unknown = self.tokenizer.unk_token_id
+
+        def single(token: str) -> int | None:
+            ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+            return ids[0] if len(ids) == 1 and ids[0] != unknown else None
+
+        letters = [single(letter) for letter in TAG_LABELS[1:]]
+        return single(":" + NO_BUNDLE), [t for t in letters if t is not None]
+
+    def tune(self, valid_sessions: Sequence[Session]) -> dict[str, Any] | None:
+        """Calibrate the tags decoding on the valid sessions: a bias on the "no bundle" label and
+        one on the new-bundle letters, chosen from ``label_bias_grid`` by ``valid_metric``
+        (greedy decoding of a small student over-predicts one bundle of everything)."""
+        grid = self.config["label_bias_grid"]
+        if self.style.format != "tags" or not grid or not valid_sessions:
+            return None
+        from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
+        from recbole_bundlellm.models.base import without_labels
+
+        none_id, letters = self.label_tokens()
+        metric = METRIC_SUMMARY_KEYS.get(str(self.config["valid_metric"]).lower(), "exact_f1")
+        hidden = without_labels(valid_sessions)
+        truth = [list(s.bundles) for s in valid_sessions]
+        items = [frozenset(s.item_ids) for s in valid_sessions]
+        scores: dict[tuple[float, float], float] = {}
+        for none_bias in sorted({float(b) for b in grid}, key=abs):
+            for split_bias in sorted({float(b) for b in grid}, key=abs):
+                bias = {t: split_bias for t in letters}
+                if none_id is not None:
+                    bias[none_id] = none_bias
+                self.generator.config.logit_bias = bias or None
+                pred = [None if p.failed else [frozenset(b) for b in p.bundles] for p in self.generate_bundles(hidden)]
+                scores[(none_bias, split_bias)] = compute_bundle_metrics(pred, truth, items)[metric]
+        best = max(scores, key=lambda k: (scores[k], -abs(k[0]) - abs(k[1])))  # ties: the smaller bias
+        bias = {t: best[1] for t in letters}
+        if none_id is not None:
+            bias[none_id] = best[0]
+        self.generator.config.logit_bias = bias or None
+        chosen = {"none_bias": best[0], "new_bundle_bias": best[1], metric: round(scores[best], 4),
+                  "unbiased": round(scores[(0.0, 0.0)], 4) if (0.0, 0.0) in scores else None,
+                  "grid": {f"{k[0]:g},{k[1]:g}": round(v, 4) for k, v in scores.items()}}
+        self.run_info["decoding"] = chosen
+        self.generator.reset_stats()
+        return chosen
 
     # ------------------------------------------------------------------ adapters
 
