@@ -18,6 +18,10 @@ COLUMNS = [("exactf1", "exact F1"), ("bestjaccard", "best Jacc."), ("bundlepreci
            ("wholesessionshare", "whole"), ("predictedbundles", "#pred"), ("truebundles", "#true")]
 
 
+def _command(value: str | list[str] | None) -> str:
+    return value if isinstance(value, str) else " ".join(value or [])
+
+
 def load(folder: Path) -> dict:
     data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     training = data.get("info", {}).get("training", {})
@@ -27,8 +31,9 @@ def load(folder: Path) -> dict:
         "train_seconds": training.get("train_seconds"), "valid_seconds": training.get("valid_seconds"),
         "reused_adapter": training.get("reused_adapter"),
         "seconds_per_session": data["timing"].get("seconds_per_session"),
-        "command": " ".join(data.get("command") or []), "training": training,
+        "command": _command(data.get("command")), "training": training,
         "views": data.get("info", {}).get("views"), "knowledge": data.get("info", {}).get("knowledge"),
+        "decoding": data.get("info", {}).get("decoding"),
     }
 
 
@@ -36,16 +41,32 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _labels(rows: list[dict]) -> list[str]:
+    """Run names, with the folder's name where two runs share one (ablations of one config)."""
+    names = [r["run"] for r in rows]
+    return [f"{r['run']} [{Path(r['folder']).name}]" if names.count(r["run"]) > 1 else r["run"] for r in rows]
+
+
+def _decoding(row: dict) -> str:
+    tuned = row.get("decoding")
+    if not tuned:
+        return "greedy"
+    return f"calibrated (none {tuned['none_bias']:g}, new {tuned['new_bundle_bias']:g})"
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ["run", *(name for _, name in COLUMNS), "train min", "s/session", "sessions"]
+    for row, label in zip(rows, _labels(rows)):
+        row["label"] = label
+    head = ["run", *(name for _, name in COLUMNS), "train min", "s/session", "decoding"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         train = r["train_seconds"] / 60 if r["train_seconds"] else None
-        cells = [r["run"], *(_cell(r["test"].get(key)) for key, _ in COLUMNS), _cell(train, 1),
-                 _cell(r["seconds_per_session"], 2), str(r["sessions"])]
+        cells = [r["label"], *(_cell(r["test"].get(key)) for key, _ in COLUMNS), _cell(train, 1),
+                 _cell(r["seconds_per_session"], 2), _decoding(r)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.extend(f"- {r['run']}: `{r['command']}`" for r in rows)
+    lines.append(f"Test sessions per run: {sorted({r['sessions'] for r in rows})}.")
+    lines.extend(f"- {r['label']}: `{r['command']}`" for r in rows)
     return "\n".join(lines) + "\n"
 
 
