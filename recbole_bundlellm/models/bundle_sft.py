@@ -87,7 +87,8 @@ class BundleSFT(BundleLLM):
 
     @property
     def student(self) -> Any:
-        return getattr(self, "llm", None) or self.loaded_llm.loaded.model
+        llm = getattr(self, "llm", None)  # set once the adapters are attached, after BundleLLM's init
+        return llm if llm is not None else self.loaded_llm.loaded.model
 
     # ------------------------------------------------------------------ training data
 
