@@ -58,8 +58,9 @@ def test_the_loss_is_computed_on_answer_tokens_only(tiny_llm_path):
             for k in range(len(e.prompt_ids), ids.shape[1]):
                 total.append(torch.nn.functional.cross_entropy(logits[k - 1], ids[0, k]))
     assert loss.item() == pytest.approx(torch.stack(total).mean().item(), rel=1e-5)
-    # Changing the prompt's tokens changes the loss only through the context, never as a label.
-    assert cut_to_length(a, len(a.target_ids) + 1)[0].prompt_ids == a.prompt_ids[-1:]
+    # A too-long example loses the start of its prompt, never a target token.
+    cut, was_cut = cut_to_length(a, len(a.target_ids) + 1)
+    assert was_cut and cut.prompt_ids == a.prompt_ids[-1:] and cut.target_ids == a.target_ids
 
 
 def test_a_few_real_training_steps_lower_the_loss_and_change_the_answer(tiny_data, tiny_llm_path):

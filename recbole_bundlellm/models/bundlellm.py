@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from recbole_bundlellm.adaptation import AdaptationContext, AdaptationStrategy, StudentView
+from recbole_bundlellm.adaptation import EXAMPLE, AdaptationContext, AdaptationStrategy, Retrieved, StudentView
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.generation.generator import BatchGenerator, GenerationConfig
@@ -179,8 +179,6 @@ class BundleLLM(BundleGenerator):
             return [StudentView() for _ in sessions]
         if self.examples is None:
             raise RuntimeError("one_shot prompting needs fit_bundles() with training sessions first")
-        from recbole_bundlellm.adaptation import EXAMPLE, Retrieved
-
         return [StudentView(tuple(Retrieved(EXAMPLE, "", 1.0, e) for e in ex))
                 for ex in self.examples.nearest(sessions, k=1)]
 
