@@ -247,13 +247,19 @@ def check_output_folder(out: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process. A zombie counts as dead: a killed run whose parent
+    died is reaped by init only when init reaps (a container's PID 1 often never does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS) or it just went: trust kill(0)
+        return True
+    return state not in ("Z", "X")
 
 
 def _sweep_stale(out: Path) -> None:

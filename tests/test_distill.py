@@ -341,7 +341,17 @@ class UnitsOnly:
         return None
 
 
-def test_ctrl_c_stops_the_executor_at_once_and_keeps_what_finished(tmp_path):
+@pytest.fixture
+def ctrl_c_reaches_python():
+    """Ctrl-C raises KeyboardInterrupt here and in the commands started meanwhile, even when the
+    suite itself was started in the background: a shell starts background jobs with SIGINT
+    ignored, Python then installs no handler, and children inherit the ignored disposition."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_executor_at_once_and_keeps_what_finished(tmp_path, ctrl_c_reaches_python):
     release = threading.Event()
     store = KnowledgeStore(tmp_path)
 
@@ -366,7 +376,8 @@ def test_ctrl_c_stops_the_executor_at_once_and_keeps_what_finished(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_distill_exits_at_once_keeping_the_finished_records(fault_proxy, tiny_data, tmp_path):
+def test_ctrl_c_during_distill_exits_at_once_keeping_the_finished_records(fault_proxy, tiny_data, tmp_path,
+                                                                          ctrl_c_reaches_python):
     store = tmp_path / "kn"
     config = tmp_path / "distill.yaml"
     config.write_text(yaml.safe_dump(tiny_teacher_config(tiny_data, store, fault_proxy.base_url, distill_max_sessions=6,

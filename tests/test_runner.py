@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -167,7 +170,6 @@ def test_a_failed_first_run_leaves_no_folder(tiny_data, tmp_path, monkeypatch):
 
 def test_the_partial_folder_of_a_killed_run_is_swept(tiny_data, tmp_path):
     import subprocess
-    import sys
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
@@ -177,6 +179,29 @@ def test_the_partial_folder_of_a_killed_run_is_swept(tiny_data, tmp_path):
     (stale / "run.log").write_text("killed half-way")
     _run_floor(tiny_data, out)
     assert not stale.exists() and (out / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_partial_folder_of_a_killed_but_unreaped_run_is_swept(tmp_path):
+    # A run killed with its parent stays a zombie until init reaps it, which a container's PID 1
+    # may never do: kill(pid, 0) still succeeds, yet nothing will finish that folder.
+    import subprocess
+
+    from recbole_bundlellm.runner import staged_folder
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # not waited for: it stays a zombie once it exits
+            if Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        stale = tmp_path / f"out.partial-{zombie.pid}"
+        stale.mkdir()
+        with staged_folder(tmp_path / "out") as stage:
+            (stage / "metrics.json").write_text("{}")
+        assert not stale.exists() and (tmp_path / "out" / "metrics.json").is_file()
+    finally:
+        zombie.wait()
 
 
 def test_an_empty_existing_output_folder_is_used(tiny_data, tmp_path):
