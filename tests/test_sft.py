@@ -265,3 +265,29 @@ def test_the_tags_decoding_is_calibrated_on_valid_and_recorded(tiny_data, tiny_l
     assert "tuned on valid" in Path("out/run.log").read_text()
     plain = run("BundleSFT", "clothing", config_dict={**overrides, "label_bias_grid": []}, output_dir="out")
     assert "decoding" not in plain.info and plain.info["training"]["reused_adapter"]  # same adapter
+
+
+def test_balanced_label_weights_find_each_tags_label_and_weigh_classes_alike(tiny_llm_path):
+    from types import SimpleNamespace
+
+    from recbole_bundlellm.adaptation.batches import class_balanced_weights
+    from recbole_bundlellm.models.bundle_sft import BundleSFT
+
+    tokenizer = load_llm(str(tiny_llm_path), device="cpu", dtype="float32").tokenizer
+    owner = SimpleNamespace(config={"label_weighting": "balanced"}, tokenizer=tokenizer)
+    answers = ["3:A 1:A 2:A 4:-", "Reasoning: 1:B is noise here\nAnswer: 2:A 1:B 3:A"]
+    targets = [BundleSFT._target(owner, answer, tokenizer.eos_token) for answer in answers]
+    for answer, (ids, classes) in zip(answers, targets):
+        assert ids == tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        assert len(classes) == len(ids)
+    # One class per product label, in answer order; the reasoning's "1:B" is not a label.
+    assert [c for c in targets[0][1] if c] == ["A", "A", "A", "-"]
+    assert [c for c in targets[1][1] if c] == ["A", "new", "A"]
+    weights = class_balanced_weights([classes for _, classes in targets])
+    label_weight = {c: w for (_, classes), ws in zip(targets, weights) for c, w in zip(classes, ws) if c}
+    # 5 A, 1 -, 1 new: each class carries the same total weight; other tokens keep weight 1.
+    assert label_weight["A"] * 5 == pytest.approx(label_weight["-"]) == pytest.approx(label_weight["new"])
+    assert all(w == 1.0 for (_, classes), ws in zip(targets, weights) for c, w in zip(classes, ws) if c is None)
+    batch = collate([SFTExample("s", (5, 6), tuple(targets[0][0]), target_weights=weights[0])], 0)
+    assert batch["token_weights"][0, 2:].tolist() == pytest.approx(list(weights[0]))
+    assert batch["token_weights"][0, :2].tolist() == [1.0, 1.0]

@@ -12,13 +12,14 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, cut_to_length
+from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, class_balanced_weights, cut_to_length
 from recbole_bundlellm.adaptation.lora import (
     BaseModelId,
     LoraSettings,
@@ -36,6 +37,9 @@ from recbole_bundlellm.models.bundlellm import BundleLLM
 from recbole_bundlellm.settings import SettingsError
 
 logger = logging.getLogger(__name__)
+#: One product's label in a tags answer (``3:A``, ``4:-``): group 2 is the label.
+_TAG = re.compile(r"(\d+):([A-Z]|" + re.escape(NO_BUNDLE) + r")")
+LABEL_WEIGHTINGS = ("none", "balanced")
 
 #: Settings that change how the adapter is trained or which epoch is kept (the examples and the
 #: validation prompts are hashed themselves, so what the student sees needs no key here).
@@ -65,6 +69,11 @@ class BundleSFT(BundleLLM):
         if self.context_tokens is not None and (limit is None or limit > self.context_tokens):
             raise SettingsError(f"max_seq_tokens={limit} exceeds the model's context of {self.context_tokens} tokens; "
                                 f"set max_seq_tokens to {self.context_tokens} or less")
+        if config["label_weighting"] not in LABEL_WEIGHTINGS:
+            raise SettingsError(f"label_weighting '{config['label_weighting']}' is not one of {', '.join(LABEL_WEIGHTINGS)}")
+        if config["label_weighting"] != "none" and config["prompt_format"] != "tags":
+            raise SettingsError("label_weighting weighs the labels of a tags answer; set prompt_format: tags "
+                                "or label_weighting: none")
         self.full_finetune = bool(config["full_finetune"])
         if self.full_finetune:
             loaded.model.requires_grad_(True)
@@ -97,13 +106,19 @@ class BundleSFT(BundleLLM):
         labelled = [s for s in sessions if s.bundles]
         views = self.views(labelled, training=True)
         eos = self.tokenizer.eos_token or ""
-        examples, cut = [], 0
+        prompts, targets, classes = [], [], []
         for session, view in zip(labelled, views):
-            prompt = self.generator.prompt_ids(self.prompts([session], [view])[0])
-            target = self.tokenizer(answer_text(session, self.style, view.reasoning, self.answer_order(session)) + eos,
-                                    add_special_tokens=False)["input_ids"]
-            example, was_cut = cut_to_length(SFTExample(session.session_id, tuple(prompt), tuple(target)),
-                                             self.config["max_seq_tokens"])
+            prompts.append(self.generator.prompt_ids(self.prompts([session], [view])[0]))
+            answer = answer_text(session, self.style, view.reasoning, self.answer_order(session))
+            target_ids, target_classes = self._target(answer, eos)
+            targets.append(target_ids)
+            classes.append(target_classes)
+        weights = (class_balanced_weights(classes, float(self.config["label_weight_power"]))
+                   if self.config["label_weighting"] == "balanced" else [None] * len(targets))
+        examples, cut = [], 0
+        for session, prompt, target, target_weights in zip(labelled, prompts, targets, weights):
+            example, was_cut = cut_to_length(SFTExample(session.session_id, tuple(prompt), tuple(target),
+                                                        target_weights=target_weights), self.config["max_seq_tokens"])
             examples.append(example)
             cut += was_cut
         self.raw_training_sessions = sum(v.is_raw for v in views)
@@ -120,6 +135,19 @@ class BundleSFT(BundleLLM):
             logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
                            "prompt", cut, self.config["max_seq_tokens"])
         return examples
+
+    def _target(self, answer: str, eos: str) -> tuple[list[int], list[str | None]]:
+        """The target's token ids and, with ``label_weighting``, each token's label class in a
+        tags answer: ``-`` (no bundle), ``A`` (the first bundle) or ``new`` (a later one)."""
+        if self.config["label_weighting"] == "none":
+            return self.tokenizer(answer + eos, add_special_tokens=False)["input_ids"], []
+        encoded = self.tokenizer(answer + eos, add_special_tokens=False, return_offsets_mapping=True)
+        labels = {m.start(2): m.group(2) for m in _TAG.finditer(answer, answer.rfind("\n") + 1)}
+        classes: list[str | None] = []
+        for start, end in encoded["offset_mapping"]:
+            label = next((labels[p] for p in range(start, end) if p in labels), None)
+            classes.append(None if label is None else label if label in (NO_BUNDLE, TAG_LABELS[0]) else "new")
+        return encoded["input_ids"], classes
 
     def answer_order(self, session: Session) -> list[int] | None:
         """The order a training target lists the products in (tags format): the session's, or a
@@ -147,6 +175,8 @@ class BundleSFT(BundleLLM):
                                  default=str).encode())
         for e in examples:
             digest.update(json.dumps([e.session_id, e.prompt_ids, e.target_ids, e.weight]).encode())
+            if e.target_weights is not None:  # absent from older fingerprints: their adapters stay reusable
+                digest.update(json.dumps(e.target_weights).encode())
         views = self.views(valid_sessions, training=False)
         for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
             digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
