@@ -76,8 +76,8 @@ class TeacherLLM(BundleGenerator):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        # The teacher gets the student's zero-/one-shot prompt only: a strategy's views need the
-        # student's own tokenizer and embeddings, and knowledge distilled from this very teacher.
+        # The teacher gets the student's zero-/one-shot prompt only: a strategy's views are cut to
+        # the student's token budget and may retrieve by the student's own embeddings.
         for key in ("adaptation", "knowledge_use"):
             if config[key]:
                 raise SettingsError(f"TeacherLLM prompts as the zero-/one-shot student (prompt_mode); "
