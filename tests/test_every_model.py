@@ -3,12 +3,14 @@ do), so a new model cannot land without training, generating and scoring through
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 
 from recbole_bundlellm.plugins import PluginHost
 from recbole_bundlellm.runner import run
+from recbole_bundlellm.testing import FakeTeacherServer
 
 #: Per-model settings for a fast run on the tiny dataset; a model not listed runs on its defaults.
 FAST_SETTINGS: dict[str, dict] = {
@@ -17,18 +19,32 @@ FAST_SETTINGS: dict[str, dict] = {
 }
 
 
+#: What a model that asks a teacher (``needs_teacher = True`` on its class) is answered with: a
+#: FakeTeacherServer on 127.0.0.1 (the real client over HTTP), every answer one bundle.
+TEACHER_ANSWER = "{'bundle1': ['product1', 'product2']}"
+
+
 def _bundle_models() -> list[str]:
     return [spec.name for spec in PluginHost().models.specs() if spec.is_bundle_model]
 
 
+def _needs_teacher(model: str) -> bool:
+    return bool(getattr(PluginHost().models.resolve(model).model_class, "needs_teacher", False))
+
+
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM"} <= set(_bundle_models())
+    assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 
 @pytest.mark.parametrize("model", _bundle_models())
-def test_every_registered_bundle_model_runs_end_to_end(model, tiny_data, tiny_llm_path):
+def test_every_registered_bundle_model_runs_end_to_end(model, tiny_data, tiny_llm_path, tmp_path):
     overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST_SETTINGS.get(model, {})}
-    result = run(model, "clothing", config_dict=overrides)
+    with contextlib.ExitStack() as stack:
+        if _needs_teacher(model):
+            server = stack.enter_context(FakeTeacherServer([], default=TEACHER_ANSWER))
+            overrides.update(teacher=server.config(), knowledge_dir=str(tmp_path / "knowledge"))
+        result = run(model, "clothing", config_dict=overrides)
     test_ids = {line.split("\t")[0]
                 for line in (tiny_data / "clothing" / "clothing.test.inter").read_text().splitlines()[1:]}
     records = [json.loads(line) for line in (result.output_dir / "predictions.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise, TeacherLLM)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,5 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("TeacherLLM", "recbole_bundlellm.models.teacher_llm:TeacherLLM", (_MODELS / "TeacherLLM.yaml",),
+                       _TRAINER, description="the teacher endpoint prompted as the student (calls cached in knowledge_dir)"))

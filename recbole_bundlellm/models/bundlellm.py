@@ -27,6 +27,58 @@ PROMPT_MODES = ("zero_shot", "one_shot")
 logger = logging.getLogger(__name__)
 
 
+# The student's prompt, as functions: TeacherLLM asks its teacher with exactly these prompts.
+
+def check_prompt_mode(config: Any) -> str:
+    """``prompt_mode``, checked (zero_shot | one_shot)."""
+    mode = config["prompt_mode"]
+    if mode not in PROMPT_MODES:
+        raise SettingsError(f"prompt_mode '{mode}' is not one of {', '.join(PROMPT_MODES)}")
+    return mode
+
+
+def prompt_style(config: Any) -> PromptStyle:
+    """The :class:`PromptStyle` of ``prompt_format``, ``max_title_words``, ``show_categories`` and
+    ``answer_prefix`` (the format checked)."""
+    if config["prompt_format"] not in PROMPT_FORMATS:
+        raise SettingsError(f"prompt_format '{config['prompt_format']}' is not one of {', '.join(PROMPT_FORMATS)}")
+    return PromptStyle(config["prompt_format"], config["max_title_words"],
+                       bool(config["show_categories"]), config["answer_prefix"] or "")
+
+
+def shot_views(sessions: Sequence[Session], prompt_mode: str, examples: NearestSessions | None) -> list[StudentView]:
+    """The zero-/one-shot views (no adaptation strategy): nothing, or the nearest training session
+    as a worked example (``examples``: the training sessions' :class:`NearestSessions`)."""
+    if prompt_mode == "zero_shot":
+        return [StudentView() for _ in sessions]
+    if examples is None:
+        raise RuntimeError("one_shot prompting needs fit_bundles() with training sessions first")
+    return [StudentView(tuple(Retrieved(EXAMPLE, "", 1.0, e) for e in ex))
+            for ex in examples.nearest(sessions, k=1)]
+
+
+def session_prompts(sessions: Sequence[Session], views: Sequence[StudentView], style: PromptStyle, *,
+                    adapted: bool) -> list[list[dict[str, str]]]:
+    """The chat messages of each session seen through its view (``adapted``: a strategy's view)."""
+    if not adapted and style.format == "aicl":
+        # The zero-/one-shot prompts exactly as before adaptation strategies existed.
+        return [build_messages(s, v.examples, max_title_words=style.max_title_words,
+                               answer_prefix=style.answer_prefix) for s, v in zip(sessions, views)]
+    return [view_messages(s, v, style) for s, v in zip(sessions, views)]
+
+
+def parse_prediction(session: Session, text: str, style: PromptStyle) -> BundlePrediction:
+    """``text`` (the answer, its prefix included) parsed into the session's bundles; an answer
+    without a usable bundle is a failed prediction with the parser's reason."""
+    parsed = parse_answer(text, len(session), style.format)
+    details: dict[str, Any] = {
+        "dropped_out_of_range": parsed.dropped_out_of_range,
+        "dropped_duplicates": parsed.dropped_duplicates,
+    }
+    bundles = None if parsed.failed else [tuple(session.item_ids[i] for i in b) for b in parsed.bundles]
+    return BundlePrediction(session.session_id, bundles, text, parsed.reason, details)
+
+
 class _Shared:
     """Holds the shared LLM outside the module tree, so ``model.train()`` / ``.to()`` / ``requires_grad_``
     on this model never reach an object other models use too."""
@@ -43,13 +95,8 @@ class BundleLLM(BundleGenerator):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.prompt_mode = config["prompt_mode"]
-        if self.prompt_mode not in PROMPT_MODES:
-            raise SettingsError(f"prompt_mode '{self.prompt_mode}' is not one of {', '.join(PROMPT_MODES)}")
-        if config["prompt_format"] not in PROMPT_FORMATS:
-            raise SettingsError(f"prompt_format '{config['prompt_format']}' is not one of {', '.join(PROMPT_FORMATS)}")
-        self.style = PromptStyle(config["prompt_format"], config["max_title_words"],
-                                 bool(config["show_categories"]), config["answer_prefix"] or "")
+        self.prompt_mode = check_prompt_mode(config)
+        self.style = prompt_style(config)
         self.strategy = self._make_strategy(config)
         loaded = self._load(config)
         self.run_info = {
@@ -175,19 +222,10 @@ class BundleLLM(BundleGenerator):
         """What the student sees for each session (through the strategy, or zero-/one-shot)."""
         if self.strategy is not None:
             return self.strategy.views(sessions, training=training)
-        if self.prompt_mode == "zero_shot":
-            return [StudentView() for _ in sessions]
-        if self.examples is None:
-            raise RuntimeError("one_shot prompting needs fit_bundles() with training sessions first")
-        return [StudentView(tuple(Retrieved(EXAMPLE, "", 1.0, e) for e in ex))
-                for ex in self.examples.nearest(sessions, k=1)]
+        return shot_views(sessions, self.prompt_mode, self.examples)
 
     def prompts(self, sessions: Sequence[Session], views: Sequence[StudentView]) -> list[list[dict[str, str]]]:
-        if self.strategy is None and self.style.format == "aicl":
-            # The zero-/one-shot prompts exactly as before adaptation strategies existed.
-            return [build_messages(s, v.examples, max_title_words=self.style.max_title_words,
-                                   answer_prefix=self.style.answer_prefix) for s, v in zip(sessions, views)]
-        return [view_messages(s, v, self.style) for s, v in zip(sessions, views)]
+        return session_prompts(sessions, views, self.style, adapted=self.strategy is not None)
 
     # ------------------------------------------------------------------ generation
 
@@ -206,17 +244,11 @@ class BundleLLM(BundleGenerator):
         prefix = self.style.answer_prefix
         out = []
         for session, view, answers in zip(sessions, views, texts):
-            text = prefix + answers[0]
-            parsed = parse_answer(text, len(session), self.style.format)
-            details: dict[str, Any] = {
-                "dropped_out_of_range": parsed.dropped_out_of_range,
-                "dropped_duplicates": parsed.dropped_duplicates,
-            }
+            prediction = parse_prediction(session, prefix + answers[0], self.style)
             if view.examples:
-                details["example_sessions"] = [e.session_id for e in view.examples]
+                prediction.details["example_sessions"] = [e.session_id for e in view.examples]
             kinds = sorted({r.kind for r in view.knowledge()})
             if kinds:
-                details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
-            bundles = None if parsed.failed else [tuple(session.item_ids[i] for i in b) for b in parsed.bundles]
-            out.append(BundlePrediction(session.session_id, bundles, text, parsed.reason, details))
+                prediction.details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
+            out.append(prediction)
         return out
