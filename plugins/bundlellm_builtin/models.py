@@ -25,3 +25,4 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("POG", "recbole_bundlellm.models.pog:POG", (_MODELS / "NeuralBundle.yaml", _MODELS / "POG.yaml"), "recbole_bundlellm.neural_trainer:NeuralBundleTrainer", description="transformer encoder over the session + pointer decoder generating its bundles (POG, KDD 2019)"))
