@@ -78,11 +78,22 @@ def test_masks_allow_end_after_two_items_and_stop_between_bundles():
 
 def test_bad_settings_are_one_line_errors():
     for key, value in (("pog_heads", 3), ("pog_d_model", 0), ("pog_fallback", "pair"), ("pog_dropout", 1.5),
-                       ("pog_tune_end_biases", []), ("pog_tune_fallbacks", ["whole", "best"])):
+                       ("pog_tune_end_biases", []), ("pog_tune_fallbacks", ["whole", "best"]),
+                       ("pog_train_categories", "raw")):
         with pytest.raises(SettingsError):
             POG(defaults(**{key: value}), None)
     with pytest.raises(SettingsError, match="pog_fallback"):
         Decoding(fallback="pair")
+
+
+def test_training_categories_can_be_predicted_out_of_fold():
+    sessions = planted(20, 8, "tr")
+    model = POG(defaults(pog_train_categories="predicted"), None)
+    model.fit_bundles(sessions)
+    trained = model.training_sessions(list(sessions))
+    assert [s.session_id for s in trained] == [s.session_id for s in sessions]
+    assert all(a in model._predicted for a in trained)  # the re-predicted copies are what it learns from
+    assert [s.bundles for s in trained] == [s.bundles for s in sessions]
 
 
 def train(model: POG, sessions: list[Session], epochs: int, batch: int = 16) -> list[float]:

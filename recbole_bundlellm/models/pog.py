@@ -29,6 +29,10 @@ Where it must differ:
   STOP only between bundles. Ground-truth bundles that share items (about 15% of the sessions)
   are made disjoint for training: a later bundle loses the items an earlier one took, and is
   dropped if fewer than two remain.
+* **Training categories** (``pog_train_categories: predicted``, the default): only training-bundle
+  items carry their raw leaf category, every other item (all valid and test items) one predicted
+  from its title; they are re-predicted out of fold for training (Pairwise's helper), so that the
+  kind of leaf does not tell the model which training items are in a bundle.
 * **No user**: the original's personalisation (the user's history as the encoder input) is the
   session itself here.
 * **Decoding**: greedy with the masks above; a bundle that cannot be closed with two items is
@@ -148,6 +152,10 @@ class POG(NeuralBundleModel):
         self.dropout = float(config["pog_dropout"])
         if not 0.0 <= self.dropout < 1.0:
             raise SettingsError(f"pog_dropout={self.dropout} must be in [0, 1)")
+        self.train_categories = str(config["pog_train_categories"])
+        if self.train_categories not in ("given", "predicted"):
+            raise SettingsError(f"pog_train_categories '{self.train_categories}' is not one of given, predicted")
+        self._predicted: list[Session] | None = None
         self.decoding = Decoding(float(config["pog_end_bias"]), float(config["pog_stop_bias"]),
                                  str(config["pog_fallback"]))
         fallbacks = config["pog_tune_fallbacks"]
@@ -213,7 +221,19 @@ class POG(NeuralBundleModel):
 
     # ----- training -----
 
+    def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
+        super().fit_bundles(train_sessions)
+        if self.train_categories == "predicted" and all(s.categories for s in train_sessions):
+            # Only training-bundle items carry their raw leaf; every other item (valid and test
+            # included) has one predicted from its title. Left as is, "raw-looking leaf" would
+            # tell the model which training items are in a bundle: re-predict them out of fold.
+            from recbole_bundlellm.models.pairwise import predicted_training_categories
+
+            self._predicted = predicted_training_categories(train_sessions, folds=5, seed=int(self.config["seed"]))
+
     def training_sessions(self, sessions: Sequence[Session]) -> list[Session]:
+        if self._predicted is not None and [s.session_id for s in sessions] == [s.session_id for s in self._predicted]:
+            sessions = self._predicted
         return [s for s in super().training_sessions(sessions) if training_bundles(s)]
 
     def session_loss(self, sessions: Sequence[Session], rng: random.Random) -> torch.Tensor:
