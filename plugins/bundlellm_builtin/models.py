@@ -10,6 +10,7 @@ from recbole_bundlellm.registry import ModelSpec
 
 _MODELS = Path(__import__("recbole_bundlellm").__file__).resolve().parent / "models"
 _TRAINER = "recbole_bundlellm.trainer:BundleTrainer"
+_NEURAL = "recbole_bundlellm.neural_trainer:NeuralBundleTrainer"
 
 
 @hookimpl
@@ -27,3 +28,5 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
     register(ModelSpec("TeacherLLM", "recbole_bundlellm.models.teacher_llm:TeacherLLM", (_MODELS / "TeacherLLM.yaml",),
                        _TRAINER, description="the teacher endpoint prompted as the student (calls cached in knowledge_dir)"))
+    register(ModelSpec("POG", "recbole_bundlellm.models.pog:POG", (_MODELS / "NeuralBundle.yaml", _MODELS / "POG.yaml"),
+                       _NEURAL, description="transformer encoder over the session + pointer decoder generating its bundles (POG, KDD 2019)"))
