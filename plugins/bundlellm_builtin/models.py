@@ -25,3 +25,6 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("BBPR", "recbole_bundlellm.models.bbpr:BBPR", (_MODELS / "NeuralBundle.yaml", _MODELS / "BBPR.yaml"),
+                       "recbole_bundlellm.neural_trainer:NeuralBundleTrainer",
+                       description="bundle BPR on title/category item encodings + greedy bundle construction (Pathak et al. 2017)"))
