@@ -138,3 +138,14 @@ def test_bbpr_recovers_planted_bundles():
     whole = [type(p)(p.session_id, [s.item_ids]) for p, s in zip(predictions, test)]
     assert exact_f1(whole, test) == 0.0  # the floor: no session is one bundle
     assert exact_f1(predictions, test) >= 0.8, [p.bundles for p in predictions]
+
+
+def test_leaf_affinity_leaves_a_training_session_out_of_its_own_counts():
+    camera = Session("a", ("1", "2", "3"), ("camera", "battery", "lamp"), ("Cameras", "Batteries", "Lamps"),
+                     (frozenset({"1", "2"}),))
+    other = Session("b", ("4", "5"), ("camera", "battery"), ("Cameras", "Batteries"), (frozenset({"4", "5"}),))
+    affinity = bb.LeafAffinity(smoothing=1.0).fit([camera, other])
+    unseen = Session("t", ("7", "8", "9"), camera.titles, camera.categories)
+    full, own = affinity.matrix(unseen), affinity.matrix(camera)
+    assert full[0, 1] > own[0, 1] > 0 > full[0, 2]  # together twice; once without session "a" itself
+    assert own[0, 2] == pytest.approx(0.0, abs=0.5) and own[0, 2] > full[0, 2]  # apart only in "a"

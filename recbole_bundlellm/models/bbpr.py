@@ -18,8 +18,9 @@ Where it must differ (as the AICL paper adapted it, bundles are found inside one
   encoded items, and ``pref(i) = <context, item i> + bias(i)`` says how much item i belongs to what
   the session is about; ``bbpr_context: none`` drops it (``pref = bias``: compatibility only).
 * **Compatibility** ``compat(i, j)`` is a learned symmetric bilinear form of the two encodings plus
-  learned weights on their title cosine and same-leaf indicator (the paper learns it from
-  co-occurrence; unseen items need it from features).
+  learned weights on their title cosine, a same-leaf indicator and the smoothed log-odds that their
+  two leaves fell in one training bundle (:class:`LeafAffinity`). The paper's compatibility comes
+  from item co-occurrence; test items are unseen, so it comes from leaf co-occurrence and features.
 * **Negatives come from the same session**: a true bundle with 1..k of its k items swapped for
   session items outside it (same size; never another true bundle), ``bbpr_negatives`` per bundle,
   drawn from the epoch's seeded ``rng``. A session whose bundle is the whole session has no such
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,7 +53,7 @@ from torch import nn
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.neural import NeuralBundleModel
-from recbole_bundlellm.models.pairwise import FALLBACKS
+from recbole_bundlellm.models.pairwise import FALLBACKS, pair_labels, session_pairs
 from recbole_bundlellm.settings import SettingsError
 
 CONTEXTS = ("mean", "none")
@@ -162,6 +164,52 @@ def _membership(bundles: Sequence[Sequence[int]], n: int) -> torch.Tensor:
     return mask
 
 
+class LeafAffinity:
+    """How often two leaf categories fell in one training bundle vs. in one session apart, as
+    smoothed log-odds: the paper's co-occurrence compatibility, on leaves because test items are
+    unseen. A training session's own pairs are left out of its counts (leave-one-out), so training
+    does not learn to trust counts that contain the answer."""
+
+    def __init__(self, smoothing: float = 5.0) -> None:
+        self.smoothing = smoothing
+        self.together: Counter = Counter()
+        self.apart: Counter = Counter()
+        self.prior = 0.5
+        self._own: dict[str, tuple[Counter, Counter]] = {}
+
+    @staticmethod
+    def _count(session: Session) -> tuple[Counter, Counter]:
+        together: Counter = Counter()
+        apart: Counter = Counter()
+        for (i, j), label in zip(session_pairs(len(session)), pair_labels(session)):
+            (together if label else apart)[frozenset((session.categories[i], session.categories[j]))] += 1
+        return together, apart
+
+    def fit(self, sessions: Sequence[Session]) -> LeafAffinity:
+        self.together, self.apart, self._own = Counter(), Counter(), {}
+        for s in sessions:
+            if s.categories and s.bundles:
+                own = self._own[s.session_id] = self._count(s)
+                self.together.update(own[0])
+                self.apart.update(own[1])
+        total = sum(self.together.values()) + sum(self.apart.values())
+        self.prior = (sum(self.together.values()) + 1) / (total + 2)
+        return self
+
+    def matrix(self, session: Session) -> np.ndarray:
+        """Symmetric ``[n, n]`` log-odds of the session's leaf pairs (0 without categories)."""
+        n = len(session)
+        out = np.zeros((n, n), dtype=np.float32)
+        if not session.categories:
+            return out
+        own_t, own_a = self._own.get(session.session_id, (Counter(), Counter()))
+        for i, j in session_pairs(n):
+            key = frozenset((session.categories[i], session.categories[j]))
+            t, a = self.together[key] - own_t[key], self.apart[key] - own_a[key]
+            out[i, j] = out[j, i] = np.log((t + self.smoothing * self.prior) / (a + self.smoothing * (1 - self.prior)))
+        return out
+
+
 class BBPR(NeuralBundleModel):
     """Bundle BPR over title/category item encodings, greedy decoding (see the module docstring)."""
 
@@ -176,6 +224,7 @@ class BBPR(NeuralBundleModel):
         self.decoding = Decoding(float(config["bbpr_pair_quantile"]), float(config["bbpr_gain"]),
                                  str(config["bbpr_fallback"]))
         self.calibration: list[Session] = []
+        self.affinity = LeafAffinity(float(config["bbpr_smoothing"]))
         self._calibrated: tuple[str, float] | None = None  # (digest of the weights, std of the pair scores)
         self._pair_sample = np.zeros(0)
         self.run_info = {"decoding": asdict(self.decoding), "context": self.context, "tuned": False}
@@ -190,11 +239,12 @@ class BBPR(NeuralBundleModel):
         self.context_proj = nn.Linear(size, size, bias=False)
         self.left = nn.Linear(size, size, bias=False)
         self.right = nn.Linear(size, size, bias=False)
-        self.pair_weights = nn.Parameter(torch.zeros(2))  # title cosine, same leaf
+        self.pair_weights = nn.Parameter(torch.zeros(3))  # title cosine, same leaf, leaf affinity
 
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         super().fit_bundles(train_sessions)
         # A fixed, label-free sample: the decoding thresholds are quantiles of its pair scores.
+        self.affinity.fit(train_sessions)
         usable = [s for s in train_sessions if len(s) >= 2]
         self.calibration = usable[: int(self.config["bbpr_calibration_sessions"])]
 
@@ -222,8 +272,11 @@ class BBPR(NeuralBundleModel):
             pref = pref + (h * context[owner]).sum(1)
         bilinear = self.left(h) @ self.right(h).T
         same_leaf = (cats[:, None] == cats[None, :]) & (cats[:, None] > 0)
+        affinity = torch.zeros_like(bilinear)
+        for s, a, b in zip(sessions, starts, starts[1:]):
+            affinity[a:b, a:b] = torch.from_numpy(self.affinity.matrix(s))
         compat = ((bilinear + bilinear.T) / 2 + self.pair_weights[0] * (titles @ titles.T)
-                  + self.pair_weights[1] * same_leaf.float())
+                  + self.pair_weights[1] * same_leaf.float() + self.pair_weights[2] * affinity)
         return pref, compat, starts
 
     def batch_scores(self, sessions: Sequence[Session], chunk: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -323,7 +376,8 @@ class BBPR(NeuralBundleModel):
         self.decoding = best[2]
         chosen = {"decoding": asdict(self.decoding), "valid_exact_f1": round(best[0], 4),
                   "valid_best_jaccard": round(best[1], 4), "valid_sessions": len(sessions)}
-        self.run_info = {**chosen, "context": self.context, "tuned": True}
+        # update, not replace: the trainer has put its training record there already.
+        self.run_info.update(chosen, tuned=True)
         return chosen
 
     @staticmethod
