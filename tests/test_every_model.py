@@ -17,6 +17,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
     "POG": {"epochs": 2},
+    "BBPR": {"epochs": 2},
 }
 
 

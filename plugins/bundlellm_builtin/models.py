@@ -30,3 +30,5 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        _TRAINER, description="the teacher endpoint prompted as the student (calls cached in knowledge_dir)"))
     register(ModelSpec("POG", "recbole_bundlellm.models.pog:POG", (_MODELS / "NeuralBundle.yaml", _MODELS / "POG.yaml"),
                        _NEURAL, description="transformer encoder over the session + pointer decoder generating its bundles (POG, KDD 2019)"))
+    register(ModelSpec("BBPR", "recbole_bundlellm.models.bbpr:BBPR", (_MODELS / "NeuralBundle.yaml", _MODELS / "BBPR.yaml"),
+                       _NEURAL, description="bundle BPR on title/category item encodings + greedy bundle construction (Pathak et al. 2017)"))
