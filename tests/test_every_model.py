@@ -14,6 +14,8 @@ from recbole_bundlellm.runner import run
 FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
+    "RecBoleBundler": {"bundler_epochs": 1,
+                       "bundler_model_args": {"n_layers": 1, "n_heads": 1, "hidden_size": 8, "inner_size": 16}},
 }
 
 
@@ -22,7 +24,7 @@ def _bundle_models() -> list[str]:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "RecBoleBundler"} <= set(_bundle_models())
 
 
 @pytest.mark.parametrize("model", _bundle_models())

@@ -1,4 +1,4 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise, RecBoleBundler)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,6 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("RecBoleBundler", "recbole_bundlellm.models.recbole_bundler:RecBoleBundler",
+                       (_MODELS / "RecBoleBundler.yaml",), _TRAINER,
+                       description="any RecBole item-scoring model's item affinity + grouping tuned on valid (no LLM)"))
