@@ -151,6 +151,13 @@ def test_an_unknown_model_name_names_the_key_and_a_suggestion():
     assert {"ItemKNN", "BPR", "LightGCN", "SASRec"} <= set(rb.item_scoring_models())
 
 
+def test_a_misspelt_model_setting_is_a_clear_error(splits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = RecBoleBundler(defaults(bundler_model="SASRec", bundler_model_args={"hiden_size": 8}), None)
+    with pytest.raises(BundlerModelError, match=r"bundler_model_args: 'hiden_size' .*did you mean 'hidden_size'"):
+        model.fit_bundles(splits[0])
+
+
 def test_a_model_without_item_affinity_is_a_clear_error(splits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = RecBoleBundler(defaults(bundler_model="Pop"), None)

@@ -20,7 +20,7 @@ Researchers can put "SASRec-as-bundler" rows beside the LLM rows, on the same sp
     (LightGCN, NGCF, ...) give their propagated item table (``forward()[1]``); otherwise the
     ``item_embedding`` table (BPR, SASRec, GRU4Rec, ...).
   - ``scores``: sequential models only: ``full_sort_predict`` of each one-item history, the two
-    directions averaged.
+    directions averaged (computed once for every seen item: a seen x all-items matrix in memory).
 
 * **Unseen items** (in no training interaction of the inner model, so their row is untrained or
   absent): ``bundler_unseen: title`` gives their pairs the TF-IDF cosine of the titles (word 1-2
@@ -40,6 +40,7 @@ Researchers can put "SASRec-as-bundler" rows beside the LLM rows, on the same sp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -51,6 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
+from recbole.config import Config
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
@@ -104,6 +108,19 @@ def resolve_bundler_model(name: str) -> type:
                             f"sequential, e.g. ItemKNN, BPR, LightGCN, SASRec){did_you_mean(name, choices)}")
 
 
+#: The settings ``bundlellm run`` gives RecBole models on a ``<domain>_next`` dataset.
+NEXT_ITEM_YAML = Path(__file__).resolve().parents[1] / "properties" / "next_item.yaml"
+
+
+class NextItemConfig(Config):
+    """RecBole's Config without its command line: ``sys.argv`` holds the outer run's ``--key=value``
+    overrides, which RecBole would apply to the inner model too (a module-level class, because
+    RecBole pickles the config into its checkpoints)."""
+
+    def _load_cmd_line(self) -> dict[str, Any]:
+        return {}
+
+
 def _setting(config: Any, key: str, default: Any = None) -> Any:
     """``config[key]`` for RecBole's Config and plain dicts alike (RecBole's answers None when absent)."""
     try:
@@ -143,6 +160,11 @@ class ItemAffinity:
                 emb = table.detach().float().cpu().numpy()
                 norm = np.linalg.norm(emb, axis=1, keepdims=True)
                 self._emb = emb / np.where(norm > 0, norm, 1.0)
+            else:  # scores: every seen item's one-item history once, in batches (seen x all items)
+                rows = sorted(self.index[x] for x in seen)
+                self._row = {i: r for r, i in enumerate(rows)}
+                self._scores = np.concatenate([self._one_item_scores(rows[k:k + 512])
+                                               for k in range(0, len(rows), 512)]) if rows else np.zeros((0, 0))
 
     @staticmethod
     def _choose(model: Any, kind: str) -> tuple[str, str]:
@@ -188,19 +210,20 @@ class ItemAffinity:
             return self._sim[idx][:, idx].toarray().astype(float)
         if self.kind == "embedding":
             return self._emb[idx] @ self._emb[idx].T
+        block = self._scores[[self._row[i] for i in idx]][:, idx]
+        return (block + block.T) / 2
+
+    def _one_item_scores(self, idx: Sequence[int]) -> np.ndarray:
+        """``full_sort_predict`` of the one-item histories [i] (rows) over every item (columns)."""
         import torch
 
         from recbole.data.interaction import Interaction
 
         model = self.model
-        length = model.max_seq_length
-        seq = torch.zeros((len(idx), length), dtype=torch.long)
+        seq = torch.zeros((len(idx), model.max_seq_length), dtype=torch.long)
         seq[:, 0] = torch.as_tensor(idx)
         batch = Interaction({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.ones(len(idx), dtype=torch.long)})
-        with torch.no_grad():
-            scores = model.full_sort_predict(batch.to(model.device)).view(len(idx), -1)
-        block = scores[:, torch.as_tensor(idx, device=scores.device)].float().cpu().numpy()
-        return (block + block.T) / 2
+        return model.full_sort_predict(batch.to(model.device)).view(len(idx), -1).float().cpu().numpy()
 
 
 def train_next_item_model(name: str, sessions: Sequence[Session], config: Any,
@@ -212,12 +235,10 @@ def train_next_item_model(name: str, sessions: Sequence[Session], config: Any,
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_trainer, init_seed
 
-    from recbole_bundlellm.config import NEXT_ITEM_SUFFIX, BundleConfig, host_for
     from recbole_bundlellm.data.atomic import NEXT_HEADER, next_item_rows, write_atomic_table
-    from recbole_bundlellm.runner import working_directory
 
     cls = resolve_bundler_model(name)
-    dataset = f"{_setting(config, 'dataset', 'bundles')}{NEXT_ITEM_SUFFIX}"
+    dataset = f"{_setting(config, 'dataset', 'bundles')}_next"
     (workdir / dataset).mkdir(parents=True)
     write_atomic_table(workdir / dataset / f"{dataset}.inter", NEXT_HEADER,
                        next_item_rows({s.session_id: list(s.item_ids) for s in sessions}))
@@ -227,26 +248,32 @@ def train_next_item_model(name: str, sessions: Sequence[Session], config: Any,
         "epochs": int(config["bundler_epochs"]), "learning_rate": float(config["bundler_learning_rate"]),
         "train_batch_size": int(config["bundler_batch_size"]), "stopping_step": int(config["bundler_stopping_step"]),
         "seed": seed, "reproducibility": bool(_setting(config, "reproducibility", True)),
-        "use_gpu": bool(_setting(config, "use_gpu", True)), "show_progress": False,
+        "use_gpu": bool(_setting(config, "use_gpu", True)), "gpu_id": _setting(config, "gpu_id", "0"),
+        "show_progress": False,
         # The last item of each session scores RecBole's early stopping; no test part is needed.
         "eval_args": {"split": {"LS": "valid_only"}, "group_by": "user", "order": "TO", "mode": "full"},
         **dict(config["bundler_model_args"] or {}),
     }
-    host = getattr(config, "host", None) or host_for([], settings)
     try:
-        inner = BundleConfig(cls, dataset, [], settings, host=host)
+        inner = NextItemConfig(cls, dataset, [str(NEXT_ITEM_YAML)], settings)
     except ValueError as exc:
         # RecBole's rule: a sequential model trained with the CE loss samples no negatives.
         if "should be None when the loss_type is CE" not in str(exc) or "train_neg_sample_args" in settings:
             raise
-        inner = BundleConfig(cls, dataset, [], {**settings, "train_neg_sample_args": None}, host=host)
+        inner = NextItemConfig(cls, dataset, [str(NEXT_ITEM_YAML)], {**settings, "train_neg_sample_args": None})
+    # RecBole ignores keys it does not know: a typo would silently train the default model.
+    known = inner.internal_config_dict
+    for key in config["bundler_model_args"] or {}:
+        if key not in known:
+            raise BundlerModelError(f"bundler_model_args: '{key}' is no RecBole setting of {name}"
+                                    f"{did_you_mean(key, known)}")
     init_seed(seed, inner["reproducibility"])
     built = create_dataset(inner)
     train_data, valid_data, _ = data_preparation(inner, built)
     init_seed(seed, inner["reproducibility"])
     model = cls(inner, train_data.dataset).to(inner["device"])
     start = time.perf_counter()
-    with working_directory(workdir):  # RecBole's Trainer writes ./log_tensorboard
+    with contextlib.chdir(workdir):  # RecBole's Trainer writes ./log_tensorboard
         trainer = get_trainer(inner["MODEL_TYPE"], name)(inner, model)
         try:
             best, _ = trainer.fit(train_data, valid_data, verbose=True, saved=True, show_progress=False)
