@@ -18,6 +18,8 @@ FAST_SETTINGS: dict[str, dict] = {
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
     "POG": {"epochs": 2},
     "BBPR": {"epochs": 2},
+    "RecBoleBundler": {"bundler_epochs": 1,
+                       "bundler_model_args": {"n_layers": 1, "n_heads": 1, "hidden_size": 8, "inner_size": 16}},
 }
 
 
@@ -35,7 +37,7 @@ def _needs_teacher(model: str) -> bool:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG"} <= set(_bundle_models())
     assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 

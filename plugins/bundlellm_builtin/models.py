@@ -1,4 +1,5 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise, TeacherLLM)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise, RecBoleBundler,
+TeacherLLM and the classical baselines BBPR, POG)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,6 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        _NEURAL, description="transformer encoder over the session + pointer decoder generating its bundles (POG, KDD 2019)"))
     register(ModelSpec("BBPR", "recbole_bundlellm.models.bbpr:BBPR", (_MODELS / "NeuralBundle.yaml", _MODELS / "BBPR.yaml"),
                        _NEURAL, description="bundle BPR on title/category item encodings + greedy bundle construction (Pathak et al. 2017)"))
+    register(ModelSpec("RecBoleBundler", "recbole_bundlellm.models.recbole_bundler:RecBoleBundler",
+                       (_MODELS / "RecBoleBundler.yaml",), _TRAINER,
+                       description="any RecBole item-scoring model's item affinity + grouping tuned on valid (no LLM)"))
