@@ -14,6 +14,7 @@ from recbole_bundlellm.runner import run
 FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
+    "BGN": {"epochs": 2},
 }
 
 

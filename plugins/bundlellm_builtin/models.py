@@ -25,3 +25,6 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.pairwise:Pairwise", (_MODELS / "Pairwise.yaml",),
                        _TRAINER, description="learned same-bundle pair classifier + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("BGN", "recbole_bundlellm.models.bgn:BGN", (_MODELS / "NeuralBundle.yaml", _MODELS / "BGN.yaml"),
+                       "recbole_bundlellm.neural_trainer:NeuralBundleTrainer",
+                       description="bundle generation network: pointer decoder, diversity-penalised beam search (Bai et al. 2019)"))
