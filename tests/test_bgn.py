@@ -100,20 +100,39 @@ def test_targets_and_teacher_forcing_tables():
 
 
 def test_stop_early_keeps_the_first_bundle_and_stops_on_end_or_threshold():
-    decoded = [Decoded((0, 1), -9.0, None), Decoded((2, 3), -1.0, -3.0), Decoded((4, 5), -2.0, -1.5)]
-    assert [d.items for d in stop_early(decoded, -math.inf)] == [(0, 1), (2, 3)]  # END wins before the third
-    assert [d.items for d in stop_early(decoded, -0.5)] == [(0, 1)]  # the first is kept below the threshold
-    assert stop_early([], 0.0) == []
+    decoded = [Decoded((0, 1), -9.0, None), Decoded((2, 3), -1.0, math.log(0.1)), Decoded((4, 5), -2.0, math.log(0.6))]
+    assert [d.items for d in stop_early(decoded, 0.5, -math.inf)] == [(0, 1), (2, 3)]  # END wins before the third
+    assert [d.items for d in stop_early(decoded, 1.0, -math.inf)] == [(0, 1), (2, 3), (4, 5)]
+    assert [d.items for d in stop_early(decoded, 1.0, -1.5)] == [(0, 1), (2, 3)]  # the third scores below
+    assert [d.items for d in stop_early(decoded, 1.0, -0.5)] == [(0, 1)]  # the first is kept below the threshold
+    assert stop_early([], 0.5, 0.0) == []
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("bgn_beam_size", 0, "bgn_beam_size"), ("bgn_hidden", "big", "bgn_hidden"), ("bgn_dropout", 1.5, "bgn_dropout"),
     ("bgn_diversity", -1, "bgn_diversity"), ("bgn_threshold", "low", "threshold"),
-    ("bgn_tune_thresholds", [], "bgn_tune"),
+    ("bgn_tune_thresholds", [], "bgn_tune"), ("bgn_stop_probability", 0, "bgn_stop_probability"),
+    ("bgn_tune_stop_probabilities", [1.5], "bgn_tune_stop_probabilities"), ("bgn_folds", 0, "bgn_folds"),
 ])
 def test_bad_settings_are_clear_errors(key, value, message):
     with pytest.raises(SettingsError, match=message):
         BGN(defaults(**{key: value}), None)
+
+
+def test_category_counts_of_a_training_session_are_out_of_fold():
+    """A category pair seen together in one training session only: that session reads the prior
+    (its own fold's counts leave it out), a new session reads the count."""
+    rng = random.Random(0)
+    train = [planted_session(f"t{k}", rng) for k in range(6)]
+    unique = Session("u", ("a", "b", "c"), ("red wool scarf", "red wool hat", "blue jeans"),
+                     ("Scarves", "Hats", "Jeans"), (frozenset("ab"),))
+    model = BGN(defaults(bgn_folds=2), None)
+    model.fit_bundles([unique, *train])
+    own_rates, own_pairs = model.category_counts(unique)
+    new_rates, new_pairs = model.category_counts(Session("v", ("d", "e"), ("wool scarf", "wool hat"), ("Scarves", "Hats")))
+    assert own_pairs[0, 1, 1] == 0 and new_pairs[0, 1, 1] == pytest.approx(math.log1p(1))
+    assert new_pairs[0, 1, 0] > own_pairs[0, 1, 0] and new_rates[0] > own_rates[0]
+    assert own_pairs.shape == (3, 3, 2) and torch.equal(own_pairs[..., 0], own_pairs[..., 0].T)
 
 
 def test_yaml_documents_every_setting():

@@ -8,37 +8,40 @@ bundles, and a *list* of bundles is produced by beam search whose score trades t
 bundle against its diversity from the bundles already in the list. Here:
 
 * **Encoder**: the session's items (title vector + category embedding from
-  :class:`~recbole_bundlellm.models.neural.SessionFeatures`, projected) read in session order by a
-  small bi-GRU, added to the projection (a residual), one context vector per item.
+  :class:`~recbole_bundlellm.models.neural.SessionFeatures`, plus the smoothed rate at which the
+  item's category is in a training bundle), projected and read in session order by a small
+  bi-GRU, added to the projection (a residual): one context vector per item.
 * **Decoder**: a GRU over the bundles of the session one after another,
   ``START b1 END b2 END ... END``; at each step a pointer softmax over the session's items plus an
   ``END`` choice. ``END`` closes the current bundle (allowed once it has >= 2 items); ``END`` at a
   bundle's first step says "no more bundles" (not allowed before the first bundle: every session
   has one). An item's score is the dot product of the decoder state with the item's key, plus a
-  learned pair term (its mean compatibility with the items already in the current bundle) and a
-  learned *coverage* embedding added to the key when the item is already in an earlier bundle.
-  Items of a bundle are emitted in session order (positions rise inside a bundle), so a bundle is
-  one sequence, not all its permutations; bundles come in the order of their first item.
+  *pair term* (its mean compatibility with the items already in the current bundle) and a learned
+  *coverage* vector added to the key when the item is already in an earlier bundle. Items of a
+  bundle are emitted in session order (positions rise inside a bundle), so a bundle is one
+  sequence, not all its permutations; bundles come in the order of their first item.
 * **Training**: teacher forcing on the ground-truth bundles, cross-entropy over the allowed
   choices of every step (RecBole Trainer, early stopping on valid ExactF1).
 * **Generation**: bundle after bundle, a beam search (``bgn_beam_size``) per bundle; a candidate
   bundle's score is its log-probability minus ``bgn_diversity`` times the number of its items
-  already in earlier bundles. Generation stops when ``END`` wins (its log-probability at the
-  bundle's first step beats the best bundle's score), when the best bundle scores below
-  ``bgn_threshold``, or after ``bgn_max_bundles``. Diversity weight and threshold are tuned on
-  valid by exact F1 (:meth:`BGN.tune`).
+  already in earlier bundles. The list stops when ``END`` wins (its probability at a bundle's
+  first step reaches ``bgn_stop_probability``), when a bundle scores below ``bgn_threshold``, or
+  after ``bgn_max_bundles``. The three are tuned on valid by exact F1 (:meth:`BGN.tune`).
 
 **Where it must differ.** The original decodes over a global item catalogue for a *user*; here the
-candidates are the few items of one session (test items are unseen in training, so there is no id
-embedding: titles and categories only). The original's diversity term is a determinantal point
-process (DPP) over the bundles of the list, with a masking of repeated items in its beam search;
-in a session of ~6 items whose true bundles are nearly disjoint the DPP's quality x diversity
-trade-off reduces to penalising item overlap, so it becomes an additive overlap penalty in the beam
-score (a soft version of the original's mask; a large ``bgn_diversity`` is the hard mask), and the
-coverage embedding lets training learn the same preference. The original's list length is fixed
-(top-k bundles); here the number of bundles is part of the answer, so ``END`` and a threshold
-tuned on valid decide it. The pair term and the in-order emission are additions that suit
-set-valued bundles inside a session.
+candidates are the few items of one session, and test items are unseen in training, so there is
+no id embedding: titles and categories only. What the original's item embeddings learn from
+co-occurrence is given here at the category level: the pair term adds, to a learned bilinear form
+of the context vectors, learned weights of title cosine, same category, session distance, and the
+training counts of the two categories together in a bundle (smoothed rate, log count; a training
+session reads the counts of the other folds, as Pairwise does, so training does not learn to
+trust counts that include itself). The original's diversity term is a determinantal point
+process over the bundles of the list, with a masking of repeated items in its beam search; in a
+session of ~6 items the DPP's quality x diversity trade-off reduces to penalising item overlap, so
+it becomes an additive overlap penalty in the beam score (a soft version of the original's mask;
+a large ``bgn_diversity`` is the hard mask), and the coverage vector lets training learn the same
+preference. The original's list length is fixed (top-k bundles); here the number of bundles is
+part of the answer, so ``END`` and a threshold tuned on valid decide it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from recbole_bundlellm.settings import SettingsError
 
 #: Index of the END choice among a step's candidates (item i is candidate i + 1).
 END = 0
+#: The tuning grids (BGN.yaml), all needed when ``bgn_tune`` is on.
+TUNE_GRIDS = ("bgn_tune_diversity", "bgn_tune_stop_probabilities", "bgn_tune_thresholds")
 _NEG = -1e9
 
 
@@ -128,24 +133,33 @@ class BGN(NeuralBundleModel):
         self.category_dim = _positive_int(config, "bgn_category_dim")
         self.beam_size = _positive_int(config, "bgn_beam_size")
         self.max_bundles = _positive_int(config, "bgn_max_bundles")
+        self.folds = _positive_int(config, "bgn_folds")
+        self.smoothing = _non_negative(config["bgn_smoothing"], "bgn_smoothing")
+        self.stats: Any = None
+        self._session_stats: dict[tuple, Any] = {}
+        self._counts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.dropout_p = float(config["bgn_dropout"])
         if not 0.0 <= self.dropout_p < 1.0:
             raise SettingsError(f"bgn_dropout={self.dropout_p} must be in [0, 1)")
         self.diversity = _non_negative(config["bgn_diversity"], "bgn_diversity")
         self.threshold = _threshold(config["bgn_threshold"])
-        grids = {key: list(config[key] or []) for key in ("bgn_tune_diversity", "bgn_tune_thresholds")}
+        self.stop_probability = _probability(config["bgn_stop_probability"], "bgn_stop_probability")
+        grids = {key: list(config[key] or []) for key in TUNE_GRIDS}
         if config["bgn_tune"] and not all(grids.values()):
-            raise SettingsError("bgn_tune needs non-empty bgn_tune_diversity and bgn_tune_thresholds lists")
+            raise SettingsError(f"bgn_tune needs non-empty {', '.join(TUNE_GRIDS)} lists")
         self.tune_diversity = [_non_negative(v, "bgn_tune_diversity") for v in grids["bgn_tune_diversity"]]
+        self.tune_stop = [_probability(v, "bgn_tune_stop_probabilities") for v in grids["bgn_tune_stop_probabilities"]]
         self.tune_thresholds = [_threshold(v) for v in grids["bgn_tune_thresholds"]]
-        self.run_info = {"diversity": self.diversity, "threshold": _show(self.threshold), "tuned": False}
+        self.run_info = {"diversity": self.diversity, "stop_probability": self.stop_probability,
+                         "threshold": _show(self.threshold), "tuned": False}
 
     # ----------------------------------------------------------------------------------- layers
 
     def build(self) -> None:
         h = self.hidden
         self.category = nn.Embedding(self.items.n_categories, self.category_dim, padding_idx=0)
-        self.project = nn.Sequential(nn.Linear(self.items.dim + self.category_dim, h), nn.Tanh())
+        # Item input: title vector, category embedding, and its category's smoothed bundle rate.
+        self.project = nn.Sequential(nn.Linear(self.items.dim + self.category_dim + 1, h), nn.Tanh())
         self.encoder = nn.GRU(h, h // 2, batch_first=True, bidirectional=True)
         self.encoded = nn.Linear(2 * (h // 2), h)
         self.init_state = nn.Linear(h, h)
@@ -159,21 +173,33 @@ class BGN(NeuralBundleModel):
         self.end_by_length = nn.Embedding(4, 1)  # END's bias by current bundle length (0, 1, 2, 3+)
         self.pair_left = nn.Linear(h, h, bias=False)
         self.pair_right = nn.Linear(h, h, bias=False)
+        # Explicit pair signals (what a pair classifier would use): title cosine, same category,
+        # and the distance in the session (1, 2, 3, 4+).
+        # ... and the training counts of the two categories: smoothed together rate, log count.
+        self.pair_weights = nn.Parameter(torch.zeros(4))
+        self.pair_distance = nn.Embedding(5, 1)
+        nn.init.zeros_(self.pair_distance.weight)
         self.drop = nn.Dropout(self.dropout_p)
 
-    def encode(self, sessions: Sequence[Session]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item context vectors ``[B, N, h]`` (zero-padded) and the item mask ``[B, N]``."""
+    def encode(self, sessions: Sequence[Session]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item context vectors ``[B, N, h]`` (zero-padded), the item mask ``[B, N]`` and the
+        pair compatibilities ``[B, N, N]``."""
         feats = [self.features(s) for s in sessions]
         lengths = torch.tensor([len(s) for s in sessions])
         n = int(lengths.max())
-        x = torch.zeros(len(sessions), n, self.items.dim + self.category_dim, device=self.device)
-        for b, f in enumerate(feats):
-            x[b, : len(f.categories)] = torch.cat([f.titles, self.category(f.categories)], dim=1)
-        base = self.project(self.drop(x))
+        titles = torch.zeros(len(sessions), n, self.items.dim, device=self.device)
+        cats = torch.zeros(len(sessions), n, dtype=torch.long, device=self.device)
+        rates = torch.zeros(len(sessions), n, 1, device=self.device)
+        counts = torch.zeros(len(sessions), n, n, 2, device=self.device)
+        for b, (f, s) in enumerate(zip(feats, sessions)):
+            titles[b, : len(s)], cats[b, : len(s)] = f.titles, f.categories
+            rates[b, : len(s), 0], counts[b, : len(s), : len(s)] = self.category_counts(s)
+        base = self.project(self.drop(torch.cat([titles, self.category(cats), rates], dim=-1)))
         packed = pack_padded_sequence(base, lengths, batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(self.encoder(packed)[0], batch_first=True, total_length=n)
         mask = torch.arange(n, device=self.device)[None, :] < lengths.to(self.device)[:, None]
-        return (base + self.encoded(out)) * mask[..., None], mask
+        items = (base + self.encoded(out)) * mask[..., None]
+        return items, mask, self.pair_scores(items, titles, cats) + counts @ self.pair_weights[2:]
 
     def initial_state(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The decoder's first hidden state ``[B, h]``: a summary of the session's items."""
@@ -187,23 +213,74 @@ class BGN(NeuralBundleModel):
         ``items`` ``[..., N, h]``, ``pair`` ``[..., N, N]`` compatibilities, ``covered`` /
         ``current`` ``[..., N]`` (item in an earlier / the current bundle), ``lengths`` ``[...]``.
         """
-        q = self.query(state)
+        q = self.query(state) / math.sqrt(self.hidden)
         keys = self.key(items)
         item = (q[..., None, :] * keys).sum(-1) + covered * (q @ self.coverage)[..., None]
         # Mean compatibility with the items already chosen for this bundle.
         size = current.sum(-1, keepdim=True).clamp(min=1)
         item = item + (current[..., None, :] @ pair).squeeze(-2) / size
         end = q @ self.end_key + self.end_by_length(lengths.clamp(max=3)).squeeze(-1)
-        return torch.cat([end[..., None], item], dim=-1) / math.sqrt(self.hidden)
+        return torch.cat([end[..., None], item], dim=-1)
 
-    def pair_scores(self, items: torch.Tensor) -> torch.Tensor:
-        return self.pair_left(items) @ self.pair_right(items).transpose(-1, -2)
+    def pair_scores(self, items: torch.Tensor, titles: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        """How well item j joins a bundle holding item i ``[B, N, N]``: a bilinear form of the
+        context vectors plus learned weights of title cosine, same category and distance."""
+        n = items.shape[1]
+        learned = self.pair_left(items) @ self.pair_right(items).transpose(-1, -2) / math.sqrt(self.hidden)
+        cosine = titles @ titles.transpose(-1, -2)
+        same = ((cats[:, :, None] == cats[:, None, :]) & (cats[:, :, None] > 0)).float()
+        position = torch.arange(n, device=self.device)
+        distance = (position[:, None] - position[None, :]).abs().clamp(min=1, max=4)
+        return (learned + self.pair_weights[0] * cosine + self.pair_weights[1] * same
+                + self.pair_distance(distance).squeeze(-1))
+
+    # ------------------------------------------------------------------- category statistics
+
+    def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
+        """Fit features and layers; count category co-occurrence in the training bundles, per
+        fold too: a training session reads the counts of the *other* folds, so training does not
+        learn to trust counts that include the session itself (as Pairwise does)."""
+        super().fit_bundles(train_sessions)
+        from recbole_bundlellm.models.pairwise import CooccurrenceStats, folds_of
+
+        sessions = [s for s in train_sessions if s.categories]
+        self.stats = CooccurrenceStats.count(sessions)
+        fold = folds_of(len(sessions), self.folds)
+        by_fold = [CooccurrenceStats.count([s for s, g in zip(sessions, fold) if g != f]) if self.folds > 1
+                   else self.stats for f in range(self.folds)]
+        self._session_stats = {(s.session_id, s.item_ids): by_fold[g] for s, g in zip(sessions, fold)}
+        self._counts = {}
+
+    def category_counts(self, session: Session) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per item, the logit of its category's smoothed bundle rate ``[n]``; per pair, the logit
+        of the categories' smoothed together rate and log1p of their together count ``[n, n, 2]``."""
+        key = (session.session_id, session.item_ids)
+        if key not in self._counts:
+            stats = self._session_stats.get(key, self.stats)
+            cats = session.categories or ("",) * len(session)
+            k = self.smoothing
+
+            def logit(hits: float, total: float, prior: float) -> float:
+                rate = (hits + k * prior) / (total + k)
+                return math.log(max(rate, 1e-4) / max(1 - rate, 1e-4))
+            rates = torch.tensor([logit(stats.category_in_bundle[c], stats.category_seen[c], stats.bundle_rate)
+                                  for c in cats])
+            pairs = torch.zeros(len(session), len(session), 2)
+            for i, a in enumerate(cats):
+                for j, b in enumerate(cats):
+                    together = stats.category_together[frozenset((a, b))]
+                    apart = stats.category_apart[frozenset((a, b))]
+                    pairs[i, j, 0] = logit(together, together + apart, stats.pair_rate)
+                    pairs[i, j, 1] = math.log1p(together)
+            self._counts[key] = (rates, pairs)
+        rates, pairs = self._counts[key]
+        return rates.to(self.device), pairs.to(self.device)
 
     # --------------------------------------------------------------------------------- training
 
     def session_loss(self, sessions: Sequence[Session], rng: random.Random) -> torch.Tensor:
         """Teacher-forced cross-entropy of every decoding step (see the module docstring)."""
-        items, mask = self.encode(sessions)
+        items, mask, pair = self.encode(sessions)
         batch, n, h = items.shape
         tables = [step_masks(len(s), target_sequence(s)) for s in sessions]
         steps = max(len(t[0]) for t in tables)
@@ -227,7 +304,7 @@ class BGN(NeuralBundleModel):
                 inputs[b, k + 1] = self.end_input if token == END else items[b, token - 1]
         # Padded steps come after every real one, and the GRU is causal: they change nothing.
         states, _ = self.decoder(self.drop(inputs), self.initial_state(items, mask)[None])
-        scores = self.logits(self.drop(states), items[:, None], self.pair_scores(items)[:, None], covered,
+        scores = self.logits(self.drop(states), items[:, None], pair[:, None], covered,
                              current, lengths)
         scores = scores.masked_fill(~allowed, _NEG)
         return nn.functional.cross_entropy(scores.reshape(-1, 1 + n), targets.reshape(-1), ignore_index=-100)
@@ -245,8 +322,8 @@ class BGN(NeuralBundleModel):
         n = len(session)
         if n < 2:
             return []
-        items, mask = self.encode([session])
-        items, pair = items[0], self.pair_scores(items)[0]
+        items, mask, pair = self.encode([session])
+        items, pair = items[0], pair[0]
         state = self._step(self.initial_state(items[None], mask), self.start[None])[0]
         used = torch.zeros(n, device=self.device)
         out: list[Decoded] = []
@@ -306,7 +383,7 @@ class BGN(NeuralBundleModel):
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         out = []
         for session in sessions:
-            decoded = stop_early(self.decode(session, self.diversity), self.threshold)
+            decoded = stop_early(self.decode(session, self.diversity), self.stop_probability, self.threshold)
             bundles = [tuple(session.item_ids[i] for i in d.items) for d in decoded]
             out.append(BundlePrediction(
                 session.session_id, bundles or [tuple(session.item_ids)],
@@ -317,40 +394,42 @@ class BGN(NeuralBundleModel):
     # ----------------------------------------------------------------------------------- tuning
 
     def tune(self, valid_sessions: Sequence[Session]) -> dict[str, Any] | None:
-        """Pick the diversity weight and the threshold by exact F1 (ties: best Jaccard, then grid
-        order) on the valid sessions; decoding runs once per diversity weight."""
+        """Pick the diversity weight, END's stop probability and the threshold by exact F1 (ties:
+        best Jaccard, then grid order) on the valid sessions; decoding runs once per diversity
+        weight (the stopping rules only cut its list)."""
         from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
 
         sessions = [s for s in valid_sessions if s.bundles]
         if not self.config["bgn_tune"] or not sessions:
             return None
         truths = [list(s.bundles) for s in sessions]
-        best: tuple[float, float, float, float] | None = None
+        best: tuple[tuple[float, float, float], tuple[float, float]] | None = None
         self.eval()
-        with torch.no_grad():
-            for diversity in self.tune_diversity:
-                decoded = [self.decode(s, diversity) for s in sessions]
+        for diversity in self.tune_diversity:
+            decoded = [self.decode(s, diversity) for s in sessions]
+            for stop in self.tune_stop:
                 for threshold in self.tune_thresholds:
-                    preds = [[frozenset(s.item_ids[i] for i in d.items) for d in stop_early(ds, threshold)]
-                             or [frozenset(s.item_ids)] for s, ds in zip(sessions, decoded)]
-                    m = compute_bundle_metrics(preds, truths)
-                    if best is None or (m["exact_f1"], m["best_jaccard"]) > best[2:]:
-                        best = (diversity, threshold, m["exact_f1"], m["best_jaccard"])
+                    preds = [[frozenset(s.item_ids[i] for i in d.items) for d in stop_early(ds, stop, threshold)]
+                             for s, ds in zip(sessions, decoded)]
+                    m = compute_bundle_metrics([p or [frozenset(s.item_ids)] for p, s in zip(preds, sessions)], truths)
+                    if best is None or (m["exact_f1"], m["best_jaccard"]) > best[1]:
+                        best = ((diversity, stop, threshold), (m["exact_f1"], m["best_jaccard"]))
         assert best is not None  # __init__ refused empty grids
-        self.diversity, self.threshold = best[0], best[1]
-        chosen = {"diversity": self.diversity, "threshold": _show(self.threshold),
-                  "valid_exact_f1": round(best[2], 4), "valid_best_jaccard": round(best[3], 4),
-                  "valid_sessions": len(sessions)}
+        (self.diversity, self.stop_probability, self.threshold), (f1, jaccard) = best
+        chosen = {"diversity": self.diversity, "stop_probability": self.stop_probability,
+                  "threshold": _show(self.threshold), "valid_exact_f1": round(f1, 4),
+                  "valid_best_jaccard": round(jaccard, 4), "valid_sessions": len(sessions)}
         self.run_info.update(chosen, tuned=True)  # the trainer's "training" entry stays
         return chosen
 
 
-def stop_early(decoded: Sequence[Decoded], threshold: float) -> list[Decoded]:
-    """The bundles kept: the first always; later ones until END wins (its log-probability beats
-    the bundle's score) or a bundle scores below ``threshold``."""
+def stop_early(decoded: Sequence[Decoded], stop_probability: float, threshold: float) -> list[Decoded]:
+    """The bundles kept: the first always; later ones until END wins (its probability at the
+    bundle's first step reaches ``stop_probability``) or a bundle scores below ``threshold``."""
     kept = list(decoded[:1])
+    stop_logp = math.log(stop_probability) if stop_probability > 0 else -math.inf
     for d in decoded[1:]:
-        if (d.stop_logp is not None and d.stop_logp >= d.score) or d.score < threshold:
+        if (d.stop_logp is not None and d.stop_logp >= stop_logp) or d.score < threshold:
             break
         kept.append(d)
     return kept
@@ -366,6 +445,12 @@ def _positive_int(config: Any, key: str) -> int:
 def _non_negative(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise SettingsError(f"{key} value {value!r} must be a number >= 0")
+    return float(value)
+
+
+def _probability(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise SettingsError(f"{key} value {value!r} must be a probability in (0, 1]")
     return float(value)
 
 
