@@ -156,3 +156,11 @@ def test_bgn_recovers_planted_bundles_far_above_the_whole_session_floor():
     for p, s in zip(predictions, test):  # bundles of the session's own items, no repeats
         members = [i for b in p.bundles for i in b]
         assert set(members) <= set(s.item_ids) and all(len(b) >= 2 for b in p.bundles)
+
+
+def test_bundle_order_is_by_first_item_unless_shuffled():
+    bundles = [(0, 1), (2, 3), (4, 5, 6)]
+    assert BGN(defaults(), None).bundle_order(bundles, random.Random(0)) == bundles
+    shuffled = BGN(defaults(bgn_shuffle_bundles=True), None)
+    orders = {tuple(shuffled.bundle_order(bundles, random.Random(seed))) for seed in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == bundles for o in orders)

@@ -138,6 +138,7 @@ class BGN(NeuralBundleModel):
         self.stats: Any = None
         self._session_stats: dict[tuple, Any] = {}
         self._counts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.shuffle_bundles = bool(config["bgn_shuffle_bundles"])
         self.dropout_p = float(config["bgn_dropout"])
         if not 0.0 <= self.dropout_p < 1.0:
             raise SettingsError(f"bgn_dropout={self.dropout_p} must be in [0, 1)")
@@ -278,11 +279,21 @@ class BGN(NeuralBundleModel):
 
     # --------------------------------------------------------------------------------- training
 
+    def bundle_order(self, bundles: list[tuple[int, ...]], rng: random.Random) -> list[tuple[int, ...]]:
+        """The order the decoder is taught to emit a session's bundles in: by first item, or (with
+        ``bgn_shuffle_bundles``) a random one each epoch, so that any bundle not yet emitted is a
+        right next answer (the original's list has no order either) and the beam may start with
+        the one the model is surest of."""
+        if self.shuffle_bundles:
+            bundles = list(bundles)
+            rng.shuffle(bundles)
+        return bundles
+
     def session_loss(self, sessions: Sequence[Session], rng: random.Random) -> torch.Tensor:
         """Teacher-forced cross-entropy of every decoding step (see the module docstring)."""
         items, mask, pair = self.encode(sessions)
         batch, n, h = items.shape
-        tables = [step_masks(len(s), target_sequence(s)) for s in sessions]
+        tables = [step_masks(len(s), self.bundle_order(target_sequence(s), rng)) for s in sessions]
         steps = max(len(t[0]) for t in tables)
         dev = self.device
         targets = torch.full((batch, steps), -100, dtype=torch.long, device=dev)
