@@ -174,9 +174,9 @@ class BGN(NeuralBundleModel):
         self.end_by_length = nn.Embedding(4, 1)  # END's bias by current bundle length (0, 1, 2, 3+)
         self.pair_left = nn.Linear(h, h, bias=False)
         self.pair_right = nn.Linear(h, h, bias=False)
-        # Explicit pair signals (what a pair classifier would use): title cosine, same category,
-        # and the distance in the session (1, 2, 3, 4+).
-        # ... and the training counts of the two categories: smoothed together rate, log count.
+        # Weights of explicit pair signals (what a pair classifier would use): title cosine, same
+        # category, and the training counts of the two categories (smoothed together rate, log
+        # count); plus a bias by the distance in the session (1, 2, 3, 4+).
         self.pair_weights = nn.Parameter(torch.zeros(4))
         self.pair_distance = nn.Embedding(5, 1)
         nn.init.zeros_(self.pair_distance.weight)
