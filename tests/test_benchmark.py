@@ -220,7 +220,7 @@ def test_the_sampling_plot_draws_a_line_per_sampler(tmp_path):
 def test_the_shipped_benchmarks_parse(monkeypatch):
     monkeypatch.chdir(REPO)  # their files name configs/... from the repository root
     baselines = load_benchmark("configs/benchmarks/baselines.yaml")
-    assert [m.name for m in baselines.methods][:2] == ["Freq", "Pairwise"] and len(baselines.methods) == 9
+    assert [m.name for m in baselines.methods][:2] == ["Freq", "Pairwise"] and len(baselines.methods) == 10
     assert baselines.datasets == ("electronic", "clothing", "food") and baselines.seeds == (0, 1, 2)
     fmt = load_benchmark("configs/benchmarks/format_study.yaml")
     assert len(fmt.methods) == 13 and fmt.reference == "format-raw_icl"

@@ -20,6 +20,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "BBPR": {"epochs": 2},
     "RecBoleBundler": {"bundler_epochs": 1,
                        "bundler_model_args": {"n_layers": 1, "n_heads": 1, "hidden_size": 8, "inner_size": 16}},
+    "BGN": {"epochs": 2},
 }
 
 
@@ -37,7 +38,7 @@ def _needs_teacher(model: str) -> bool:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
     assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 

@@ -1,5 +1,5 @@
 """Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, Floor, Pairwise, RecBoleBundler,
-TeacherLLM and the classical baselines BBPR, POG)."""
+TeacherLLM and the classical baselines BBPR, POG, BGN)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,5 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec("RecBoleBundler", "recbole_bundlellm.models.recbole_bundler:RecBoleBundler",
                        (_MODELS / "RecBoleBundler.yaml",), _TRAINER,
                        description="any RecBole item-scoring model's item affinity + grouping tuned on valid (no LLM)"))
+    register(ModelSpec("BGN", "recbole_bundlellm.models.bgn:BGN", (_MODELS / "NeuralBundle.yaml", _MODELS / "BGN.yaml"),
+                       _NEURAL, description="bundle generation network: pointer decoder, diversity-penalised beam search (Bai et al. 2019)"))
