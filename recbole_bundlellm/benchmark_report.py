@@ -406,6 +406,41 @@ def markdown(result: BenchmarkResult, rows: Sequence[Row], reference: str | None
     return "\n".join(lines) + "\n"
 
 
+def summary_table(results_csv_text: str) -> str:
+    """A compact Markdown table from a ``results.csv``: one line per method, one column per dataset
+    with exact F1 and best Jaccard (mean ± std over seeds; ``*``/``**`` where the paired test
+    against the reference row is significant after Holm's correction), then the training seconds
+    and seconds per test session averaged over datasets. The README's table is this function's
+    output on the committed CSV (a test keeps the two equal)."""
+    rows = list(csv.DictReader(io.StringIO(results_csv_text)))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by_key = {(r["dataset"], r["method"]): r for r in rows}
+
+    def pair(row: Mapping[str, str] | None) -> str:
+        if row is None:
+            return "-"
+        mark = "" if row["reference"] == row["method"] or not row["p_holm"] else significance_mark(float(row["p_holm"]))
+        f1, jac = (f"{float(row[f'{k}_mean']):.3f} ± {float(row[f'{k}_std'] or 0):.3f}" for k in ("exact_f1", "best_jaccard"))
+        return f"{f1}{mark} / {jac}"
+
+    def mean_cost(method: str, key: str) -> str:
+        values = [float(by_key[d, method][key]) for d in datasets if (d, method) in by_key and by_key[d, method][key]]
+        return _seconds(sum(values) / len(values)) if values else "-"
+
+    header = ["method", *(f"{d}: exact F1 / best Jaccard" for d in datasets), "train s", "s / test session"]
+    body = [[m, *(pair(by_key.get((d, m))) for d in datasets), mean_cost(m, "train_seconds_mean"),
+             mean_cost(m, "seconds_per_session_mean")] for m in methods]
+    return _md_table(header, body, right_from=1)
+
+
+def readme_block(results_csv_text: str, results_md_text: str) -> str:
+    """What the README shows of a benchmark: its command, date, machine and wall time (the
+    ``- `` lines heading its results.md) and :func:`summary_table` of its results.csv."""
+    facts = [line for line in results_md_text.split("## ", 1)[0].splitlines() if line.startswith("- ")]
+    return "\n".join([*facts, "", summary_table(results_csv_text)])
+
+
 def _notes(rows: Sequence[Row], reference: str | None) -> list[str]:
     notes = [
         "- Metrics: P, R (reference family, AICL convention: failed sessions left out), P strict, R strict "

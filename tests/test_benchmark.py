@@ -286,3 +286,15 @@ def test_costs_follow_the_recorded_conventions():
     assert costs["train_seconds"] == 120.0 and costs["trainable_parameters"] == 1024
     assert costs["teacher_calls"] == 7 and costs["teacher_tokens"] == 350 and costs["peak_rss_mb"] is None
     assert _costs({"total_seconds": 9.0, "eval_seconds": 5.0}, {}, {})["train_seconds"] == 4.0  # RecBole's own
+
+
+def test_the_readme_table_is_the_committed_benchmark():
+    from recbole_bundlellm.benchmark_report import readme_block
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- baselines-table:begin -->", "<!-- baselines-table:end -->"
+    shown = readme[readme.index(begin) + len(begin):readme.index(end)].strip()
+    committed = readme_block((REPO / "benchmarks/results/baselines.csv").read_text(encoding="utf-8"),
+                             (REPO / "benchmarks/results/baselines.md").read_text(encoding="utf-8"))
+    assert shown == committed.strip()  # after a new run: python benchmarks/publish_baselines.py
+    assert "- command: `bundlellm benchmark" in shown and "floor:whole_session" in shown
