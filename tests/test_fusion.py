@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,6 +20,7 @@ from recbole_bundlellm.settings import SettingsError
 from recbole_bundlellm.testing import plugin_host
 
 EXPERTS = ("base", "rules", "thoughts")
+REPO = Path(__file__).resolve().parents[1]
 BASE = BaseModelId("tiny", "hash-of-the-tiny-model")
 
 
@@ -81,6 +85,8 @@ def test_one_hot_weights_reproduce_each_single_expert_and_zero_weights_the_base(
         model.set_adapter(expert, inference_mode=True)
         single = _logits(model, prompts)  # peft's own forward: only this adapter active
         assert not torch.allclose(single, base, atol=1e-3)  # the expert changes something
+        # Another adapter active in peft: the mixture alone decides what is added.
+        model.set_adapter(EXPERTS[(e + 1) % len(EXPERTS)], inference_mode=True)
         with mixture.weights(torch.nn.functional.one_hot(torch.tensor([e, e]), 3).float()):
             assert torch.allclose(_logits(model, prompts), single, atol=1e-6)
     with mixture.weights(torch.zeros(2, 3)):
@@ -128,6 +134,31 @@ def test_each_input_of_a_batch_gets_its_own_mixture_in_one_pass(mixed, prompts):
         pass
 
 
+def test_generation_with_a_cache_and_repeated_inputs_keeps_each_inputs_mixture(mixed, prompts):
+    model, mixture = mixed
+    layer = model.get_submodule(mixture.layer_names[0])
+    x = torch.randn(4, 3, layer.in_features)
+    w = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    with torch.no_grad():
+        with mixture.weights(w):  # 2 inputs, each repeated twice in place (num_return_sequences)
+            repeated = layer(x)
+        with mixture.weights(w.repeat_interleave(2, dim=0)):
+            assert torch.allclose(repeated, layer(x), atol=1e-6)
+        with pytest.raises(AdapterError, match="batch of 4 inputs"), mixture.weights(torch.ones(3, 3) / 3):
+            layer(x)
+    # Greedy decoding step by step with the key/value cache: one-hot mixture == that expert alone.
+    kwargs = {"input_ids": prompts["input_ids"], "attention_mask": prompts["attention_mask"], "max_new_tokens": 4,
+              "do_sample": False, "use_cache": True, "pad_token_id": 1}
+    model.set_adapter("thoughts", inference_mode=True)
+    with torch.no_grad():
+        single = model.generate(**kwargs)
+        model.set_adapter("base", inference_mode=True)  # peft's active adapter plays no part in a mixture
+        other = model.generate(**kwargs)
+        with mixture.weights(torch.tensor([[0.0, 0.0, 1.0]] * 2)):
+            mixed_out = model.generate(**kwargs)
+    assert torch.equal(single, mixed_out) and not torch.equal(single, other)
+
+
 def test_gradients_reach_the_weights_but_not_the_experts(mixed, prompts):
     model, mixture = mixed
     w = torch.full((2, 3), 1 / 3, requires_grad=True)
@@ -167,6 +198,9 @@ def test_normalise_sums_to_one_keeps_top_k_and_sharpens_with_temperature():
 def test_the_built_in_routers_load_through_a_plugin_host_and_give_weights():
     host = plugin_host(fusion_plugin)
     assert host.names("router") == ["fixed", "input_aware", "uniform"]
+    # Installed, the plugin loads through its entry point like the other built-ins.
+    entry_points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points["recbole_bundlellm"]["fusion"] == fusion_plugin.__name__
     config = {"input_aware": {"hidden_size": 8, "top_k": 2, "temperature": 0.5},
               "fixed": {"weights": {"rules": 1}}}
     x = torch.randn(4, 16)
