@@ -77,6 +77,27 @@ def test_experts_load_frozen_under_their_kind_and_another_base_is_refused(tiny_l
         MixtureOfLoRA(model, ["base", "ruels"])
 
 
+def test_remove_gives_the_layers_peft_forward_back(tiny_llm_path, expert_folders, prompts):
+    model = load_experts(_fresh(tiny_llm_path), {"rules": expert_folders["rules"]}, BASE).eval()
+    before = _logits(model, prompts)
+    mixture = MixtureOfLoRA(model, ["rules"])
+    layer = model.get_submodule(mixture.layer_names[0])
+    assert "forward" in layer.__dict__
+    mixture.remove()
+    assert "forward" not in layer.__dict__ and mixture.n_layers == 0
+    assert torch.equal(_logits(model, prompts), before)
+
+
+def test_the_contract_and_the_vote_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, recbole_bundlellm.fusion, recbole_bundlellm.fusion.vote; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_one_hot_weights_reproduce_each_single_expert_and_zero_weights_the_base(mixed, prompts):
     model, mixture = mixed
     with model.disable_adapter():

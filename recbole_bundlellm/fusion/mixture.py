@@ -64,7 +64,11 @@ class MixtureOfLoRA:
     Outside a :meth:`weights` block the model behaves exactly as peft makes it (active adapters
     only). Inside, every LoRA linear layer adds the experts' deltas weighted per input. The
     experts are frozen here (``requires_grad`` off): only a router trains. :meth:`remove` gives
-    every layer its peft forward back.
+    every layer its peft forward back. (peft's ``set_adapter(name)`` makes that adapter trainable
+    again; pass ``inference_mode=True`` to keep it frozen.)
+
+    Every expert's delta is computed for every input, also where its weight is 0 (top-k): it
+    keeps the pass free of host syncs; skipping zero-weight experts is an optimisation left open.
     """
 
     def __init__(self, model: Any, experts: Sequence[str]) -> None:
@@ -133,6 +137,8 @@ class MixtureOfLoRA:
         generation with ``num_return_sequences``, which repeats each input in place) uses each row
         of ``w`` for its repeats. Blocks nest; the outer weights come back on exit.
         """
+        if not self._layers:
+            raise AdapterError("this mixture was removed from its model")
         if w.dim() not in (2, 3) or w.shape[-1] != self.n_experts or (w.dim() == 3 and w.shape[1] != self.n_layers):
             raise AdapterError(f"mixture weights must be [batch, {self.n_experts}] or "
                                f"[batch, {self.n_layers}, {self.n_experts}] (experts: {', '.join(self.expert_names)}), "
