@@ -96,7 +96,15 @@ def register_adaptation_strategies(register: Callable[[type[AdaptationStrategy]]
 def register_fusion_routers(register: Callable[[type[FusionRouter]], None]) -> None:
     """Register fusion routers (subclasses of :class:`recbole_bundlellm.fusion.FusionRouter`).
 
-    :param register: call ``register(RouterClass)`` once per router.
+    A router mixes a base model's LoRA experts per input: ``build(experts, input_size,
+    n_layers)`` returns a ``torch.nn.Module`` mapping an input representation ``[batch,
+    input_size]`` to weights over ``experts`` that sum to 1 (``[batch, n_experts]``, or
+    ``[batch, n_layers, n_experts]`` per LoRA layer); the core applies them
+    (:class:`recbole_bundlellm.fusion.mixture.MixtureOfLoRA`) and trains the module when the
+    class's ``trainable`` is true.
+
+    :param register: call ``register(RouterClass)`` once per router; its ``name`` is the
+        router's config name and the YAML key of its settings.
     """
 
 

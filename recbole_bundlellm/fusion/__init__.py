@@ -1,26 +1,66 @@
-"""Fusion: how several knowledge-specific experts are combined per input.
+"""Fusion: how several LoRA experts of one base model are combined per input (RouteDK).
 
-This module holds the contract that fusion router plugins implement; routers register through
-the ``register_fusion_routers`` hook.
+- :class:`FusionRouter` is the contract router plugins implement (registered through the
+  ``register_fusion_routers`` hook): a component whose :meth:`~FusionRouter.build` gives a
+  :class:`~recbole_bundlellm.fusion.router.RouterModule`, a ``torch.nn.Module`` mapping an input
+  representation ``[batch, input_size]`` to expert weights ``[batch, n_experts]`` (or per LoRA
+  layer ``[batch, n_layers, n_experts]``) that sum to 1 over the experts.
+- :mod:`.mixture` applies such weights: every LoRA layer adds the weighted sum of the experts'
+  deltas, per input, in one forward pass of the model.
+- :mod:`.representation` computes the default input representation (the frozen base model's
+  mean-pooled prompt hidden states); :mod:`.vote` is the inference-time enhancement (a
+  bundle-level vote over K answers).
+
+This module imports no torch: the plugin host imports the contract to check registrations.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from recbole_bundlellm.settings import Component
+
+if TYPE_CHECKING:
+    from recbole_bundlellm.fusion.router import RouterModule
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    """Settings most routers share: how scores become weights (see :func:`.router.normalise`)."""
+
+    temperature: float = 1.0  # (float) softmax temperature: above 1 flatter weights, below 1 sharper
+    top_k: int | None = None  # (int) keep the k largest weights per input, renormalised (~: all experts)
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (or ~ for all experts), got {self.top_k}")
 
 
 class FusionRouter(Component, ABC):
     """Base class of fusion routers: ``name`` (also its YAML settings key), ``description`` and
-    ``Settings`` (a dataclass with defaults)."""
+    ``Settings`` (a dataclass with defaults).
+
+    A router component is a factory: the model calls :meth:`build` once it knows its experts and
+    the size of the input representation, and trains (or not) the module it gets. The experts
+    stay frozen; only the router's parameters train.
+    """
+
+    #: True when the module has parameters to train (``False``: fixed weights, no training).
+    trainable: ClassVar[bool] = True
 
     @abstractmethod
-    def build(self, experts: Sequence[str], input_size: int) -> Any:
-        """A module mapping an input representation of size ``input_size`` to one weight per
-        expert in ``experts`` (e.g. a ``torch.nn.Module`` returning softmax weights)."""
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+        """A module mapping ``[batch, input_size]`` to weights over ``experts`` (in that order):
+        ``[batch, len(experts)]``, or ``[batch, n_layers, len(experts)]`` for a router that gives
+        each of the mixture's ``n_layers`` LoRA layers its own weights. Weights are >= 0 and sum
+        to 1 over the experts. A setting that does not fit the experts (a ``top_k`` above their
+        number, a fixed weight for an unknown expert) raises
+        :class:`~recbole_bundlellm.settings.SettingsError`."""
 
 
-__all__ = ["FusionRouter"]
+__all__ = ["FusionRouter", "RoutingSettings"]

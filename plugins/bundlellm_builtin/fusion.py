@@ -1,0 +1,104 @@
+"""Plugin ``fusion``: the built-in fusion routers ``input_aware``, ``uniform`` and ``fixed``.
+
+- ``input_aware`` (RouteDK): a small MLP over the input representation, softmax with a
+  temperature, optionally top-k experts and one weight vector per LoRA layer; it trains;
+- ``uniform``: every expert weighs the same for every input (the paper's "average" ablation);
+- ``fixed``: static weights from YAML, the same for every input (one expert alone, or a static
+  merge with weights tuned on valid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from recbole_bundlellm.fusion import FusionRouter, RoutingSettings
+from recbole_bundlellm.fusion.router import MlpRouter, RouterModule, StaticRouter, check_top_k
+from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.lookup import did_you_mean
+from recbole_bundlellm.settings import NoSettings, SettingsError
+
+
+@dataclass(frozen=True)
+class InputAwareSettings(RoutingSettings):
+    """Settings of the ``input_aware`` YAML key."""
+
+    hidden_size: int = 64  # (int) width of the MLP's hidden layer (0: a linear router)
+    dropout: float = 0.0  # (float) dropout after the hidden layer, while the router trains
+    per_layer: bool = False  # (bool) one weight vector per LoRA layer instead of one per input
+
+    def validate(self) -> None:
+        super().validate()
+        if self.hidden_size < 0:
+            raise ValueError(f"hidden_size must be >= 0, got {self.hidden_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class FixedSettings:
+    """Settings of the ``fixed`` YAML key."""
+
+    # (mapping) expert -> weight >= 0, normalised to sum 1; an expert left out weighs 0
+    weights: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for expert, weight in self.weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"weights.{expert} must be a number >= 0, got {weight!r}")
+        if self.weights and not sum(self.weights.values()) > 0:
+            raise ValueError("weights must not all be 0")
+
+
+class InputAwareRouter(FusionRouter):
+    """RouteDK's dynamic fusion: the weights depend on the input."""
+
+    name: ClassVar[str] = "input_aware"
+    description: ClassVar[str] = "RouteDK: an MLP over the prompt's representation sets the experts' weights per input"
+    Settings: ClassVar[type] = InputAwareSettings
+
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+        s = self.settings
+        check_top_k(s.top_k, experts, self.name)
+        return MlpRouter(experts, input_size, n_layers if s.per_layer else 1, hidden_size=s.hidden_size,
+                         dropout=s.dropout, temperature=s.temperature, top_k=s.top_k)
+
+
+class UniformRouter(FusionRouter):
+    """Every expert weighs 1/n for every input."""
+
+    name: ClassVar[str] = "uniform"
+    description: ClassVar[str] = "the same weight for every expert and input (average of the experts)"
+    Settings: ClassVar[type] = NoSettings
+    trainable: ClassVar[bool] = False
+
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+        return StaticRouter(experts, input_size, [1.0] * len(experts))
+
+
+class FixedRouter(FusionRouter):
+    """Static weights from YAML, the same for every input."""
+
+    name: ClassVar[str] = "fixed"
+    description: ClassVar[str] = "static weights per expert from YAML (one expert alone, or a static merge)"
+    Settings: ClassVar[type] = FixedSettings
+    trainable: ClassVar[bool] = False
+
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+        weights = self.settings.weights
+        if not weights:
+            raise SettingsError(f"'{self.name}.weights' is empty; give a weight per expert "
+                                f"({', '.join(experts)}), e.g. {{{experts[0]}: 1.0}}")
+        for expert in weights:
+            if expert not in experts:
+                raise SettingsError(f"'{self.name}.weights' names '{expert}', which is not an expert"
+                                    f"{did_you_mean(expert, experts)} (experts: {', '.join(experts)})")
+        return StaticRouter(experts, input_size, [float(weights.get(e, 0.0)) for e in experts])
+
+
+@hookimpl
+def register_fusion_routers(register: Callable[[type[FusionRouter]], None]) -> None:
+    register(InputAwareRouter)
+    register(UniformRouter)
+    register(FixedRouter)
