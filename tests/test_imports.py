@@ -129,7 +129,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("recbole_bundlellm.adaptation",),
     ("recbole_bundlellm.fusion",),
     ("recbole_bundlellm.llm", "recbole_bundlellm.generation"),
-    ("recbole_bundlellm.models", "recbole_bundlellm.trainer", "recbole_bundlellm.sft_trainer"),
+    ("recbole_bundlellm.models", "recbole_bundlellm.trainer", "recbole_bundlellm.neural_trainer",
+     "recbole_bundlellm.sft_trainer"),
     # the plugin host and the commands: they wire the layers together
     ("recbole_bundlellm.plugins", "recbole_bundlellm.config", "recbole_bundlellm.runner",
      "recbole_bundlellm.distill", "recbole_bundlellm.compare", "recbole_bundlellm.benchmark",
