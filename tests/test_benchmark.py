@@ -4,6 +4,7 @@ each cell runs in its own process (a few seconds each)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -108,8 +109,16 @@ def test_a_killed_grid_leaves_no_half_cell_and_a_rerun_only_runs_the_rest(tiny_d
             if cells_dir.is_dir() and _finished(cells_dir):
                 partial = next((p for p in cells_dir.iterdir() if ".partial-" in p.name), None)
                 if partial is not None:
-                    grid.send_signal(signal.SIGKILL)
-                    break
+                    # Freeze the cell first: on a busy machine it could otherwise finish (rename its
+                    # folder) between our look and the kill. Stopped, it still dies with the grid.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(partial.name.rsplit("-", 1)[1]), signal.SIGSTOP)
+                    if partial.is_dir():
+                        grid.send_signal(signal.SIGKILL)
+                        break
+                    with contextlib.suppress(ProcessLookupError):  # it finished meanwhile: the next one
+                        os.kill(int(partial.name.rsplit("-", 1)[1]), signal.SIGCONT)
+                    partial = None
             time.sleep(0.01)
     finally:
         if grid.poll() is None and partial is None:
