@@ -140,6 +140,8 @@ def _costs(timing: Mapping[str, Any], info: Mapping[str, Any], cell_file: Mappin
         train = total - evaluation if total is not None and evaluation is not None else None
     parameters = info.get("parameters")
     trainable = _float(parameters.get("trainable")) if isinstance(parameters, Mapping) else None
+    if trainable is None:  # the baselines' trainer records it with the training
+        trainable = _float(training.get("trainable_parameters"))
     calls, tokens = _teacher_usage(info)
     return {
         "train_seconds": train, "seconds_per_session": _float(timing.get("seconds_per_session")),

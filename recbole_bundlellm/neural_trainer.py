@@ -66,12 +66,15 @@ class NeuralBundleTrainer(BundleEvaluation, Trainer):
                              saved=saved, show_progress=show_progress, callback_fn=callback_fn)
         self._load_best()
         self.timing["fit_seconds"] = time.perf_counter() - start
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.model.run_info["parameters"] = {"trainable": trainable,
+                                             "total": sum(p.numel() for p in self.model.parameters())}
         self.model.run_info["training"] = {
             "epochs_run": len(self.epoch_stats), "train_sessions": len(self.train_sessions),
             "train_seconds": round(sum(e["seconds"] for e in self.epoch_stats), 2),
             "valid_seconds": round(self.timing.get("valid_seconds", 0.0), 2),
             "best_valid_score": None if self.best_state is None else float(self.best_valid_score),
-            "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "trainable_parameters": trainable,
             "epochs": self.epoch_stats}
         if valid_data is not None:
             tune_start = time.perf_counter()
