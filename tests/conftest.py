@@ -63,3 +63,15 @@ def tiny_llm_path(tmp_path_factory) -> Path:
     from tiny_llm import make_tiny_llm
 
     return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "model")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the tests of the small trained baselines: their tensors are tiny, so
+    one thread is as fast alone, and several spin against each other on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

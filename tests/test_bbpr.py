@@ -18,6 +18,8 @@ from recbole_bundlellm.models.base import without_labels
 from recbole_bundlellm.models.bbpr import BBPR, greedy_bundles, negative_bundles
 from recbole_bundlellm.settings import SettingsError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MODELS = Path(bb.__file__).parent
 YAML = MODELS / "BBPR.yaml"
 

@@ -17,6 +17,8 @@ from recbole_bundlellm.models import bgn as bgn_module
 from recbole_bundlellm.models.bgn import BGN, END, Decoded, step_masks, stop_early, target_sequence
 from recbole_bundlellm.settings import SettingsError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MODELS = Path(bgn_module.__file__).parent
 
 
@@ -56,15 +58,6 @@ def planted_session(sid: str, rng: random.Random, labelled: bool = True) -> Sess
 def planted(count: int, seed: int) -> list[Session]:
     rng = random.Random(seed)
     return [planted_session(f"s{seed}-{k}", rng) for k in range(count)]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: one thread is as fast alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_model(train: list[Session], epochs: int = 25, **overrides) -> BGN:

@@ -17,16 +17,11 @@ from recbole_bundlellm.models.base import without_labels
 from recbole_bundlellm.models.pog import POG, Decoding, allowed, target_sequence, training_bundles
 from recbole_bundlellm.settings import SettingsError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MODELS = Path(pog.__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and several spin against each other on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def defaults(**overrides) -> dict:

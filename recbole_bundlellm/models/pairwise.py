@@ -400,13 +400,14 @@ class Pairwise(BundleGenerator):
         return chosen
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
-        out = []
-        for session in sessions:
-            bundles = group_pairs(self.probabilities(session), self.grouping)
-            out.append(BundlePrediction(
-                session.session_id, [tuple(session.item_ids[i] for i in b) for b in bundles],
-                failure=None if bundles else "no pair passes the threshold"))
-        return out
+        return [grouped_prediction(session, self.probabilities(session), self.grouping) for session in sessions]
+
+
+def grouped_prediction(session: Session, prob: np.ndarray, grouping: Grouping) -> BundlePrediction:
+    """The bundles that ``grouping`` forms from one session's pair probabilities, as raw item ids."""
+    bundles = group_pairs(prob, grouping)
+    return BundlePrediction(session.session_id, [tuple(session.item_ids[i] for i in b) for b in bundles],
+                            failure=None if bundles else "no pair passes the threshold")
 
 
 def tune_grouping(probs: Sequence[np.ndarray], sessions: Sequence[Session], methods: Sequence[str],

@@ -60,7 +60,7 @@ from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
-from recbole_bundlellm.models.pairwise import Grouping, group_pairs, tune_grouping
+from recbole_bundlellm.models.pairwise import Grouping, grouped_prediction, tune_grouping
 
 AFFINITIES = ("auto", "similarity", "embedding", "scores")
 UNSEEN = ("title", "zero")
@@ -424,11 +424,5 @@ class RecBoleBundler(BundleGenerator):
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         self._count_unseen("generate", sessions)
-        out = []
-        for session in sessions:
-            bundles = group_pairs(self.probabilities(session), self.grouping)
-            out.append(BundlePrediction(
-                session.session_id, [tuple(session.item_ids[i] for i in b) for b in bundles],
-                failure=None if bundles else "no pair passes the threshold"))
-        return out
+        return [grouped_prediction(session, self.probabilities(session), self.grouping) for session in sessions]
 
