@@ -24,7 +24,7 @@ from recbole_bundlellm.plugins import (
 from recbole_bundlellm.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
-BUILTIN = {"models", "metrics", "patterns", "rules", "thoughts", "samplers", "adaptation"}
+BUILTIN = {"models", "metrics", "patterns", "rules", "thoughts", "samplers", "adaptation", "fusion"}
 BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
 
 
