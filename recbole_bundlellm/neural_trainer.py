@@ -54,8 +54,9 @@ class NeuralBundleTrainer(BundleEvaluation, Trainer):
     def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
             show_progress: bool = False, callback_fn: Any = None) -> tuple[float | None, dict | None]:
         start = time.perf_counter()
-        self.model.fit_bundles(sessions_from_dataset(train_data.dataset))
-        self.train_sessions = self.model.training_sessions(sessions_from_dataset(train_data.dataset))
+        train = sessions_from_dataset(train_data.dataset)  # read once: features and batches both use it
+        self.model.fit_bundles(train)
+        self.train_sessions = self.model.training_sessions(train)
         if not self.train_sessions:
             raise SettingsError(f"{type(self.model).__name__}: no training session has a ground-truth bundle "
                                 "of two or more items: nothing to train on")
