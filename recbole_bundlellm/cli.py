@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_benchmark_command(sub)
     sub.add_parser("models", help="list the models the registry resolves")
+    experts = sub.add_parser("experts", help="list the trained LoRA experts (adapters of BundleSFT runs) of a base "
+                                             "model, for RouteDK's `experts:`")
+    experts.add_argument("--root", default="outputs", help="folder searched for adapters (default: outputs)")
+    experts.add_argument("--llm-model", default="embedded", help="the base model (default: embedded)")
     _add_knowledge_commands(sub)
     return parser
 
@@ -252,6 +256,25 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experts(args: argparse.Namespace) -> int:
+    from recbole_bundlellm.adaptation.lora import BaseModelId
+    from recbole_bundlellm.fusion.experts import ExpertStore
+    from recbole_bundlellm.llm import model_content_hash
+    from recbole_bundlellm.llm.loading import resolve_model_folder
+
+    folder = resolve_model_folder(args.llm_model)
+    store = ExpertStore(args.root, BaseModelId(str(folder), model_content_hash(folder)))
+    found = store.experts()
+    print(f"{len(found)} experts of {args.llm_model} under {args.root}" + (":" if found else ""))
+    for expert in found:
+        score = "-" if expert.valid_score is None else f"{expert.valid_score:.4f}"
+        print(f"  {expert.kind:18s} valid {score:7s} {expert.fingerprint[:12]:12s} {expert.folder}")
+    others = store.other_bases()
+    if others:
+        print(f"({others} adapters of other base models left out)")
+    return 0
+
+
 #: What an interrupted command leaves behind, for the one line Ctrl-C prints.
 _INTERRUPTED_NOTES = {
     "run": "nothing written (an earlier run's folder is left as it was)",
@@ -340,12 +363,14 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]) -> int:
-    if args.command in ("data", "knowledge", "plugins", "teacher") and extra:
+    if args.command in ("data", "knowledge", "plugins", "teacher", "experts") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "data":
         return _prepare(args) if args.data_command == "prepare" else _download(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "experts":
+        return _experts(args)
     if args.command == "plugins":
         from recbole_bundlellm.plugins import debug_enabled, format_statuses
 

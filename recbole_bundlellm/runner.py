@@ -327,6 +327,9 @@ def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, fold
         "command": redact_command(sys.argv),
     }
     (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2), encoding="utf-8")
+    artifacts = getattr(getattr(trainer, "model", None), "write_artifacts", None)
+    if callable(artifacts):  # a model's own files (RouteDK: its routing plot)
+        artifacts(out)
     predictions = getattr(trainer, "last_predictions", None)
     if predictions is None:
         return

@@ -100,8 +100,10 @@ class SFTTrainer(BundleEvaluation, Trainer):
 
     # ------------------------------------------------------------------ RecBole's hooks
 
-    def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer:
+    def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer | None:
         kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        if not kwargs["params"]:
+            return None  # a model with nothing to train (a mixture under fixed weights)
         return super()._build_optimizer(**kwargs)
 
     def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
@@ -114,6 +116,12 @@ class SFTTrainer(BundleEvaluation, Trainer):
         self.examples = self.model.training_examples(train)
         self.fingerprint = self.model.fingerprint(self.examples, valid)
         self.model.run_info["fingerprint"] = self.fingerprint
+        if not getattr(self.model, "trains", True):
+            self.logger.info("%s has no parameters to train; tuning on valid only", type(self.model).__name__)
+            self.model.run_info["training"] = {"trained": False}
+            self.timing["fit_seconds"] = time.perf_counter() - start
+            self._tune(valid)
+            return None, None
         if self._reuse_adapter():
             self.timing["fit_seconds"] = time.perf_counter() - start
             self._tune(valid)
@@ -291,7 +299,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
     def _save_adapter(self) -> None:
         if not self._is_writer():
             return
-        info = {"training": self._training_info()}
+        info = {"training": self._training_info(), **self.model.adapter_record()}
         finished = self.model.save_adapter(self.work_dir / ADAPTER, self.fingerprint, info)
         self._copy_adapter(finished)
 
@@ -329,5 +337,6 @@ class SFTTrainer(BundleEvaluation, Trainer):
                 "train_seconds": round(seconds, 2), "valid_seconds": round(self.timing.get("valid_seconds", 0.0), 2),
                 "best_valid_score": None if not math.isfinite(self.best_valid_score) else self.best_valid_score,
                 "epochs": self.epoch_stats, "fingerprint": self.fingerprint,
+                "trainable_at_end": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
                 **{k: v for k, v in self.model.run_info.get("training_data", {}).items()}}
 

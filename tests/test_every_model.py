@@ -21,7 +21,22 @@ FAST_SETTINGS: dict[str, dict] = {
     "RecBoleBundler": {"bundler_epochs": 1,
                        "bundler_model_args": {"n_layers": 1, "n_heads": 1, "hidden_size": 8, "inner_size": 16}},
     "BGN": {"epochs": 2},
+    "RouteDK": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4, "label_bias_grid": [],
+                "input_aware": {"hidden_size": 4}},
 }
+
+
+def _trained_expert(tiny_data, tiny_llm_path, tmp_path) -> dict:
+    """A model mixing LoRA experts (RouteDK) gets one, trained a step by BundleSFT on the tiny data."""
+    out = tmp_path / "expert"
+    run("BundleSFT", "clothing", output_dir=str(out), config_dict={
+        "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST_SETTINGS["BundleSFT"],
+        "eval_step": 0, "label_bias_grid": []})
+    return {"experts": {"base": str(out)}}
+
+
+#: Models that need something built first (what a user would have run before them).
+PREPARE = {"RouteDK": _trained_expert}
 
 
 #: What a model that asks a teacher (``needs_teacher = True`` on its class) is answered with: a
@@ -38,13 +53,15 @@ def _needs_teacher(model: str) -> bool:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "RouteDK", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
     assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 
 @pytest.mark.parametrize("model", _bundle_models())
 def test_every_registered_bundle_model_runs_end_to_end(model, tiny_data, tiny_llm_path, tmp_path):
     overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST_SETTINGS.get(model, {})}
+    if model in PREPARE:
+        overrides.update(PREPARE[model](tiny_data, tiny_llm_path, tmp_path))
     with contextlib.ExitStack() as stack:
         if _needs_teacher(model):
             server = stack.enter_context(FakeTeacherServer([], default=TEACHER_ANSWER))

@@ -189,3 +189,26 @@ def test_stop_strings_end_a_row_at_the_first_match(tiny):
     cut = _gen(tiny, max_new_tokens=16, stop_strings=(stop,)).generate(PROMPTS[:3])
     original = full[row][0]
     assert cut[row][0] == original[: original.index(stop) + len(stop)]
+
+
+def test_k_samples_share_one_prefill_of_their_prompt(tiny):
+    """With num_return_sequences K, each prompt runs through the model once (its key/value cache
+    is repeated for the K samples) and the samples are those of K separate prompt passes."""
+    config = dict(do_sample=True, temperature=1.0, num_return_sequences=4, seed=3, batch_size=3)
+    passes: list[tuple[int, int]] = []
+    hook = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        shared = _gen(tiny, **config)
+        first = shared.generate(PROMPTS)
+        shared_passes, passes[:] = list(passes), []
+        unshared = _gen(tiny, shared_prefill=False, **config).generate(PROMPTS)
+        unshared_passes = list(passes)
+    finally:
+        hook.remove()
+    assert first == unshared
+    batches = [PROMPTS[:3], PROMPTS[3:6], PROMPTS[6:]]
+    # Prompt-length passes: one row per prompt when shared, K rows per prompt when not.
+    assert sum(rows for rows, width in shared_passes if width > 1) == len(PROMPTS)
+    assert sum(rows for rows, width in unshared_passes if width > 1) == 4 * len(PROMPTS)
+    assert shared.stats["shared_prefills"] == len(PROMPTS) and len(batches) == shared.stats["batches"]

@@ -1,10 +1,11 @@
-"""Plugin ``fusion``: the built-in fusion routers ``input_aware``, ``uniform`` and ``fixed``.
+"""Plugin ``fusion``: the built-in fusion routers ``input_aware``, ``uniform``, ``fixed`` and ``static_merge``.
 
 - ``input_aware`` (RouteDK): a small MLP over the input representation, softmax with a
   temperature, optionally top-k experts and one weight vector per LoRA layer; it trains;
 - ``uniform``: every expert weighs the same for every input (the paper's "average" ablation);
-- ``fixed``: static weights from YAML, the same for every input (one expert alone, or a static
-  merge with weights tuned on valid).
+- ``fixed``: static weights from YAML, the same for every input (one expert alone, or set weights);
+- ``static_merge``: static weights chosen on valid from a grid over the simplex, then merged into
+  one adapter (peft's ``add_weighted_adapter``): the paper's static-merge ablation.
 """
 
 from __future__ import annotations
@@ -97,8 +98,47 @@ class FixedRouter(FusionRouter):
         return StaticRouter(experts, input_size, [float(weights.get(e, 0.0)) for e in experts])
 
 
+@dataclass(frozen=True)
+class StaticMergeSettings:
+    """Settings of the ``static_merge`` YAML key."""
+
+    step: float = 0.5  # (float) grid step over the simplex of expert weights (0.5 with 3 experts: 6 candidates)
+
+    def validate(self) -> None:
+        if not 0 < self.step <= 1 or abs(round(1 / self.step) - 1 / self.step) > 1e-9:
+            raise ValueError(f"step must be 1/n for a whole n >= 1 (1, 0.5, 0.25, ...), got {self.step}")
+
+
+def simplex_grid(n_experts: int, step: float) -> list[list[float]]:
+    """Every weight vector of ``n_experts`` non-negative multiples of ``step`` summing to 1."""
+    parts = round(1 / step)
+
+    def split(total: int, slots: int) -> list[list[int]]:
+        if slots == 1:
+            return [[total]]
+        return [[first, *rest] for first in range(total, -1, -1) for rest in split(total - first, slots - 1)]
+
+    return [[p / parts for p in combo] for combo in split(parts, n_experts)]
+
+
+class StaticMergeRouter(FusionRouter):
+    """Static weights chosen on valid, then the experts merged into one adapter."""
+
+    name: ClassVar[str] = "static_merge"
+    description: ClassVar[str] = "static weights chosen on valid from a simplex grid, merged into one adapter"
+    Settings: ClassVar[type] = StaticMergeSettings
+    trainable: ClassVar[bool] = False
+
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+        return StaticRouter(experts, input_size, [1.0] * len(experts))  # until valid chooses
+
+    def candidates(self, experts: Sequence[str]) -> list[list[float]] | None:
+        return simplex_grid(len(experts), self.settings.step)
+
+
 @hookimpl
 def register_fusion_routers(register: Callable[[type[FusionRouter]], None]) -> None:
     register(InputAwareRouter)
     register(UniformRouter)
     register(FixedRouter)
+    register(StaticMergeRouter)

@@ -78,7 +78,8 @@ def epoch_batches(examples: Sequence[SFTExample], batch_size: int, seed: int, ep
 
 def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (prompt and padding ignored),
-    ``weights`` (one per example) and ``token_weights`` (aligned with ``labels``)."""
+    ``weights`` (one per example), ``token_weights`` (aligned with ``labels``) and
+    ``prompt_lengths`` (the prompt is each row's first tokens: a router reads it)."""
     width = max(len(e) for e in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(examples), width), dtype=torch.long)
@@ -93,7 +94,8 @@ def collate(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tens
             token_weights[row, len(e.prompt_ids):len(ids)] = torch.tensor(e.target_weights, dtype=torch.float32)
     weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "weights": weights,
-            "token_weights": token_weights}
+            "token_weights": token_weights,
+            "prompt_lengths": torch.tensor([len(e.prompt_ids) for e in examples], dtype=torch.long)}
 
 
 def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -62,5 +62,11 @@ class FusionRouter(Component, ABC):
         number, a fixed weight for an unknown expert) raises
         :class:`~recbole_bundlellm.settings.SettingsError`."""
 
+    def candidates(self, experts: Sequence[str]) -> list[list[float]] | None:
+        """Static weight vectors (one weight per expert, in ``experts`` order) for the model to
+        choose from on valid and merge into one adapter; ``None`` (the default): the module of
+        :meth:`build` routes as it is."""
+        return None
+
 
 __all__ = ["FusionRouter", "RoutingSettings"]

@@ -18,7 +18,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from recbole_bundlellm.settings import SettingsError
 logger = logging.getLogger(__name__)
 
 Messages = Sequence[dict[str, str]]
+BatchContext = Callable[[Sequence[Sequence[int]]], AbstractContextManager]
 
 
 @dataclass
@@ -55,6 +57,9 @@ class GenerationConfig:
     # Added to these tokens' logits at every step (as the OpenAI API's logit_bias): a decoding
     # calibration, e.g. against an answer shape a fine-tuned student over-predicts.
     logit_bias: dict[int, float] | None = None
+    # With sampling and num_return_sequences > 1, run each prompt through the model once and
+    # give its key/value cache to all of its samples (False: HF's way, the prompt K times).
+    shared_prefill: bool = True
 
     def __post_init__(self) -> None:
         # SettingsError names the config keys (BundleLLM's) these fields come from: the user's to fix.
@@ -70,6 +75,13 @@ class GenerationConfig:
             raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise SettingsError(f"max_prompt_tokens must be >= 1 or ~ for no limit, got {self.max_prompt_tokens}")
+
+
+def _cache_argument() -> str:
+    """``generate``'s name for a given key/value cache: ``cache`` from transformers 5 on."""
+    import transformers
+
+    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 def _row_seed(base: int, text: str, occurrence: int, sequence: int) -> int:
@@ -117,13 +129,18 @@ class BatchGenerator:
     """Generate completions for many chat prompts with real batching.
 
     ``stats`` accumulates over calls (``reset_stats()`` clears it): prompts, sequences, batches,
-    prompt_tokens, new_tokens, padding_tokens, truncated_prompts, seconds.
+    prompt_tokens, new_tokens, padding_tokens, truncated_prompts, shared_prefills (prompts whose
+    samples shared one prefill), seconds.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, config: GenerationConfig | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, config: GenerationConfig | None = None,
+                 batch_context: BatchContext | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or GenerationConfig()
+        #: Called with each batch's prompt token ids; the batch generates inside the context it
+        #: returns (a mixture of experts sets its per-input weights there).
+        self.batch_context = batch_context
         self.stats: dict[str, float] = {}
         self.reset_stats()
 
@@ -133,7 +150,7 @@ class BatchGenerator:
         """Zero the accumulated statistics."""
         self.stats = dict.fromkeys(
             ("prompts", "sequences", "batches", "prompt_tokens", "new_tokens",
-             "padding_tokens", "truncated_prompts"),
+             "padding_tokens", "truncated_prompts", "shared_prefills"),
             0,
         )
         self.stats["seconds"] = 0.0
@@ -292,19 +309,40 @@ class BatchGenerator:
         stopping = StoppingCriteriaList()
         if self.config.stop_strings:
             stopping.append(_StopOnStrings(self.tokenizer, self.config.stop_strings, input_ids.shape[1]))
-        with torch.inference_mode():
+        context = self.batch_context(token_ids) if self.batch_context is not None else nullcontext()
+        with torch.inference_mode(), context:
+            extra: dict[str, Any] = {}
+            if row_seeds is not None and n > 1 and self.config.shared_prefill and input_ids.shape[1] > 1:
+                extra[_cache_argument()] = self._prefill(input_ids[::n], attention_mask[::n], n)
             output = self.model.generate(
                 input_ids=input_ids.to(self._device),
                 attention_mask=attention_mask.to(self._device),
                 generation_config=self._hf_generation_config(),
                 logits_processor=processors,
                 stopping_criteria=stopping,
+                **extra,
             )
         texts, lengths = self._decode(output[:, input_ids.shape[1] :].cpu())
         self.stats["new_tokens"] += sum(lengths)  # tokens actually generated, eos included
         if row_seeds is None:
             return [[text] * n for text in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(token_ids))]
+
+    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> Any:
+        """The key/value cache of every prompt but its last token, computed once and repeated for
+        the prompt's ``n`` samples; ``generate`` then runs only the last prompt token per row.
+
+        Position ids follow the left padding exactly as ``generate`` computes them, so the cached
+        keys equal those of an unshared run.
+        """
+        prefix, mask = input_ids[:, :-1].to(self._device), attention_mask[:, :-1].to(self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=prefix, attention_mask=mask, position_ids=positions, use_cache=True)
+        # transformers 5 names the cache `cache`; older releases `past_key_values`.
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache.batch_repeat_interleave(n)
+        self.stats["shared_prefills"] += int(prefix.shape[0])
+        return cache
 
     def _decode(self, new_tokens: torch.Tensor) -> tuple[list[str], list[int]]:
         eos = torch.tensor(self._eos_ids)

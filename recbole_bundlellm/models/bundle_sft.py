@@ -75,17 +75,20 @@ class BundleSFT(BundleLLM):
             raise SettingsError("label_weighting weighs the labels of a tags answer; set prompt_format: tags "
                                 "or label_weighting: none")
         self.full_finetune = bool(config["full_finetune"])
-        if self.full_finetune:
-            loaded.model.requires_grad_(True)
-            self.llm = loaded.model
-        else:
-            self.lora = LoraSettings(config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
-                                     target_modules_setting(config["lora_target_modules"]))
-            self.llm = attach_lora(loaded.model, self.lora)  # a submodule: RecBole's .to() and train() reach it
+        self.llm = self.trainable_model(loaded.model, config)  # a submodule: RecBole's .to() and train() reach it
         self.generator.model = self.llm
         self.run_info["parameters"] = count_parameters(self.llm)
         self.run_info["base_model"] = {"path": self.base.path, "content_hash": self.base.content_hash}
         self.raw_training_sessions = 0
+
+    def trainable_model(self, model: Any, config: Any) -> Any:
+        """This model's own copy of the base LLM made trainable: LoRA adapters attached, or every
+        weight with ``full_finetune`` (a subclass that trains something else overrides this)."""
+        if self.full_finetune:
+            return model.requires_grad_(True)
+        self.lora = LoraSettings(config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
+                                 target_modules_setting(config["lora_target_modules"]))
+        return attach_lora(model, self.lora)
 
     def _load(self, config: Any) -> LoadedLLM:
         loaded = super()._load(config)
@@ -234,6 +237,13 @@ class BundleSFT(BundleLLM):
         return chosen
 
     # ------------------------------------------------------------------ adapters
+
+    def adapter_record(self) -> dict[str, Any]:
+        """What the saved adapter records of its training besides base and fingerprint (the expert
+        store lists experts by it): knowledge types, strategy, run name, training settings."""
+        return {"knowledge_use": list(self.config["knowledge_use"] or []),
+                "adaptation": self.strategy.name if self.strategy is not None else None,
+                "run_name": self.config["run_name"], "settings": {k: self.config[k] for k in TRAINING_KEYS}}
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         from recbole_bundlellm.adaptation.lora import trainable_state

@@ -67,6 +67,20 @@ def session_prompts(sessions: Sequence[Session], views: Sequence[StudentView], s
     return [view_messages(s, v, style) for s, v in zip(sessions, views)]
 
 
+def voted_prediction(session: Session, texts: Sequence[str], style: PromptStyle, threshold: float) -> BundlePrediction:
+    """The bundles at least ``threshold`` of the answers ``texts`` agree on (:func:`~recbole_bundlellm.fusion.vote.vote`)."""
+    from recbole_bundlellm.fusion.vote import vote
+
+    parsed = [parse_prediction(session, text, style) for text in texts]
+    result = vote([p.bundles for p in parsed], threshold)
+    details: dict[str, Any] = {"votes": len(texts), "parsed_answers": result.parsed,
+                               "support": list(result.support), "fallback_answer": result.fallback}
+    if result.bundles is None:
+        return BundlePrediction(session.session_id, None, "\n---\n".join(texts), parsed[0].failure, details)
+    bundles = [tuple(item for item in session.item_ids if item in bundle) for bundle in result.bundles]
+    return BundlePrediction(session.session_id, bundles, "\n---\n".join(texts), None, details)
+
+
 def parse_prediction(session: Session, text: str, style: PromptStyle) -> BundlePrediction:
     """``text`` (the answer, its prefix included) parsed into the session's bundles; an answer
     without a usable bundle is a failed prediction with the parser's reason."""
@@ -112,15 +126,19 @@ class BundleLLM(BundleGenerator):
             self.run_info["adaptation"] = self.strategy.name
         self.tokenizer = loaded.tokenizer
         self.context_tokens = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0) or None
+        # Ranges checked by BundleConfig (properties/ranges.yaml): K >= 1, threshold in (0, 1].
+        self.vote_samples, self.vote_threshold = int(config["vote_samples"]), float(config["vote_threshold"])
         self.generator = BatchGenerator(
             self.student,
             loaded.tokenizer,
             GenerationConfig(
                 max_new_tokens=config["max_new_tokens"],
                 batch_size=config["generation_batch_size"],
-                do_sample=config["do_sample"],
+                # K voted answers are K samples (at `temperature`) of one prompt sharing its prefill.
+                do_sample=bool(config["do_sample"]) or self.vote_samples > 1,
                 temperature=config["temperature"],
                 top_p=config["top_p"],
+                num_return_sequences=self.vote_samples,
                 seed=config["seed"],
                 max_prompt_tokens=self._prompt_limit(config),
                 stop_strings=tuple(config["stop_strings"] or ()),
@@ -229,13 +247,17 @@ class BundleLLM(BundleGenerator):
 
     # ------------------------------------------------------------------ generation
 
+    def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
+        """Per prompt, its answer texts: one, or the ``vote_samples`` samples to vote over."""
+        # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
+        # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
+        return self.generator.generate(prompts, progress=self.config["show_progress"] or None,
+                                       desc=f"{type(self).__name__} sessions")
+
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         views = self.views(sessions, training=False)
         prompts = self.prompts(sessions, views)
-        # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
-        # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
-        texts = self.generator.generate(prompts, progress=self.config["show_progress"] or None,
-                                        desc=f"{type(self).__name__} sessions")
+        texts = self.answers(prompts)
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
         self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
                                        for k, v in self.generator.stats.items()}
@@ -244,7 +266,10 @@ class BundleLLM(BundleGenerator):
         prefix = self.style.answer_prefix
         out = []
         for session, view, answers in zip(sessions, views, texts):
-            prediction = parse_prediction(session, prefix + answers[0], self.style)
+            if len(answers) > 1:
+                prediction = voted_prediction(session, [prefix + a for a in answers], self.style, self.vote_threshold)
+            else:
+                prediction = parse_prediction(session, prefix + answers[0], self.style)
             if view.examples:
                 prediction.details["example_sessions"] = [e.session_id for e in view.examples]
             kinds = sorted({r.kind for r in view.knowledge()})
