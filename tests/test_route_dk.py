@@ -149,6 +149,10 @@ def test_k_voted_samples_share_one_prefill_and_vote(tiny_data, tiny_llm_path, ex
         assert record["votes"] == 3
         assert record["parsed_answers"] <= 3
         assert record["raw_text"].count("\n---\n") == 2 or record["failure"]
+    experts_too = _route(tiny_data, tiny_llm_path, experts, out="vote_experts", vote_samples=3, temperature=1.0,
+                         vote_experts=True)
+    for record in _records(experts_too):  # 3 samples + one answer of each of the 2 experts
+        assert record["votes"] == 5
 
 
 

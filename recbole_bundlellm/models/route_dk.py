@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, BaseModelId, check_base, trainable_state
+from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, trainable_state
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
@@ -79,6 +79,7 @@ class RouteDK(BundleSFT):
         self.router = self.router_component.build(kinds, hidden_size, self.mixture.n_layers)
         self.representations = RepresentationCache(peft_model, self.pad_id(), str(config["routing_pooling"]))
         self.routed: dict[tuple[int, ...], torch.Tensor] = {}  # prompt ids -> its weights at generation
+        self._forced: torch.Tensor | None = None  # weights every input gets instead of the router's
         self.merged_weights: list[float] | None = None
         self.run_info["experts"] = [e.summary() for e in self.experts]
         self.run_info["router"] = {"name": self.router_name, "trainable": bool(self.router_component.trainable),
@@ -191,11 +192,34 @@ class RouteDK(BundleSFT):
         if self.merged_weights is not None:  # one merged adapter: peft's own forward, no mixture
             yield
             return
+        if self._forced is not None:  # one expert's own answer (vote_experts)
+            with self.mixture.weights(self._forced.expand(len(token_ids), -1)):
+                yield
+            return
         weights = self.router(self.representations(token_ids)).float()
         for ids, row in zip(token_ids, weights):
             self.routed[tuple(int(t) for t in ids)] = (row.mean(0) if row.dim() == 2 else row).cpu()
         with self.mixture.weights(weights):
             yield
+
+    def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
+        """The routed answers (``vote_samples`` of them), plus with ``vote_experts`` one greedy
+        answer per expert alone: the vote then also weighs what each kind of knowledge says."""
+        texts = super().answers(prompts)
+        if not self.config["vote_experts"]:
+            return texts
+        config = self.generator.config
+        saved = (config.do_sample, config.num_return_sequences)
+        config.do_sample, config.num_return_sequences = False, 1
+        try:
+            for e in range(len(self.experts)):
+                self._forced = torch.nn.functional.one_hot(torch.tensor([e]), len(self.experts)).float()
+                for row, extra in zip(texts, super().answers(prompts)):
+                    row.extend(extra)
+        finally:
+            self._forced = None
+            config.do_sample, config.num_return_sequences = saved
+        return texts
 
     def _prompt_key(self, messages: Any) -> tuple[int, ...]:
         ids = self.generator.prompt_ids(messages)
