@@ -34,6 +34,7 @@ def load(folder: Path) -> dict:
         "command": _command(data.get("command")), "training": training,
         "views": data.get("info", {}).get("views"), "knowledge": data.get("info", {}).get("knowledge"),
         "decoding": data.get("info", {}).get("decoding"),
+        "routing": data.get("info", {}).get("routing"), "router": data.get("info", {}).get("router"),
     }
 
 
@@ -54,15 +55,26 @@ def _decoding(row: dict) -> str:
     return f"calibrated (none {tuned['none_bias']:g}, new {tuned['new_bundle_bias']:g})"
 
 
+def _routing(row: dict) -> str:
+    """RouteDK rows: the mean weight of each expert over the test sessions (and the entropy)."""
+    routing = row.get("routing")
+    if not routing:
+        return "-"
+    weights = " ".join(f"{kind} {w:.2f}" for kind, w in routing["mean_weight"].items())
+    return f"{weights} (H {routing['mean_entropy']:.2f})"
+
+
 def markdown(rows: list[dict]) -> str:
     for row, label in zip(rows, _labels(rows)):
         row["label"] = label
-    head = ["run", *(name for _, name in COLUMNS), "train min", "s/session", "decoding"]
+    routed = any(r.get("routing") for r in rows)
+    head = ["run", *(name for _, name in COLUMNS), "train min", "s/session", "decoding",
+            *(["routing weights"] if routed else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         train = r["train_seconds"] / 60 if r["train_seconds"] else None
         cells = [r["label"], *(_cell(r["test"].get(key)) for key, _ in COLUMNS), _cell(train, 1),
-                 _cell(r["seconds_per_session"], 2), _decoding(r)]
+                 _cell(r["seconds_per_session"], 2), _decoding(r), *([_routing(r)] if routed else [])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Test sessions per run: {sorted({r['sessions'] for r in rows})}.")

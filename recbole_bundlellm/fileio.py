@@ -6,10 +6,14 @@ concurrent writers of the same path each rename a complete file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -53,3 +57,20 @@ def sha256_file(path: str | os.PathLike) -> str:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Fill a temporary sibling folder (yielded), then put it in place of ``folder``: a crash
+    never leaves half a folder where a later run would take it for a finished one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        tmp.mkdir()
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

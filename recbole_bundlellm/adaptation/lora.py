@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 
 ADAPTER_INFO = "bundlellm_adapter.json"
 #: ``target_modules: all-linear`` in peft: every linear layer but the output head.
@@ -91,19 +89,11 @@ def save_adapter(model: Any, folder: str | os.PathLike, base: BaseModelId, finge
     Written into a temporary folder and renamed, so a crash never leaves half an adapter where a
     later run would take it for a finished one.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         record = {"base_model": asdict(base), "fingerprint": fingerprint, **(info or {})}
         atomic_write_text(tmp / ADAPTER_INFO, json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def adapter_info(folder: str | os.PathLike) -> dict[str, Any] | None:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 
 from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, trainable_state
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import RepresentationCache
@@ -141,27 +140,15 @@ class RouteDK(BundleSFT):
     def save_adapter(self, folder: Path, fingerprint: str, info: dict[str, Any]) -> Path:
         """The router (its whole state, safetensors) beside the experts' fingerprints; written to a
         temporary folder and renamed, as adapters are."""
-        import shutil
-        import uuid
-
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        try:
-            tmp.mkdir()
+        with atomic_folder(folder) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.router.state_dict().items()}
             save_file(state, str(tmp / ROUTER_FILE), metadata={"router": self.router_name})
             record = {"base_model": vars(self.base), "fingerprint": fingerprint, "kind": "router",
                       **self.adapter_record(), **info}
             atomic_write_text(tmp / ADAPTER_INFO, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.rename(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return folder
+        return Path(folder)
 
     def load_adapter(self, folder: Path) -> dict[str, Any]:
         """Load a saved router; its experts must be this model's (same kinds and fingerprints)."""
