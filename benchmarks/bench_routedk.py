@@ -46,7 +46,7 @@ DEFAULT_EXPERTS = ["base=outputs/electronic/studies/format/raw_sft",
 
 
 def timed_generation(model: RouteDK, sessions: list) -> dict:
-    model.representations._cache.clear()  # the router's input is part of its cost
+    model.representations.clear()  # the router's input is part of its cost
     model.generator.reset_stats()
     start = time.perf_counter()
     predictions = model.generate_bundles(sessions)

@@ -61,6 +61,10 @@ class RepresentationCache:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def clear(self) -> None:
+        """Forget every cached representation (a benchmark timing the router's full cost)."""
+        self._cache.clear()
+
     def __call__(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[len(prompts), hidden_size]`` float32 on the model's device."""
         keys = [tuple(int(t) for t in p) for p in prompts]
