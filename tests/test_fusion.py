@@ -194,6 +194,17 @@ def test_generation_with_a_cache_and_repeated_inputs_keeps_each_inputs_mixture(m
     assert torch.equal(single, mixed_out) and not torch.equal(single, other)
 
 
+def test_a_mixture_first_used_by_generation_can_then_train(tiny_llm_path, expert_folders, prompts):
+    model = load_experts(_fresh(tiny_llm_path), expert_folders, BASE).eval()
+    mixture = MixtureOfLoRA(model, EXPERTS)
+    with torch.inference_mode(), mixture.weights(torch.ones(2, 3) / 3):
+        _logits(model, prompts)  # the stacked experts are built here, under inference mode
+    w = torch.full((2, 3), 1 / 3, requires_grad=True)
+    with mixture.weights(w):
+        model(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"]).logits.sum().backward()
+    assert w.grad is not None and bool(w.grad.abs().sum() > 0)
+
+
 def test_gradients_reach_the_weights_but_not_the_experts(mixed, prompts):
     model, mixture = mixed
     w = torch.full((2, 3), 1 / 3, requires_grad=True)

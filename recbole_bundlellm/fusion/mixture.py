@@ -174,19 +174,26 @@ class MixtureOfLoRA:
         """
         stacked = self._stacks.get(index)
         if stacked is None:
-            held = [(e, expert) for e, expert in enumerate(self.expert_names) if expert in module.lora_A]
-            a = torch.cat([module.lora_A[expert].weight for _, expert in held], dim=0)
-            b = torch.cat([module.lora_B[expert].weight for _, expert in held], dim=1)
-            owner = torch.cat([torch.full((module.lora_A[expert].weight.shape[0],), e) for e, expert in held])
-            scaling = torch.cat([torch.full((module.lora_A[expert].weight.shape[0],), float(module.scaling[expert]))
-                                 for _, expert in held])
-            stacked = self._stacks[index] = (a.detach(), b.detach(), owner.to(a.device), scaling.to(a.device, a.dtype))
+            # Built outside inference mode even when first needed by generation: tensors made
+            # under torch.inference_mode() could not take part in a later training step.
+            with torch.inference_mode(False):
+                stacked = self._stacks[index] = self._stack(module)
         a, b, owner, scaling = stacked
         xe = module._cast_input_dtype(x, a.dtype)
         rank_w = layer_w.to(a.dtype)[:, owner] * scaling  # [batch, rank_total]
         hidden = torch.nn.functional.linear(xe, a)
         hidden = hidden * rank_w.view(rank_w.shape[0], *([1] * (hidden.dim() - 2)), rank_w.shape[1])
         return torch.nn.functional.linear(hidden, b)
+
+    def _stack(self, module: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's experts' A stacked, B side by side, each rank row's expert and scaling."""
+        held = [(e, expert) for e, expert in enumerate(self.expert_names) if expert in module.lora_A]
+        a = torch.cat([module.lora_A[expert].weight.detach() for _, expert in held], dim=0)
+        b = torch.cat([module.lora_B[expert].weight.detach() for _, expert in held], dim=1)
+        ranks = [module.lora_A[expert].weight.shape[0] for _, expert in held]
+        owner = torch.cat([torch.full((r,), e) for (e, _), r in zip(held, ranks)])
+        scaling = torch.cat([torch.full((r,), float(module.scaling[expert])) for (_, expert), r in zip(held, ranks)])
+        return a, b, owner.to(a.device), scaling.to(a.device, a.dtype)
 
     def _held(self, module: Any) -> list[str]:
         return [e for e in self.expert_names if e in module.lora_A]
