@@ -141,6 +141,8 @@ class BatchGenerator:
         #: Called with each batch's prompt token ids; the batch generates inside the context it
         #: returns (a mixture of experts sets its per-input weights there).
         self.batch_context = batch_context
+        #: The token ids of the last generate() call's prompts, in the caller's order.
+        self.last_prompt_ids: list[list[int]] = []
         self.stats: dict[str, float] = {}
         self.reset_stats()
 
@@ -188,6 +190,7 @@ class BatchGenerator:
         start = time.perf_counter()
         texts = [self.render(messages) for messages in prompts]
         token_ids = self._tokenize(texts)
+        self.last_prompt_ids = token_ids  # what the model read per prompt (cut to max_prompt_tokens)
         row_seeds = self._sequence_seeds(texts)
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]), reverse=True)
         results: list[list[str]] = [[] for _ in texts]

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, trainable_state
+from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, count_parameters, trainable_state
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
@@ -89,8 +89,7 @@ class RouteDK(BundleSFT):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.generator.batch_context = self._routed_batch
-        self.run_info["parameters"] = {"trainable": sum(p.numel() for p in self.router.parameters() if p.requires_grad),
-                                       "total": sum(p.numel() for p in self.parameters())}
+        self.run_info["parameters"] = count_parameters(self)  # the router's, as the experts are frozen
 
     # ------------------------------------------------------------------ training
 
@@ -208,21 +207,16 @@ class RouteDK(BundleSFT):
             config.do_sample, config.num_return_sequences = saved
         return texts
 
-    def _prompt_key(self, messages: Any) -> tuple[int, ...]:
-        ids = self.generator.prompt_ids(messages)
-        limit = self.generator.config.max_prompt_tokens
-        return tuple(ids[-limit:] if limit is not None else ids)
-
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
+        self.routed = {}  # only this call's prompts
         predictions = super().generate_bundles(sessions)
         kinds = [e.kind for e in self.experts]
-        prompts = self.prompts(sessions, self.views(sessions, training=False))
         rows = []
-        for prediction, messages in zip(predictions, prompts):
+        for prediction, ids in zip(predictions, self.generator.last_prompt_ids):
             if self.merged_weights is not None:
                 row = torch.tensor(self.merged_weights)
             else:
-                row = self.routed.get(self._prompt_key(messages))
+                row = self.routed.get(tuple(ids))
             if row is not None:
                 rows.append(row)
                 prediction.details["routing"] = {k: round(float(w), 4) for k, w in zip(kinds, row)}
