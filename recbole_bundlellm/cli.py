@@ -284,6 +284,32 @@ _INTERRUPTED_NOTES = {
 }
 
 
+def _one_line_plugin_warnings() -> None:
+    """A plugin warning prints once, as ``warning: <what>`` (no source line of ours): the host both
+    warns (for library users and tests) and logs (for logs); on the console one of them is enough."""
+    import logging
+    import warnings
+
+    from recbole_bundlellm.plugins import PluginWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, PluginWarning):
+            print(f"warning: {message}", file=sys.stderr)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    logger = logging.getLogger("recbole_bundlellm.plugins")
+    if not any(getattr(f, "_plugin_warnings_shown", False) for f in logger.filters):
+        def drop(record: logging.LogRecord) -> bool:
+            return record.levelno != logging.WARNING
+
+        drop._plugin_warnings_shown = True  # type: ignore[attr-defined]
+        logger.addFilter(drop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bundlellm`` command; user errors print one line and exit 2, Ctrl-C
     prints one line and exits 130 (128 + SIGINT, as shells do)."""
@@ -291,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recbole_bundlellm.plugins import DEBUG_ENV, debug_enabled
 
     args = None
+    _one_line_plugin_warnings()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -363,7 +390,7 @@ def _teacher(args: argparse.Namespace) -> int:
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]) -> int:
-    if args.command in ("data", "knowledge", "plugins", "teacher", "experts") and extra:
+    if args.command in ("data", "knowledge", "plugins", "teacher", "experts", "models") and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "data":
         return _prepare(args) if args.data_command == "prepare" else _download(args)

@@ -148,6 +148,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
         tuned = self.model.tune(valid)
         if tuned is not None:
             self.timing["tune_seconds"] = time.perf_counter() - start
+            self.model.run_info["tuned"] = tuned  # what valid chose (and the grid), in metrics.json too
             self.logger.info("%s tuned on valid: %s", type(self.model).__name__, tuned)
 
     def _train_epoch(self, train_data: Any, epoch_idx: int, loss_func: Any = None,

@@ -234,6 +234,30 @@ def test_the_representation_is_the_base_models_mean_over_the_prompt(tiny_llm_pat
     assert torch.allclose(last[0], final, atol=1e-5)
 
 
+def test_an_early_routing_layer_stops_the_pass_at_its_block(tiny_llm_path, mixed, prompts):
+    from recbole_bundlellm.fusion.representation import RepresentationCache, decoder_layers
+
+    model, _ = mixed
+    blocks = decoder_layers(model)
+    calls = []
+    handles = [block.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, block in enumerate(blocks)]
+    try:
+        rep = prompt_representation(model, prompts["input_ids"], prompts["attention_mask"], layer=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [0]  # block 1 ran, the blocks after it did not
+    plain = _fresh(tiny_llm_path)
+    keep = prompts["attention_mask"][0].bool()
+    with torch.no_grad():
+        hidden = plain(input_ids=prompts["input_ids"][:1, keep], output_hidden_states=True).hidden_states[1]
+    assert torch.allclose(rep[0], hidden[0].mean(0), atol=1e-5)
+    assert not any(p.requires_grad for p in model.parameters())
+    for bad in (0, len(blocks) + 1, -2):
+        with pytest.raises(SettingsError, match="routing_layer"):
+            RepresentationCache(model, pad_id=0, layer=bad)
+
+
 # -- routers --------------------------------------------------------------------------------------
 def test_normalise_sums_to_one_keeps_top_k_and_sharpens_with_temperature():
     scores = torch.tensor([[1.0, 3.0, 2.0, 0.0], [0.5, 0.1, 0.2, 0.9]])

@@ -205,6 +205,40 @@ def test_workspace_distills_with_a_fake_teacher_and_runs(tmp_path):
         assert len(ws.sessions()) == 9
 
 
+def test_workspace_distill_names_the_teachers_it_takes(tmp_path):
+    with Workspace(tmp_path, ("colours", _colours_plugin())) as ws:
+        with pytest.raises(TypeError, match="FakeTeacherServer or a `teacher:` settings mapping, not a ScriptedTeacher"):
+            ws.distill(knowledge_types=["colours"], teacher=ScriptedTeacher(["red"]))
+
+
+class _Crashing(_Colours):
+    name = "crashing"
+    needs_teacher = False
+
+    def extract_session(self, session, teacher):
+        raise KeyError("oops")
+
+
+def test_a_crashing_extractor_in_strict_mode_names_itself_and_the_session(tmp_path):
+    from recbole_bundlellm.errors import BundleLLMError
+
+    module = types.ModuleType("crashing_plugin")
+
+    @hookimpl
+    def register_knowledge_extractors(register):
+        register(_Crashing)
+
+    module.register_knowledge_extractors = register_knowledge_extractors
+    with Workspace(tmp_path / "strict", ("crashing", module), strict=True) as ws:
+        with pytest.raises(BundleLLMError, match=r"extractor crashing \(plugin crashing\) failed on session \S+: "
+                                                 r"KeyError: 'oops' \(strict mode") as caught:
+            ws.distill(knowledge_types=["crashing"])
+        assert isinstance(caught.value.__cause__, KeyError)
+    with Workspace(tmp_path / "lenient", ("crashing", module), strict=False) as ws:
+        summary = ws.distill(knowledge_types=["crashing"])
+        assert summary.kinds["crashing"].errors == 9  # counted, the run goes on
+
+
 def test_the_kit_imports_neither_recbole_nor_torch():
     import subprocess
 
@@ -212,3 +246,24 @@ def test_the_kit_imports_neither_recbole_nor_torch():
             "print(sorted(m for m in ('recbole', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_fake_teacher_serves_from_the_command_line_for_a_real_distill():
+    import json as _json
+    import subprocess
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "recbole_bundlellm.testing.teacher", "--answer", "Red."],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        lines = list(iter(proc.stdout.readline, "\n"))  # the block ends with an empty line
+        assert lines[0].strip() == "teacher:"
+        block = {k.strip(): _json.loads(v) for k, v in (line.split(":", 1) for line in lines[1:] if line.strip())}
+        request = urllib.request.Request(block["base_url"] + "/chat/completions", method="POST",
+                                         data=_json.dumps({"model": block["model"], "messages": ASK}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        reply = _json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert reply["choices"][0]["message"]["content"] == "Red."
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

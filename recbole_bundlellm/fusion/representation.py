@@ -13,12 +13,69 @@ from recbole_bundlellm.settings import SettingsError
 POOLINGS = ("mean", "last")
 
 
+class _Reached(Exception):
+    """Raised by the hook on the routing layer: the rest of the pass is not needed."""
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The transformer blocks of a (peft-wrapped) causal LM, in order: the ``ModuleList`` holding
+    ``config.num_hidden_layers`` modules (``model.layers`` in Llama-like models)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    count = getattr(getattr(base, "config", None), "num_hidden_layers", None)
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise SettingsError(f"cannot find the {count} transformer blocks of {type(base).__name__}; "
+                        "use routing_layer: -1 (the last hidden states)")
+
+
+def check_routing_layer(model: Any, layer: int) -> None:
+    """``layer`` is -1 (the last hidden states) or a block number 1..num_hidden_layers."""
+    count = len(decoder_layers(model)) if layer != -1 else None
+    if layer != -1 and not 1 <= layer <= int(count or 0):
+        raise SettingsError(f"routing_layer is {layer}; use -1 (the last hidden states) or a block number "
+                            f"from 1 to {count}")
+
+
+def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """``[batch, length, hidden]``: after the final norm (``layer`` -1) or the output of block ``layer``.
+
+    Only the transformer body runs (its decoder, without the LM head: logits over the whole
+    vocabulary for every prompt token would cost a quarter of the pass on a small model), and
+    for an early ``layer`` the pass stops at that block (a hook raises), so it costs
+    ``layer / num_hidden_layers`` of a prompt pass.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if layer == -1:
+        if body is None:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+            return out.hidden_states[-1]
+        return body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    captured: list[torch.Tensor] = []
+
+    def stop(module: Any, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _Reached
+
+    handle = decoder_layers(model)[layer - 1].register_forward_hook(stop)
+    try:
+        (body or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
 @torch.no_grad()
 def prompt_representation(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                          pooling: str = "mean") -> torch.Tensor:
-    """The last hidden states of the prompt's tokens (padding left out by ``attention_mask``)
-    pooled to ``[batch, hidden_size]`` in float32, from the base model alone: their ``mean``, or
-    the ``last`` prompt token's (which has read the whole prompt).
+                          pooling: str = "mean", layer: int = -1) -> torch.Tensor:
+    """The hidden states of the prompt's tokens (padding left out by ``attention_mask``) pooled
+    to ``[batch, hidden_size]`` in float32, from the base model alone: their ``mean``, or the
+    ``last`` prompt token's (which has read the whole prompt). ``layer`` -1 takes the last hidden
+    states (after the final norm); ``k`` the output of transformer block k, and the pass stops
+    there (cheaper: the router's input costs k/num_hidden_layers of a prompt pass).
 
     A peft model runs with its adapters disabled (``disable_adapter()``), so the representation
     does not depend on the experts or the mixture: it is computed once per prompt and can be
@@ -34,11 +91,10 @@ def prompt_representation(model: Any, input_ids: torch.Tensor, attention_mask: t
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     try:
         with off:
-            out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+            hidden = _hidden_states(model, input_ids, attention_mask, layer).float()
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(name in trainable)
-    hidden = out.hidden_states[-1].float()
     mask = attention_mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
     if pooling == "last":
         positions = torch.arange(mask.shape[1], device=hidden.device, dtype=hidden.dtype)
@@ -51,10 +107,12 @@ class RepresentationCache:
     """Prompt representations (:func:`prompt_representation`) by prompt token ids, each computed
     once: the router reads the same prompt every epoch and again at generation."""
 
-    def __init__(self, model: Any, pad_id: int, pooling: str = "mean", batch_size: int = 16) -> None:
+    def __init__(self, model: Any, pad_id: int, pooling: str = "mean", batch_size: int = 16, layer: int = -1) -> None:
         if pooling not in POOLINGS:
             raise SettingsError(f"routing_pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+        check_routing_layer(model, layer)
         self.model, self.pad_id, self.pooling, self.batch_size = model, pad_id, pooling, batch_size
+        self.layer = layer
         self._cache: dict[tuple[int, ...], torch.Tensor] = {}
         self.computed = 0  # prompts run through the base model (the rest came from the cache)
 
@@ -81,7 +139,8 @@ class RepresentationCache:
                 for row, key in enumerate(chunk):
                     ids[row, width - len(key):] = torch.tensor(key, dtype=torch.long)
                     mask[row, width - len(key):] = 1
-                reps = prompt_representation(self.model, ids.to(device), mask.to(device), self.pooling).cpu()
+                reps = prompt_representation(self.model, ids.to(device), mask.to(device), self.pooling,
+                                            self.layer).cpu()
                 for key, rep in zip(chunk, reps):
                     self._cache[key] = rep
                 self.computed += len(chunk)
@@ -91,4 +150,4 @@ class RepresentationCache:
         return torch.stack([self._cache[k] for k in keys]).to(device)
 
 
-__all__ = ["POOLINGS", "RepresentationCache", "prompt_representation"]
+__all__ = ["POOLINGS", "RepresentationCache", "check_routing_layer", "decoder_layers", "prompt_representation"]

@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class, record_id
 from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError
@@ -29,6 +30,10 @@ from recbole_bundlellm.teacher.calls import now_iso
 from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError
 
 log = logging.getLogger(__name__)
+
+
+class ExtractorCrash(BundleLLMError, RuntimeError):
+    """In strict mode: an extractor raised on a session (its exception is the ``__cause__``)."""
 
 #: One session's outcome: the extraction (None after an extractor crash, which is logged where it
 #: happens) and the teacher unit used.
@@ -179,7 +184,9 @@ class ExtractionRun:
             raise  # the endpoint or the store failed, not this session: the run stops
         except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run
             if self.strict:
-                raise
+                raise ExtractorCrash(f"extractor {extractor.name} (plugin {self.plugins.get(extractor.name, '?')}) "
+                                     f"failed on session {session.session_id}: {type(exc).__name__}: {exc} "
+                                     "(strict mode stops here; --debug shows the traceback)") from exc
             log.warning("extractor %s failed on session %s: %s: %s", extractor.name, session.session_id,
                         type(exc).__name__, exc)
             return None, unit

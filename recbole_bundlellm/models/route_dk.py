@@ -76,14 +76,15 @@ class RouteDK(BundleSFT):
         self.router_component = config.host.create("router", self.router_name, config)
         hidden_size = int(model.config.hidden_size)
         self.router = self.router_component.build(kinds, hidden_size, self.mixture.n_layers)
-        self.representations = RepresentationCache(peft_model, self.pad_id(), str(config["routing_pooling"]))
+        self.representations = RepresentationCache(peft_model, self.pad_id(), str(config["routing_pooling"]),
+                                                   layer=int(config["routing_layer"]))
         self.routed: dict[tuple[int, ...], torch.Tensor] = {}  # prompt ids -> its weights at generation
         self._forced: torch.Tensor | None = None  # weights every input gets instead of the router's
         self.merged_weights: list[float] | None = None
         self.run_info["experts"] = [e.summary() for e in self.experts]
         self.run_info["router"] = {"name": self.router_name, "trainable": bool(self.router_component.trainable),
                                    "settings": _settings_dict(self.router_component.settings),
-                                   "pooling": config["routing_pooling"]}
+                                   "pooling": config["routing_pooling"], "layer": int(config["routing_layer"])}
         return peft_model
 
     def __init__(self, config: Any, dataset: Any) -> None:
@@ -118,9 +119,11 @@ class RouteDK(BundleSFT):
     def fingerprint(self, examples: Sequence[Any], valid_sessions: Sequence[Session]) -> str:
         """BundleSFT's (base, examples, valid prompts, settings) plus the experts and the router."""
         digest = hashlib.sha256(super().fingerprint(examples, valid_sessions).encode())
-        digest.update(json.dumps([ROUTER_VERSION, [(e.kind, e.fingerprint) for e in self.experts], self.router_name,
-                                  _settings_dict(self.router_component.settings), self.config["routing_pooling"]],
-                                 sort_keys=True, default=str).encode())
+        parts = [ROUTER_VERSION, [(e.kind, e.fingerprint) for e in self.experts], self.router_name,
+                 _settings_dict(self.router_component.settings), self.config["routing_pooling"]]
+        if int(self.config["routing_layer"]) != -1:  # the default leaves routers trained before the key reusable
+            parts.append(int(self.config["routing_layer"]))
+        digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
         return digest.hexdigest()
 
     def trained_state(self) -> dict[str, torch.Tensor]:

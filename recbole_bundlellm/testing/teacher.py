@@ -288,3 +288,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 __all__ = ["Answer", "FakeTeacherServer", "Script", "ScriptedCall", "ScriptedTeacher"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recbole_bundlellm.testing.teacher --answer TEXT``: a fake teacher answering
+    TEXT to every request on 127.0.0.1, for a real ``bundlellm distill`` by hand; prints the
+    ``teacher:`` block to put in the YAML, serves until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m recbole_bundlellm.testing.teacher", description=main.__doc__)
+    parser.add_argument("--answer", required=True, help="the text answered to every request")
+    parser.add_argument("--model", default="fake-teacher")
+    args = parser.parse_args(argv)
+    with FakeTeacherServer([], default=args.answer, model=args.model) as server:
+        block = server.config()
+        print("teacher:", *(f"  {key}: {json.dumps(value)}" for key, value in block.items()), "", sep="\n", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,13 +55,27 @@ class Workspace:
 
         ``teacher``: a :class:`~recbole_bundlellm.testing.FakeTeacherServer` (started), or a
         ``teacher:`` settings mapping. ``overrides``: config keys (``knowledge_types=[...]``, ...).
+        A :class:`~recbole_bundlellm.testing.ScriptedTeacher` is refused: distill talks to its
+        teacher over HTTP, so serve the same script with ``FakeTeacherServer(script)``.
         """
+        from collections.abc import Mapping
+
         from recbole_bundlellm.distill import distill
+        from recbole_bundlellm.testing.teacher import FakeTeacherServer
 
         config = self.config(**overrides)
         if teacher is not None:
-            block = teacher.config() if hasattr(teacher, "config") else dict(teacher)
-            config["teacher"] = {**block, **(overrides.get("teacher") or {})}
+            if isinstance(teacher, FakeTeacherServer):
+                block = teacher.config()
+            elif isinstance(teacher, Mapping):
+                block = dict(teacher)
+            else:
+                raise TypeError(f"Workspace.distill(teacher=...) takes a started FakeTeacherServer or a `teacher:` "
+                                f"settings mapping, not a {type(teacher).__name__}; distill talks to its teacher over "
+                                "HTTP: serve a script with `with FakeTeacherServer(script) as server: "
+                                "ws.distill(..., teacher=server)` (a ScriptedTeacher is for calling an extractor's "
+                                "extract_session directly)")
+            config["teacher"] = block  # change a setting with teacher=server.config(concurrency=2, ...)
         return distill(config_files, config, progress=False, host=self.host)
 
     def run(self, model: str, config_files: Sequence[str | os.PathLike] = (), *,
