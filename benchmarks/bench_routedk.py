@@ -1,7 +1,8 @@
 """Benchmark RouteDK's costs: router overhead at inference, K-sample enhancement, router training.
 
     .venv/bin/python benchmarks/bench_routedk.py [--sessions 48] [--samples 5] [--steps 6]
-        [--expert base=outputs/electronic/studies/format/raw_sft ...] [--out benchmarks/results/routedk_speed.json]
+        [--expert base=outputs/electronic/studies/format/raw_sft ...] [--layers -1 8 4]
+        [--out benchmarks/results/routedk_speed.json]
 
 On the prepared Electronic test sessions, with the given trained experts (BundleSFT output folders):
 
@@ -12,7 +13,11 @@ On the prepared Electronic test sessions, with the given trained experts (Bundle
   rank is the sum of theirs): the baselines the router's overhead is measured against;
 - ``k_samples``: K sampled answers per session voted over, with the prompt's prefill shared by the
   K samples and without (HF's way, the prompt K times), against one greedy answer;
-- ``router_training``: seconds per optimizer step of the router (experts frozen).
+- ``router_training``: seconds per optimizer step of the router (experts frozen);
+- ``overhead_split``: where the router's extra time goes: the same routed generation with the
+  prompt representations already cached (the mixture alone), and the representation pass alone at
+  each ``--layers`` value (``routing_layer``: -1 the last hidden states, k block k), plus the old
+  way (the whole model with its LM head) for reference; the overhead each layer would give.
 
 Writes one JSON (machine, settings, figures); nothing is asserted here: tests never time things.
 """
@@ -67,6 +72,32 @@ def sampled(model: RouteDK, sessions: list, k: int, shared: bool) -> dict:
         config.do_sample, config.num_return_sequences, config.shared_prefill = saved
 
 
+def representation_seconds(model: RouteDK, prompt_ids: list, layer: int | None) -> float:
+    """Seconds to compute the representations of ``prompt_ids`` (``None``: the whole model with
+    its LM head and every hidden state, the way before the body-only pass)."""
+    cache = model.representations
+    cache.clear()
+    saved = cache.layer
+    start = time.perf_counter()
+    if layer is None:
+        with torch.no_grad(), model.llm.disable_adapter():
+            for i in range(0, len(prompt_ids), cache.batch_size):
+                chunk = prompt_ids[i:i + cache.batch_size]
+                width = max(len(p) for p in chunk)
+                ids = torch.tensor([[model.pad_id()] * (width - len(p)) + list(p) for p in chunk])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+                model.llm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    else:
+        cache.layer = layer
+        try:
+            cache(prompt_ids)
+        finally:
+            cache.layer = saved
+    seconds = time.perf_counter() - start
+    cache.clear()
+    return round(seconds, 2)
+
+
 def router_steps(model: RouteDK, examples: list, steps: int, batch_size: int) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,6 +122,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--expert", action="append", default=None, help="kind=folder (repeatable)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[-1, 8, 4], help="routing_layer values to time")
     parser.add_argument("--data-path", default=str(REPO / "dataset"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "routedk_speed.json")
     args = parser.parse_args()
@@ -111,6 +143,18 @@ def main() -> None:
         "settings": {k: config[k] for k in ("generation_batch_size", "max_new_tokens", "routing_pooling")},
     }
     result["router"] = timed_generation(model, test)
+    prompt_ids = [list(p) for p in model.generator.last_prompt_ids]
+    model.representations(prompt_ids)  # cached: the next generation pays for the mixture alone
+    model.generator.reset_stats()
+    start = time.perf_counter()
+    model.generate_bundles(test)
+    cached_seconds = round(time.perf_counter() - start, 2)
+    split = {"mixture_only_seconds": cached_seconds,
+             "representation_seconds": {str(layer): representation_seconds(model, prompt_ids, layer)
+                                        for layer in args.layers},
+             "representation_whole_model_with_lm_head_seconds": representation_seconds(model, prompt_ids, None),
+             "prompt_tokens": sum(len(p) for p in prompt_ids)}
+    result["overhead_split"] = split
     k = args.samples
     result["k_samples"] = {"k": k, "greedy_k1": result["router"],
                            "shared_prefill": sampled(model, test, k, shared=True),
@@ -133,6 +177,10 @@ def main() -> None:
         result["router"]["seconds"] / result["single_expert"]["seconds"] - 1, 3)
     result["router_overhead_vs_static_merge"] = round(
         result["router"]["seconds"] / result["static_merge"]["seconds"] - 1, 3)
+    single = result["single_expert"]["seconds"]
+    split["mixture_overhead_vs_single_expert"] = round(cached_seconds / single - 1, 3)
+    split["overhead_vs_single_expert_by_layer"] = {
+        layer: round((cached_seconds + rep) / single - 1, 3) for layer, rep in split["representation_seconds"].items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

@@ -286,12 +286,15 @@ _INTERRUPTED_NOTES = {
 
 def _one_line_plugin_warnings() -> None:
     """A plugin warning prints once, as ``warning: <what>`` (no source line of ours): the host both
-    warns (for library users and tests) and logs (for logs); on the console one of them is enough."""
+    warns (for library users and tests) and logs (for logs); on the console one of them is enough.
+    Installed once per process (``main`` may be called many times, e.g. by tests)."""
     import logging
     import warnings
 
     from recbole_bundlellm.plugins import PluginWarning
 
+    if getattr(warnings.showwarning, "_one_line_plugin_warnings", False):
+        return
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
@@ -300,13 +303,14 @@ def _one_line_plugin_warnings() -> None:
             return
         shown(message, category, filename, lineno, file, line)
 
+    show._one_line_plugin_warnings = True  # type: ignore[attr-defined]
     warnings.showwarning = show
     logger = logging.getLogger("recbole_bundlellm.plugins")
-    if not any(getattr(f, "_plugin_warnings_shown", False) for f in logger.filters):
+    if not any(getattr(f, "_one_line_plugin_warnings", False) for f in logger.filters):
         def drop(record: logging.LogRecord) -> bool:
             return record.levelno != logging.WARNING
 
-        drop._plugin_warnings_shown = True  # type: ignore[attr-defined]
+        drop._one_line_plugin_warnings = True  # type: ignore[attr-defined]
         logger.addFilter(drop)
 
 

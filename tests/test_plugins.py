@@ -403,6 +403,18 @@ def test_a_disabled_name_that_is_no_plugin_warns_and_fails_in_strict_mode():
         PluginHost(disabled=["rules", "keywords"])  # names of plugins: no warning
 
 
+def test_the_cli_prints_a_plugin_warning_once_on_one_line():
+    env = {**os.environ, "BUNDLELLM_DISABLE_PLUGINS": "ruls"}
+    env.pop("BUNDLELLM_STRICT_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-m", "recbole_bundlellm.cli", "plugins"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0
+    lines = [line for line in done.stderr.splitlines() if "ruls" in line]
+    assert lines == ["warning: disable_plugins names 'ruls', which is not an installed plugin; did you mean 'rules'? "
+                     "(plugins are disabled by the names `bundlellm plugins` lists)"]
+    assert "plugins.py" not in done.stderr
+
+
 EXTRA_MODULES = {
     "xp_shapes": """
         from dataclasses import dataclass
