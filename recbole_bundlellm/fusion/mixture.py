@@ -83,6 +83,10 @@ class MixtureOfLoRA:
         self._layers: list[tuple[str, Any]] = []
         # Per layer: the frozen experts' A and B stacked (see _stacked_delta), built on first use.
         self._stacks: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # Layers whose experts have the same ranks and scalings share one (owner, scaling) pair, so
+        # at inference each rank row's weight is computed once per forward pass, not once per layer.
+        self._layouts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._rank_weights: dict[tuple[int, int, int], torch.Tensor] = {}
         seen: set[str] = set()
         for name, module in model.named_modules():
             if not isinstance(module, LoraLayer):
@@ -147,10 +151,12 @@ class MixtureOfLoRA:
                                f"got {list(w.shape)}")
         device = self._layers[0][1].lora_A[self._held(self._layers[0][1])[0]].weight.device
         previous, self._weights = self._weights, w.to(device)
+        self._rank_weights = {}
         try:
             yield
         finally:
             self._weights = previous
+            self._rank_weights = {}
 
     def remove(self) -> None:
         """Give every LoRA layer peft's own forward back (the mixture stops working)."""
@@ -158,6 +164,8 @@ class MixtureOfLoRA:
             module.__dict__.pop("forward", None)
         self._layers = []
         self._stacks = {}
+        self._layouts = []
+        self._rank_weights = {}
 
     def _has_dropout(self, module: Any) -> bool:
         return any(not isinstance(module.lora_dropout[e], torch.nn.Identity) for e in self._held(module))
@@ -180,10 +188,20 @@ class MixtureOfLoRA:
                 stacked = self._stacks[index] = self._stack(module)
         a, b, owner, scaling = stacked
         xe = module._cast_input_dtype(x, a.dtype)
-        rank_w = layer_w.to(a.dtype)[:, owner] * scaling  # [batch, rank_total]
+        # One weight per rank row and input; without gradients (generation) the same weights serve
+        # every layer of one layout for the whole block, so they are computed once.
+        reuse = layer_w is self._weights and not torch.is_grad_enabled()
+        key = (id(owner), x.shape[0], x.dim())
+        rank_w = self._rank_weights.get(key) if reuse else None
+        if rank_w is None:
+            if layer_w.shape[0] != x.shape[0]:  # repeats of each input (num_return_sequences)
+                layer_w = layer_w.repeat_interleave(x.shape[0] // layer_w.shape[0], dim=0)
+            rank_w = layer_w.to(a.dtype)[:, owner] * scaling  # [batch, rank_total]
+            rank_w = rank_w.view(rank_w.shape[0], *([1] * (x.dim() - 2)), rank_w.shape[1])
+            if reuse:
+                self._rank_weights[key] = rank_w
         hidden = torch.nn.functional.linear(xe, a)
-        hidden = hidden * rank_w.view(rank_w.shape[0], *([1] * (hidden.dim() - 2)), rank_w.shape[1])
-        return torch.nn.functional.linear(hidden, b)
+        return torch.nn.functional.linear(hidden * rank_w, b)
 
     def _stack(self, module: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The layer's experts' A stacked, B side by side, each rank row's expert and scaling."""
@@ -193,7 +211,13 @@ class MixtureOfLoRA:
         ranks = [module.lora_A[expert].weight.shape[0] for _, expert in held]
         owner = torch.cat([torch.full((r,), e) for (e, _), r in zip(held, ranks)])
         scaling = torch.cat([torch.full((r,), float(module.scaling[expert])) for (_, expert), r in zip(held, ranks)])
-        return a, b, owner.to(a.device), scaling.to(a.device, a.dtype)
+        owner, scaling = owner.to(a.device), scaling.to(a.device, a.dtype)
+        for known_owner, known_scaling in self._layouts:
+            if (known_owner.shape == owner.shape and known_scaling.dtype == scaling.dtype
+                    and torch.equal(known_owner, owner) and torch.equal(known_scaling, scaling)):
+                return a, b, known_owner, known_scaling
+        self._layouts.append((owner, scaling))
+        return a, b, owner, scaling
 
     def _held(self, module: Any) -> list[str]:
         return [e for e in self.expert_names if e in module.lora_A]
@@ -220,13 +244,13 @@ class MixtureOfLoRA:
         result = module.base_layer(x, *args, **kwargs)
         result_dtype = result.dtype
         layer_w = w[:, index, :] if w.dim() == 3 else w
-        if x.shape[0] != layer_w.shape[0]:
-            if x.shape[0] % layer_w.shape[0]:
-                raise AdapterError(f"the model's batch of {x.shape[0]} inputs does not fit mixture weights "
-                                   f"for {layer_w.shape[0]} inputs")
-            layer_w = layer_w.repeat_interleave(x.shape[0] // layer_w.shape[0], dim=0)
+        if x.shape[0] % layer_w.shape[0]:
+            raise AdapterError(f"the model's batch of {x.shape[0]} inputs does not fit mixture weights "
+                               f"for {layer_w.shape[0]} inputs")
         if not (module.training and self._has_dropout(module)):
             return (result + self._stacked_delta(module, index, layer_w, x)).to(result_dtype)
+        if x.shape[0] != layer_w.shape[0]:
+            layer_w = layer_w.repeat_interleave(x.shape[0] // layer_w.shape[0], dim=0)
         for e, expert in enumerate(self.expert_names):
             if expert not in module.lora_A:  # an expert need not adapt every layer
                 continue
