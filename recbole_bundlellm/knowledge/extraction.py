@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 class ExtractorCrash(BundleLLMError, RuntimeError):
     """In strict mode: an extractor raised on a session (its exception is the ``__cause__``)."""
 
+
 #: One session's outcome: the extraction (None after an extractor crash, which is logged where it
 #: happens) and the teacher unit used.
 Outcome = tuple["Extraction | None", Any]
