@@ -80,6 +80,8 @@ def representation_seconds(model: RouteDK, prompt_ids: list, layer: int | None) 
     saved = cache.layer
     start = time.perf_counter()
     if layer is None:
+        # peft's disable_adapter makes the active expert trainable again on exit: restore the flags.
+        trainable = {name for name, p in model.llm.named_parameters() if p.requires_grad}
         with torch.no_grad(), model.llm.disable_adapter():
             for i in range(0, len(prompt_ids), cache.batch_size):
                 chunk = prompt_ids[i:i + cache.batch_size]
@@ -87,6 +89,8 @@ def representation_seconds(model: RouteDK, prompt_ids: list, layer: int | None) 
                 ids = torch.tensor([[model.pad_id()] * (width - len(p)) + list(p) for p in chunk])
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
                 model.llm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        for name, p in model.llm.named_parameters():
+            p.requires_grad_(name in trainable)
     else:
         cache.layer = layer
         try:
