@@ -42,6 +42,7 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole_bundlellm.adaptation.batches import collate, epoch_batches  # noqa: E402
 from recbole_bundlellm.config import BundleConfig  # noqa: E402
 from recbole_bundlellm.data.sessions import sessions_from_dataset  # noqa: E402
+from recbole_bundlellm.fusion.representation import base_model_only, left_padded  # noqa: E402
 from recbole_bundlellm.models.base import without_labels  # noqa: E402
 from recbole_bundlellm.models.route_dk import RouteDK  # noqa: E402
 
@@ -80,17 +81,10 @@ def representation_seconds(model: RouteDK, prompt_ids: list, layer: int | None) 
     saved = cache.layer
     start = time.perf_counter()
     if layer is None:
-        # peft's disable_adapter makes the active expert trainable again on exit: restore the flags.
-        trainable = {name for name, p in model.llm.named_parameters() if p.requires_grad}
-        with torch.no_grad(), model.llm.disable_adapter():
+        with torch.no_grad(), base_model_only(model.llm):
             for i in range(0, len(prompt_ids), cache.batch_size):
-                chunk = prompt_ids[i:i + cache.batch_size]
-                width = max(len(p) for p in chunk)
-                ids = torch.tensor([[model.pad_id()] * (width - len(p)) + list(p) for p in chunk])
-                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+                ids, mask = left_padded(prompt_ids[i:i + cache.batch_size], model.pad_id())
                 model.llm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        for name, p in model.llm.named_parameters():
-            p.requires_grad_(name in trainable)
     else:
         cache.layer = layer
         try:

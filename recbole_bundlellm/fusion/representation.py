@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -29,25 +29,59 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
                         "use routing_layer: -1 (the last hidden states)")
 
 
-def check_routing_layer(model: Any, layer: int) -> None:
-    """``layer`` is -1 (the last hidden states) or a block number 1..num_hidden_layers."""
-    count = len(decoder_layers(model)) if layer != -1 else None
-    if layer != -1 and not 1 <= layer <= int(count or 0):
+def routing_block(model: Any, layer: int) -> torch.nn.Module | None:
+    """The transformer block whose output is the representation (``None`` for ``layer`` -1, the
+    last hidden states); a ``layer`` outside -1 and 1..num_hidden_layers is a settings error."""
+    if layer == -1:
+        return None
+    blocks = decoder_layers(model)
+    if not 1 <= layer <= len(blocks):
         raise SettingsError(f"routing_layer is {layer}; use -1 (the last hidden states) or a block number "
-                            f"from 1 to {count}")
+                            f"from 1 to {len(blocks)}")
+    return blocks[layer - 1]
 
 
-def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """``[batch, length, hidden]``: after the final norm (``layer`` -1) or the output of block ``layer``.
+@contextlib.contextmanager
+def base_model_only(model: Any) -> Iterator[None]:
+    """Run a peft model with its adapters disabled, leaving every ``requires_grad`` flag as it was.
+
+    peft re-enables the adapters on exit through ``set_adapter``, which makes the active adapter
+    trainable again: frozen experts would get gradients (and checkpoints) from then on.
+    """
+    off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    try:
+        with off:
+            yield
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in trainable)
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of ``prompts`` padded on the left to the longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
+def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   block: torch.nn.Module | None) -> torch.Tensor:
+    """``[batch, length, hidden]``: after the final norm (no ``block``) or the output of ``block``.
 
     Only the transformer body runs (its decoder, without the LM head: logits over the whole
     vocabulary for every prompt token would cost a quarter of the pass on a small model), and
-    for an early ``layer`` the pass stops at that block (a hook raises), so it costs
-    ``layer / num_hidden_layers`` of a prompt pass.
+    for an early block the pass stops there (a hook raises), so block k costs
+    ``k / num_hidden_layers`` of a prompt pass.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = base.get_decoder() if hasattr(base, "get_decoder") else None
-    if layer == -1:
+    if block is None:
         if body is None:
             out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
             return out.hidden_states[-1]
@@ -58,7 +92,7 @@ def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
         captured.append(output[0] if isinstance(output, tuple) else output)
         raise _Reached
 
-    handle = decoder_layers(model)[layer - 1].register_forward_hook(stop)
+    handle = block.register_forward_hook(stop)
     try:
         (body or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _Reached:
@@ -85,16 +119,9 @@ def prompt_representation(model: Any, input_ids: torch.Tensor, attention_mask: t
         raise SettingsError(f"routing_pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    # peft re-enables the adapters on exit through set_adapter, which makes the active adapter
-    # trainable again: frozen experts would get gradients (and checkpoints) from then on.
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    try:
-        with off:
-            hidden = _hidden_states(model, input_ids, attention_mask, layer).float()
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name in trainable)
+    block = routing_block(model, layer)
+    with base_model_only(model):
+        hidden = _hidden_states(model, input_ids, attention_mask, block).float()
     mask = attention_mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
     if pooling == "last":
         positions = torch.arange(mask.shape[1], device=hidden.device, dtype=hidden.dtype)
@@ -110,7 +137,7 @@ class RepresentationCache:
     def __init__(self, model: Any, pad_id: int, pooling: str = "mean", batch_size: int = 16, layer: int = -1) -> None:
         if pooling not in POOLINGS:
             raise SettingsError(f"routing_pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
-        check_routing_layer(model, layer)
+        routing_block(model, layer)  # checks the layer now, not at the first prompt
         self.model, self.pad_id, self.pooling, self.batch_size = model, pad_id, pooling, batch_size
         self.layer = layer
         self._cache: dict[tuple[int, ...], torch.Tensor] = {}
@@ -133,12 +160,7 @@ class RepresentationCache:
         try:
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start:start + self.batch_size]
-                width = max(len(k) for k in chunk)
-                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, key in enumerate(chunk):
-                    ids[row, width - len(key):] = torch.tensor(key, dtype=torch.long)
-                    mask[row, width - len(key):] = 1
+                ids, mask = left_padded(chunk, self.pad_id)
                 reps = prompt_representation(self.model, ids.to(device), mask.to(device), self.pooling,
                                             self.layer).cpu()
                 for key, rep in zip(chunk, reps):
@@ -150,4 +172,5 @@ class RepresentationCache:
         return torch.stack([self._cache[k] for k in keys]).to(device)
 
 
-__all__ = ["POOLINGS", "RepresentationCache", "check_routing_layer", "decoder_layers", "prompt_representation"]
+__all__ = ["POOLINGS", "RepresentationCache", "base_model_only", "decoder_layers", "left_padded",
+           "prompt_representation", "routing_block"]
