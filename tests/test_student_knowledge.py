@@ -92,6 +92,24 @@ def test_icl_and_icl_sft_use_the_patterns_of_the_store(store, tiny_llm_path):
     assert "train on the raw session" in Path("icl_sft/run.log").read_text()
 
 
+def test_icl_sft_training_drops_knowledge_items_to_fit_max_seq_tokens_instead_of_cutting_the_prompt(store,
+                                                                                                  tiny_llm_path):
+    common = {**store, "llm_model": str(tiny_llm_path), "knowledge_use": ["patterns"], "max_new_tokens": 6,
+              "prompt_format": "compact", "icl": {"examples": 2}, "adaptation": "icl_sft", "epochs": 1,
+              "train_batch_size": 4, "eval_step": 0}
+    roomy = run("BundleSFT", "clothing", output_dir="roomy", config_dict={**common, "max_seq_tokens": 512})
+    assert roomy.info["training_data"]["items_dropped_for_max_seq_tokens"] == 0  # what fits is left alone
+    limit = 200
+    tight = run("BundleSFT", "clothing", output_dir="tight", config_dict={**common, "max_seq_tokens": limit})
+    data = tight.info["training_data"]
+    # Retrieved examples and patterns gave way, least relevant first; no prompt lost its start.
+    assert data["items_dropped_for_max_seq_tokens"] > 0 and data["cut_to_max_seq_tokens"] == 0
+    assert data["raw_sessions"] == roomy.info["training_data"]["raw_sessions"]  # the knowledge was there
+    assert data["target_tokens"] == roomy.info["training_data"]["target_tokens"]  # targets are never trimmed
+    assert data["tokens"] <= limit * data["sessions"] < roomy.info["training_data"]["tokens"]
+    assert "left out of training prompts to fit max_seq_tokens=200" in Path("tight/run.log").read_text()
+
+
 def test_thoughts_that_were_never_distilled_are_a_clear_error(store, tiny_llm_path):
     with pytest.raises(BundleLLMError, match="thoughts"):
         run("BundleSFT", "clothing", output_dir="t", config_dict={

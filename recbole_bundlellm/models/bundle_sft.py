@@ -30,6 +30,7 @@ from recbole_bundlellm.adaptation.lora import (
     save_adapter,
     target_modules_setting,
 )
+from recbole_bundlellm.adaptation.strategy import fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
@@ -109,11 +110,18 @@ class BundleSFT(BundleLLM):
         labelled = [s for s in sessions if s.bundles]
         views = self.views(labelled, training=True)
         eos = self.tokenizer.eos_token or ""
-        prompts, targets, classes = [], [], []
+        limit = self.config["max_seq_tokens"]
+        prompts, targets, classes, trimmed = [], [], [], 0
         for session, view in zip(labelled, views):
-            prompts.append(self.generator.prompt_ids(self.prompts([session], [view])[0]))
             answer = answer_text(session, self.style, view.reasoning, self.answer_order(session))
             target_ids, target_classes = self._target(answer, eos)
+            if limit is not None:
+                # The knowledge block gives way first (least relevant item first, as the prompt
+                # budget does at inference): cutting the prompt from the left would drop the
+                # instruction, and the model would train on prompts it never sees at test.
+                view, dropped = fit_budget(session, view, self.measure, limit - len(target_ids))
+                trimmed += dropped
+            prompts.append(self.generator.prompt_ids(self.prompts([session], [view])[0]))
             targets.append(target_ids)
             classes.append(target_classes)
         weights = (class_balanced_weights(classes, float(self.config["label_weight_power"]))
@@ -128,12 +136,16 @@ class BundleSFT(BundleLLM):
         self.run_info["training_data"] = {
             "sessions": len(examples), "raw_sessions": self.raw_training_sessions,
             "with_reasoning": sum(v.reasoning is not None for v in views), "cut_to_max_seq_tokens": cut,
+            "items_dropped_for_max_seq_tokens": trimmed,
             "tokens": sum(len(e) for e in examples), "target_tokens": sum(len(e.target_ids) for e in examples),
         }
         if self.strategy is not None and self.config["knowledge_use"]:
             # Their knowledge record failed or their session was not sampled.
             logger.info("%d of %d training sessions have no knowledge in their example and train on the raw session",
                         self.raw_training_sessions, len(examples))
+        if trimmed:
+            logger.info("%d knowledge items (least relevant first) left out of training prompts to fit "
+                        "max_seq_tokens=%s", trimmed, limit)
         if cut:
             logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
                            "prompt", cut, self.config["max_seq_tokens"])
