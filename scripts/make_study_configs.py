@@ -13,6 +13,7 @@ folder when the fingerprint matches.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -39,9 +40,10 @@ THOUGHTS_SFT = ("The target is the thought (\"Reasoning: ...\") then the answer:
 ICL_SFT = ("Greedy decoding, no label-bias grid: on every sft run the grid chose no bias (0 / 0), and with\n"
            "retrieved examples in the prompt each of its 9 validation passes takes ~3 min on 2 cores.\n"
            "Three retrieved sessions make a prompt of ~860 tokens: training examples get 768 tokens and\n"
-           "test prompts 720, so the least similar examples (and patterns) give way alike at training and\n"
-           "test and the instruction is never cut. Batches of 4, two per step: the optimizer sees 8\n"
-           "sessions per step as in every sft run, with half the activation memory.",
+           "test prompts 720, so knowledge items give way (lowest retrieval score first) alike at\n"
+           "training and test, and the instruction is never cut. Batches of 4, two\n"
+           "per step: the optimizer sees 8 sessions per step as in every sft run, with half the\n"
+           "activation memory.",
            {"label_bias_grid": [], "max_seq_tokens": 768, "max_prompt_tokens": 720, "train_batch_size": 4,
             "gradient_accumulation_steps": 2})
 
@@ -108,6 +110,8 @@ def study_files() -> dict[Path, str]:
 
 
 def main() -> None:
+    # No options: the parser is there so that --help explains instead of rewriting every config.
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for path, text in study_files().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
