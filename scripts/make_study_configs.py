@@ -41,9 +41,8 @@ ICL_SFT = ("Greedy decoding, no label-bias grid: on every sft run the grid chose
            "retrieved examples in the prompt each of its 9 validation passes takes ~3 min on 2 cores.\n"
            "Three retrieved sessions make a prompt of ~860 tokens: training examples get 768 tokens and\n"
            "test prompts 720, so knowledge items give way (lowest retrieval score first) alike at\n"
-           "training and test, and the instruction is never cut. Batches of 4, two\n"
-           "per step: the optimizer sees 8 sessions per step as in every sft run, with half the\n"
-           "activation memory.",
+           "training and test, and the instruction is never cut. Batches of 4, two per step: the\n"
+           "optimizer sees 8 sessions per step as in every sft run, with half the activation memory.",
            {"label_bias_grid": [], "max_seq_tokens": 768, "max_prompt_tokens": 720, "train_batch_size": 4,
             "gradient_accumulation_steps": 2})
 
