@@ -109,6 +109,19 @@ def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
     return (decoder, head) if decoder is not None and head is not None else None
 
 
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of ``prompts`` padded on the left to the longest (generation
+    and the router's prompt pass read the last position of each row)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
 def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Mean causal-LM cross-entropy over the target tokens of ``batch`` (each token weighted by
     its example's weight times its own), and the number of target tokens.
@@ -138,4 +151,4 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
 
 
 __all__ = ["IGNORE_INDEX", "SFTExample", "answer_loss", "class_balanced_weights", "collate", "cut_to_length",
-           "epoch_batches"]
+           "epoch_batches", "left_padded"]

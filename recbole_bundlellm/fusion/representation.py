@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from recbole_bundlellm.adaptation.batches import left_padded
 from recbole_bundlellm.settings import SettingsError
 
 POOLINGS = ("mean", "last")
@@ -56,18 +57,6 @@ def base_model_only(model: Any) -> Iterator[None]:
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(name in trainable)
-
-
-def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` of ``prompts`` padded on the left to the longest."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
-            mask[row, width - len(prompt):] = 1
-    return ids, mask
 
 
 def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -172,5 +161,5 @@ class RepresentationCache:
         return torch.stack([self._cache[k] for k in keys]).to(device)
 
 
-__all__ = ["POOLINGS", "RepresentationCache", "base_model_only", "decoder_layers", "left_padded",
-           "prompt_representation", "routing_block"]
+__all__ = ["POOLINGS", "RepresentationCache", "base_model_only", "decoder_layers", "prompt_representation",
+           "routing_block"]

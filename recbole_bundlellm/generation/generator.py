@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from recbole_bundlellm.adaptation.batches import left_padded
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
 
@@ -297,7 +298,7 @@ class BatchGenerator:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         n = self.config.num_return_sequences
-        input_ids, attention_mask = _left_pad(token_ids, self._pad_id)
+        input_ids, attention_mask = left_padded(token_ids, self._pad_id)
         self.stats["prompt_tokens"] += sum(len(ids) for ids in token_ids)
         self.stats["padding_tokens"] += int((attention_mask == 0).sum())
         processors = LogitsProcessorList()
@@ -395,14 +396,3 @@ class _StopOnStrings:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         done = [any(stop in text for stop in self.stops) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def _left_pad(token_ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        if ids:
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-    return input_ids, attention_mask
