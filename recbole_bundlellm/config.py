@@ -94,8 +94,11 @@ def recbole_known_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def _project_known_keys(host: PluginHost) -> set[str]:
-    keys = _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL) | host.settings_keys()
+def known_config_keys(host: PluginHost) -> set[str]:
+    """Every key a run accepts: RecBole's, this project's YAML files', and ``host``'s models' and
+    plugins' settings keys."""
+    keys = set(recbole_known_keys()) | _yaml_keys(BUNDLE_OVERALL) | _yaml_keys(NEXT_ITEM_OVERALL)
+    keys |= host.settings_keys()
     for spec in host.models.specs():
         for path in spec.config_files:
             keys |= _yaml_keys(path)
@@ -411,7 +414,7 @@ class BundleConfig(Config):
                 self.external_config_dict[key] = {**base, **value}
 
     def _get_final_config_dict(self) -> dict[str, Any]:
-        known = set(self.internal_config_dict) | recbole_known_keys() | _project_known_keys(self.host)
+        known = set(self.internal_config_dict) | known_config_keys(self.host)
         for path in self._user_files:
             check_keys(_yaml_keys(Path(path)), known, f"config file {path}", self.host)
         check_keys(self.variable_config_dict, known, "the config overrides", self.host)

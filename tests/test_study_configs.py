@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recbole_bundlellm.config import _project_known_keys, check_keys, check_numeric_settings, recbole_known_keys
+from recbole_bundlellm.config import check_keys, check_numeric_settings, known_config_keys
 from recbole_bundlellm.testing import plugin_host
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_the_committed_study_configs_are_what_the_generator_writes():
 @pytest.fixture(scope="module")
 def known():
     host = plugin_host()
-    return host, recbole_known_keys() | _project_known_keys(host)
+    return host, known_config_keys(host)
 
 
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))

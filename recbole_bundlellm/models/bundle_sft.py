@@ -30,7 +30,7 @@ from recbole_bundlellm.adaptation.lora import (
     save_adapter,
     target_modules_setting,
 )
-from recbole_bundlellm.adaptation.strategy import fit_budget
+from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
@@ -115,13 +115,15 @@ class BundleSFT(BundleLLM):
         for session, view in zip(labelled, views):
             answer = answer_text(session, self.style, view.reasoning, self.answer_order(session))
             target_ids, target_classes = self._target(answer, eos)
-            if limit is not None:
+            prompt_ids = self._prompt_ids(session, view)
+            if limit is not None and len(prompt_ids) + len(target_ids) > limit and view.items:
                 # The knowledge block gives way first (least relevant item first, as the prompt
                 # budget does at inference): cutting the prompt from the left would drop the
                 # instruction, and the model would train on prompts it never sees at test.
-                view, dropped = fit_budget(session, view, self.measure, limit - len(target_ids))
-                trimmed += dropped
-            prompts.append(self.generator.prompt_ids(self.prompts([session], [view])[0]))
+                view, dropped = fit_budget(session, view, lambda s, v: len(self._prompt_ids(s, v)),
+                                           limit - len(target_ids))
+                prompt_ids, trimmed = self._prompt_ids(session, view), trimmed + dropped
+            prompts.append(prompt_ids)
             targets.append(target_ids)
             classes.append(target_classes)
         weights = (class_balanced_weights(classes, float(self.config["label_weight_power"]))
@@ -150,6 +152,10 @@ class BundleSFT(BundleLLM):
             logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
                            "prompt", cut, self.config["max_seq_tokens"])
         return examples
+
+    def _prompt_ids(self, session: Session, view: StudentView) -> list[int]:
+        """The token ids of the prompt ``session`` is trained on, seen through ``view``."""
+        return self.generator.prompt_ids(self.prompts([session], [view])[0])
 
     def _target(self, answer: str, eos: str) -> tuple[list[int], list[str | None]]:
         """The target's token ids and, with ``label_weighting``, each token's label class in a
