@@ -32,7 +32,7 @@ import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.trainer import Trainer
 from recbole.utils import calculate_valid_score
 
-from recbole_bundlellm.adaptation.batches import SFTExample, collate, epoch_batches
+from recbole_bundlellm.adaptation.batches import SFTExample, epoch_batches
 from recbole_bundlellm.adaptation.checkpoint import TrainingProgress, load_checkpoint, save_checkpoint
 from recbole_bundlellm.adaptation.lora import adapter_info
 from recbole_bundlellm.data.sessions import sessions_from_dataset
@@ -163,14 +163,13 @@ class SFTTrainer(BundleEvaluation, Trainer):
         if epoch_idx > 0 and first == 0 and self._is_writer():
             self._save_last(epoch_idx, 0)  # best score and early-stopping counter as of now
         accum = self.config["gradient_accumulation_steps"]
-        pad = self.model.pad_id()
         total_loss, tokens, start = 0.0, 0, time.perf_counter()
         bar = progress_bar(total=len(batches), desc=f"SFT epoch {epoch_idx + 1}/{self.epochs}", unit="batch",
                            enabled=show_progress or None)
         bar.update(first)
         self.optimizer.zero_grad(set_to_none=True)
         for index in range(first, len(batches)):
-            batch = collate([self.examples[i] for i in batches[index]], pad)
+            batch = self.model.collate([self.examples[i] for i in batches[index]])
             with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
                 loss, n_tokens = self.model.calculate_loss(batch)
             self._check_nan(loss)

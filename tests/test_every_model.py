@@ -16,6 +16,7 @@ from recbole_bundlellm.testing import FakeTeacherServer
 FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
+    "PairSFT": {"epochs": 1, "train_batch_size": 4},
     "POG": {"epochs": 2},
     "BBPR": {"epochs": 2},
     "RecBoleBundler": {"bundler_epochs": 1,
@@ -53,7 +54,7 @@ def _needs_teacher(model: str) -> bool:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "RouteDK", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "PairSFT", "RouteDK", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
     assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 

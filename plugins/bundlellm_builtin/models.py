@@ -1,4 +1,4 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, RouteDK, Floor, Pairwise, RecBoleBundler,
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, PairSFT, RouteDK, Floor, Pairwise, RecBoleBundler,
 TeacherLLM and the classical baselines BBPR, POG, BGN)."""
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
     register(ModelSpec("BundleSFT", "recbole_bundlellm.models.bundle_sft:BundleSFT",
                        (_MODELS / "BundleLLM.yaml", _MODELS / "BundleSFT.yaml"), "recbole_bundlellm.sft_trainer:SFTTrainer",
                        description="student LLM fine-tuned with LoRA on sessions and their knowledge (sft / icl_sft)"))
+    register(ModelSpec("PairSFT", "recbole_bundlellm.models.pair_sft:PairSFT",
+                       (_MODELS / "BundleLLM.yaml", _MODELS / "BundleSFT.yaml", _MODELS / "PairSFT.yaml"),
+                       "recbole_bundlellm.sft_trainer:SFTTrainer",
+                       description="student LLM scoring product pairs from its hidden states (LoRA + pair head), grouped as Pairwise"))
     register(ModelSpec("RouteDK", "recbole_bundlellm.models.route_dk:RouteDK",
                        (_MODELS / "BundleLLM.yaml", _MODELS / "BundleSFT.yaml", _MODELS / "RouteDK.yaml"),
                        "recbole_bundlellm.sft_trainer:SFTTrainer",

@@ -83,8 +83,9 @@ def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor
 
 
 def save_adapter(model: Any, folder: str | os.PathLike, base: BaseModelId, fingerprint: str,
-                 info: dict[str, Any] | None = None) -> Path:
-    """Save a peft model's adapter as an ordinary peft folder plus its base and fingerprint.
+                 info: dict[str, Any] | None = None, extra_files: dict[str, bytes] | None = None) -> Path:
+    """Save a peft model's adapter as an ordinary peft folder plus its base and fingerprint
+    (and ``extra_files``, name -> bytes: weights trained beside the adapter, e.g. a head).
 
     Written into a temporary folder and renamed, so a crash never leaves half an adapter where a
     later run would take it for a finished one.
@@ -92,6 +93,8 @@ def save_adapter(model: Any, folder: str | os.PathLike, base: BaseModelId, finge
     with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         record = {"base_model": asdict(base), "fingerprint": fingerprint, **(info or {})}
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
         atomic_write_text(tmp / ADAPTER_INFO, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return Path(folder)
 

@@ -30,14 +30,15 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
                         "use routing_layer: -1 (the last hidden states)")
 
 
-def routing_block(model: Any, layer: int) -> torch.nn.Module | None:
+def routing_block(model: Any, layer: int, setting: str = "routing_layer") -> torch.nn.Module | None:
     """The transformer block whose output is the representation (``None`` for ``layer`` -1, the
-    last hidden states); a ``layer`` outside -1 and 1..num_hidden_layers is a settings error."""
+    last hidden states); a ``layer`` outside -1 and 1..num_hidden_layers is an error naming
+    ``setting``, the key it came from."""
     if layer == -1:
         return None
     blocks = decoder_layers(model)
     if not 1 <= layer <= len(blocks):
-        raise SettingsError(f"routing_layer is {layer}; use -1 (the last hidden states) or a block number "
+        raise SettingsError(f"{setting} is {layer}; use -1 (the last hidden states) or a block number "
                             f"from 1 to {len(blocks)}")
     return blocks[layer - 1]
 
@@ -59,8 +60,8 @@ def base_model_only(model: Any) -> Iterator[None]:
             p.requires_grad_(name in trainable)
 
 
-def _hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   block: torch.nn.Module | None) -> torch.Tensor:
+def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  block: torch.nn.Module | None) -> torch.Tensor:
     """``[batch, length, hidden]``: after the final norm (no ``block``) or the output of ``block``.
 
     Only the transformer body runs (its decoder, without the LM head: logits over the whole
@@ -110,7 +111,7 @@ def prompt_representation(model: Any, input_ids: torch.Tensor, attention_mask: t
         attention_mask = torch.ones_like(input_ids)
     block = routing_block(model, layer)
     with base_model_only(model):
-        hidden = _hidden_states(model, input_ids, attention_mask, block).float()
+        hidden = hidden_states(model, input_ids, attention_mask, block).float()
     mask = attention_mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
     if pooling == "last":
         positions = torch.arange(mask.shape[1], device=hidden.device, dtype=hidden.dtype)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, class_balanced_weights, cut_to_length
+from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, class_balanced_weights, collate, cut_to_length
 from recbole_bundlellm.adaptation.lora import (
     BaseModelId,
     LoraSettings,
@@ -178,6 +178,10 @@ class BundleSFT(BundleLLM):
         order = list(range(len(session)))
         random.Random(f"bundlellm-order:{self.config['seed']}:{session.session_id}").shuffle(order)
         return order
+
+    def collate(self, examples: Sequence[SFTExample]) -> dict[str, torch.Tensor]:
+        """One training batch of ``examples`` (right-padded prompt + target, loss on the target)."""
+        return collate(examples, self.pad_id())
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy on the target tokens of a collated batch, and their number."""

@@ -1,0 +1,89 @@
+"""PairSFT on the tiny random model: each product's state is read at the end of its own line,
+the pair loss trains the adapters and the head together, the adapter folder holds the head and is
+reused by fingerprint, and the pair probabilities do not depend on the batch a session is in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_bundlellm.errors import BundleLLMError
+from recbole_bundlellm.models.pair_sft import HEAD_FILE, PairHead, product_line_ends
+from recbole_bundlellm.runner import run
+
+FAST = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.01, "checkpoint_steps": 2, "adaptation": "sft"}
+
+
+def test_each_product_is_read_at_the_last_token_of_its_own_line(tiny_llm_path):
+    from recbole_bundlellm.llm import load_llm
+
+    tokenizer = load_llm(str(tiny_llm_path), device="cpu", dtype="float32").tokenizer
+    text = ("<|im_start|>user\nProducts:\n1. shirt one\n2. phone case\nexample\nProducts:\n1. [food] bread milk\n"
+            "2. coffee\n3. tea sugar\nFor each product<|im_end|>\n")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ends = product_line_ends(text, encoded["offset_mapping"], 3)
+    words = [tokenizer.convert_ids_to_tokens(encoded["input_ids"][t]) for t in ends]
+    assert words == ["milk", "coffee", "sugar"]  # the last product list (the session's), not an example's
+    with pytest.raises(ValueError, match="product line 4 not found"):
+        product_line_ends(text, encoded["offset_mapping"], 4)
+
+
+def test_the_pair_head_is_symmetric():
+    head = PairHead(8, 4)
+    states = torch.randn(3, 8)
+    forward = head(states, torch.tensor([0, 1]), torch.tensor([2, 2]))
+    backward = head(states, torch.tensor([2, 2]), torch.tensor([0, 1]))
+    assert torch.allclose(forward, backward)
+
+
+def test_pair_sft_trains_adapters_and_head_saves_both_and_reuses_them(tiny_data, tiny_llm_path):
+    overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST}
+    first = run("PairSFT", "clothing", config_dict=overrides, output_dir="out")
+    training = first.info["training"]
+    assert training["epochs_run"] == 2 and training["optimizer_steps"] > 0
+    assert first.info["training_data"]["pairs"] > first.info["training_data"]["positive_pairs"] > 0
+    adapter = Path("out/adapter")
+    assert (adapter / HEAD_FILE).is_file() and (adapter / "adapter_model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    head = load_file(str(adapter / HEAD_FILE))
+    assert set(head) == {"project.weight", "project.bias", "score.0.weight", "score.0.bias", "score.2.weight",
+                         "score.2.bias"}
+    assert "grouping" in first.info["decoding"]  # tuned on valid
+    again = run("PairSFT", "clothing", config_dict=overrides, output_dir="out")
+    assert again.info["training"]["reused_adapter"].endswith("adapter")
+    assert again.test_result == first.test_result
+    records = [json.loads(line) for line in Path("out/predictions.jsonl").read_text().splitlines()]
+    assert all(r["raw_text"] in ("", None) for r in records)  # nothing generated: structure from the pass
+
+
+def test_pair_probabilities_do_not_depend_on_the_batch(tiny_data, tiny_llm_path):
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_bundlellm.config import BundleConfig
+    from recbole_bundlellm.data.sessions import sessions_from_dataset
+    from recbole_bundlellm.models.pair_sft import PairSFT
+
+    config = BundleConfig("PairSFT", "clothing", [], {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
+                                                      "adaptation": "sft"})
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = PairSFT(config, train_data.dataset)
+    sessions = sessions_from_dataset(train_data.dataset)
+    model.fit_bundles(sessions)
+    views = model.views(sessions, training=False)
+    model.config["generation_batch_size"] = 16
+    together = model.probabilities(sessions, views)
+    model.config["generation_batch_size"] = 1
+    alone = model.probabilities(sessions, views)
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5) and np.allclose(a, a.T)
+
+
+def test_pair_sft_needs_the_tags_prompt(tiny_data, tiny_llm_path):
+    with pytest.raises(BundleLLMError, match="prompt_format: tags"):
+        run("PairSFT", "clothing", output_dir="x", config_dict={
+            "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "prompt_format": "compact"})
