@@ -16,7 +16,7 @@ from recbole_bundlellm.testing import FakeTeacherServer
 FAST_SETTINGS: dict[str, dict] = {
     "BundleLLM": {"max_new_tokens": 8, "prompt_mode": "one_shot"},
     "BundleSFT": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4},
-    "PairSFT": {"epochs": 1, "train_batch_size": 4},
+    "PairSFT": {"epochs": 1, "train_batch_size": 4, "pair_layer": -1, "lora_layers": None},
     "POG": {"epochs": 2},
     "BBPR": {"epochs": 2},
     "RecBoleBundler": {"bundler_epochs": 1,

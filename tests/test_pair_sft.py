@@ -15,7 +15,9 @@ from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.models.pair_sft import HEAD_FILE, PairHead, product_line_ends
 from recbole_bundlellm.runner import run
 
-FAST = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.01, "checkpoint_steps": 2, "adaptation": "sft"}
+#: The tiny model has 2 blocks: read the last hidden states, adapters on every block.
+FAST = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.01, "checkpoint_steps": 2, "adaptation": "sft",
+        "pair_layer": -1, "lora_layers": None}
 
 
 def test_each_product_is_read_at_the_last_token_of_its_own_line(tiny_llm_path):
@@ -69,7 +71,7 @@ def test_pair_probabilities_do_not_depend_on_the_batch(tiny_data, tiny_llm_path)
     from recbole_bundlellm.models.pair_sft import PairSFT
 
     config = BundleConfig("PairSFT", "clothing", [], {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
-                                                      "adaptation": "sft"})
+                                                      "adaptation": "sft", "pair_layer": 2, "lora_layers": 1})
     train_data, _, _ = data_preparation(config, create_dataset(config))
     model = PairSFT(config, train_data.dataset)
     sessions = sessions_from_dataset(train_data.dataset)
@@ -83,7 +85,25 @@ def test_pair_probabilities_do_not_depend_on_the_batch(tiny_data, tiny_llm_path)
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-5) and np.allclose(a, a.T)
 
 
-def test_pair_sft_needs_the_tags_prompt(tiny_data, tiny_llm_path):
+def test_pair_sft_settings_errors_are_clear(tiny_data, tiny_llm_path):
+    common = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path)}
     with pytest.raises(BundleLLMError, match="prompt_format: tags"):
-        run("PairSFT", "clothing", output_dir="x", config_dict={
-            "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), "prompt_format": "compact"})
+        run("PairSFT", "clothing", output_dir="x", config_dict={**common, "prompt_format": "compact"})
+    with pytest.raises(BundleLLMError, match="pair_layer is 16; use -1 .* or a block number from 1 to 2"):
+        run("PairSFT", "clothing", output_dir="x", config_dict=common)
+
+
+def test_lora_layers_adapt_only_the_blocks_below_the_one_read(tiny_data, tiny_llm_path):
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_bundlellm.config import BundleConfig
+    from recbole_bundlellm.models.pair_sft import PairSFT
+
+    config = BundleConfig("PairSFT", "clothing", [], {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
+                                                      "adaptation": "sft", "pair_layer": 1, "lora_layers": 1})
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = PairSFT(config, train_data.dataset)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.llm.named_parameters()
+               if p.requires_grad and "lora_" in n}
+    assert adapted == {"0"}  # block 1 only (0-based 0): block 2 is never run
+    assert any("mlp" in n and "lora_" in n for n, _ in model.llm.named_parameters())  # all-linear, spelled out

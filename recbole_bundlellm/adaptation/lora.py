@@ -46,6 +46,8 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: str | tuple[str, ...] = ALL_LINEAR
+    #: 0-based indices of the transformer blocks that get adapters; ``None`` for every block.
+    layers: tuple[int, ...] | None = None
 
 
 def attach_lora(model: Any, settings: LoraSettings, adapter_name: str = "default") -> Any:
@@ -54,12 +56,31 @@ def attach_lora(model: Any, settings: LoraSettings, adapter_name: str = "default
     from peft import LoraConfig, get_peft_model
 
     targets = settings.target_modules
+    if settings.layers is not None and targets == ALL_LINEAR:
+        targets = linear_module_names(model)  # peft takes block indices only with named modules
     config = LoraConfig(
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         bias="none", task_type="CAUSAL_LM",
+        layers_to_transform=list(settings.layers) if settings.layers is not None else None,
     )
     return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def linear_module_names(model: Any) -> tuple[str, ...]:
+    """The names (last part) of the linear projections in ``model``, the output head left out:
+    what ``all-linear`` means, spelled out."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return tuple(sorted({name.rpartition(".")[2] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and module is not head}))
+
+
+def adapted_layers(top: int | None, last: int) -> tuple[int, ...] | None:
+    """The 0-based blocks of ``lora_layers: top``: the ``top`` blocks ending at block ``last``
+    (1-based, the block whose output the model reads); ``None`` (every block) for ``top`` ~."""
+    if top is None:
+        return None
+    return tuple(range(max(0, last - top), last))
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -152,5 +173,5 @@ def target_modules_setting(value: str | Sequence[str] | None) -> str | tuple[str
 
 
 __all__ = ["ADAPTER_INFO", "ALL_LINEAR", "AdapterError", "BaseModelId", "LoraSettings", "adapter_info",
-           "attach_lora", "check_base", "count_parameters", "load_adapter", "load_trainable_state",
+           "adapted_layers", "attach_lora", "check_base", "count_parameters", "load_adapter", "load_trainable_state",
            "save_adapter", "target_modules_setting", "trainable_state"]

@@ -23,6 +23,7 @@ from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, class_
 from recbole_bundlellm.adaptation.lora import (
     BaseModelId,
     LoraSettings,
+    adapted_layers,
     attach_lora,
     check_base,
     count_parameters,
@@ -49,6 +50,8 @@ TRAINING_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules
                  "gradient_accumulation_steps", "lr_schedule", "warmup_ratio", "eval_step", "stopping_step",
                  "valid_metric", "seed", "max_new_tokens", "stop_strings", "do_sample", "temperature", "top_p",
                  "max_prompt_tokens")
+#: Training settings added later: in the fingerprint only when set, so older adapters stay reusable.
+LATER_TRAINING_KEYS = ("lora_layers",)
 FINGERPRINT_VERSION = "sft-v1"
 #: valid_metric (RecBole's lower-cased class name) -> its key in compute_bundle_metrics' summary.
 METRIC_SUMMARY_KEYS = {"exactf1": "exact_f1", "bestjaccard": "best_jaccard", "exactprecision": "exact_precision",
@@ -88,8 +91,14 @@ class BundleSFT(BundleLLM):
         if self.full_finetune:
             return model.requires_grad_(True)
         self.lora = LoraSettings(config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
-                                 target_modules_setting(config["lora_target_modules"]))
+                                 target_modules_setting(config["lora_target_modules"]),
+                                 adapted_layers(config["lora_layers"], self.read_layer(model)))
         return attach_lora(model, self.lora)
+
+    def read_layer(self, model: Any) -> int:
+        """The 1-based transformer block whose output the model reads (the last one: the LM head
+        reads it); ``lora_layers`` adapts the blocks just below it."""
+        return int(model.config.num_hidden_layers)
 
     def _load(self, config: Any) -> LoadedLLM:
         loaded = super()._load(config)
@@ -190,12 +199,18 @@ class BundleSFT(BundleLLM):
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
+    def training_settings(self) -> dict[str, Any]:
+        """The settings an adapter's training depends on (fingerprinted, and recorded with it)."""
+        settings = {k: self.config[k] for k in TRAINING_KEYS}
+        settings.update({k: self.config[k] for k in LATER_TRAINING_KEYS if self.config[k] is not None})
+        return settings
+
     def fingerprint(self, examples: Sequence[SFTExample], valid_sessions: Sequence[Session]) -> str:
         """What the trained adapter depends on: the base weights, the training examples (token ids:
         data, knowledge and prompt format all show there), the validation prompts and truth (they
         pick the best epoch) and the training settings."""
         digest = hashlib.sha256()
-        settings = {k: self.config[k] for k in TRAINING_KEYS}
+        settings = self.training_settings()
         digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
                                  default=str).encode())
         for e in examples:
@@ -265,7 +280,7 @@ class BundleSFT(BundleLLM):
         store lists experts by it): knowledge types, strategy, run name, training settings."""
         return {"knowledge_use": list(self.config["knowledge_use"] or []),
                 "adaptation": self.strategy.name if self.strategy is not None else None,
-                "run_name": self.config["run_name"], "settings": {k: self.config[k] for k in TRAINING_KEYS}}
+                "run_name": self.config["run_name"], "settings": self.training_settings()}
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         from recbole_bundlellm.adaptation.lora import trainable_state

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fusion.representation import hidden_states, routing_block
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.bundle_sft import TRAINING_KEYS, BundleSFT
+from recbole_bundlellm.models.bundle_sft import BundleSFT
 from recbole_bundlellm.models.pairwise import Grouping, grouped_prediction, session_pairs, tune_grouping
+from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
 
 FINGERPRINT_VERSION = "pair-sft-v1"
@@ -106,6 +108,11 @@ class PairSFT(BundleSFT):
                                  config["pairwise_fallback"])
         self.run_info["parameters"]["trainable"] += sum(p.numel() for p in self.pair_head.parameters())
         self.run_info["parameters"]["total"] += sum(p.numel() for p in self.pair_head.parameters())
+
+    def read_layer(self, model: Any) -> int:
+        layer = int(self.config["pair_layer"])
+        routing_block(model, layer, "pair_layer")  # a block the model has, or a clear error
+        return int(model.config.num_hidden_layers) if layer == -1 else layer
 
     # ------------------------------------------------------------------ prompts
 
@@ -191,26 +198,36 @@ class PairSFT(BundleSFT):
         return loss, int(labels.numel())
 
     def probabilities(self, sessions: Sequence[Session], views: Sequence[StudentView]) -> list[np.ndarray]:
-        """Per session, the symmetric matrix of its pair probabilities (diagonal 0)."""
+        """Per session, the symmetric matrix of its pair probabilities (diagonal 0): one pass over
+        each prompt, in batches of ``generation_batch_size`` prompts of similar length."""
+        start = time.perf_counter()
         encoded = [self._encode(s, v) for s, v in zip(sessions, views)]
         order = sorted(range(len(sessions)), key=lambda k: len(encoded[k][0]))
         size = int(self.config["generation_batch_size"])
-        probs: list[np.ndarray | None] = [None] * len(sessions)
+        probs: list[np.ndarray] = [np.zeros((0, 0))] * len(sessions)
+        bar = progress_bar(total=len(sessions), desc=f"{type(self).__name__} sessions", unit="session",
+                           enabled=self.config["show_progress"] or None)
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), size):
-                rows = order[start:start + size]
-                batch = self.collate([PairExample(sessions[k].session_id, tuple(encoded[k][0]), tuple(encoded[k][1]),
-                                                  ()) for k in rows])
+            for first in range(0, len(order), size):
+                rows = order[first:first + size]
+                batch = self.collate([PairExample(sessions[k].session_id, tuple(encoded[k][0]), tuple(encoded[k][1]), ())
+                                      for k in rows])
                 for k, logits in zip(rows, self.pair_logits(batch)):
                     n = len(sessions[k])
                     matrix = np.zeros((n, n))
                     for (i, j), p in zip(session_pairs(n), torch.sigmoid(logits.float()).cpu().numpy()):
                         matrix[i, j] = matrix[j, i] = p
                     probs[k] = matrix
+                bar.update(len(rows))
+        bar.close()
         self.train(was_training)
-        return [p for p in probs if p is not None]
+        stats = self.run_info.setdefault("pair_pass", {"sessions": 0, "prompt_tokens": 0, "seconds": 0.0})
+        stats["sessions"] += len(sessions)
+        stats["prompt_tokens"] += sum(len(ids) for ids, _ in encoded)
+        stats["seconds"] = round(stats["seconds"] + time.perf_counter() - start, 3)
+        return probs
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         views = self.views(sessions, training=False)
@@ -247,7 +264,7 @@ class PairSFT(BundleSFT):
 
     def fingerprint(self, examples: Sequence[PairExample], valid_sessions: Sequence[Session]) -> str:  # type: ignore[override]
         digest = hashlib.sha256()
-        settings = {k: self.config[k] for k in (*TRAINING_KEYS, *PAIR_KEYS)}
+        settings = {**self.training_settings(), **{k: self.config[k] for k in PAIR_KEYS}}
         digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
                                  default=str).encode())
         for e in examples:
