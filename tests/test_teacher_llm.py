@@ -188,3 +188,34 @@ def test_the_prompt_defaults_are_the_students():
     shared = {"prompt_mode", "prompt_format", "max_title_words", "show_categories", "answer_prefix"}
     assert shared <= set(teacher)
     assert {k: teacher[k] for k in shared} == {k: student[k] for k in shared}
+
+
+def test_refused_credentials_stop_the_run_at_once(tiny_data, tmp_path):
+    from recbole_bundlellm.teacher.errors import TeacherCredentialsRefused
+
+    for status in (401, 403):
+        with FakeTeacherServer([], default=Answer.error(status, "bad key")) as server:
+            # No failure limit: before, every session was asked, failed and a table of zeros written.
+            config = _config(tiny_data, tmp_path / f"kn{status}", server, teacher_max_failures_in_a_row=None)
+            with pytest.raises(TeacherCredentialsRefused, match=f"refused the credentials \\(HTTP {status}\\)"):
+                run("TeacherLLM", "clothing", config_dict={**config, "teacher": {**server.config(), "concurrency": 1}},
+                    output_dir=tmp_path / f"out{status}")
+            assert len(server.requests) == 1  # no retry, no other session asked
+        assert not (tmp_path / f"out{status}").exists()  # no finished-looking run
+
+
+def test_a_200_that_is_not_json_is_a_failed_session(tiny_data, tmp_path):
+    def proxy_page_for_watches(messages: list[dict[str, str]]) -> Any:
+        if any("Watch" in title for title in _products(messages).values()):
+            return Answer.page()
+        return shirt_and_tie(messages)
+
+    with FakeTeacherServer(proxy_page_for_watches) as server:
+        result = run("TeacherLLM", "clothing", config_dict=_config(tiny_data, tmp_path / "kn", server),
+                     output_dir=tmp_path / "out")
+    preds = _predictions(result.output_dir)
+    assert preds["8"]["predicted_bundles"] is None and preds["8"]["failure"].startswith("teacher call failed: ")
+    assert preds["1"]["predicted_bundles"] is not None  # the run went on
+    assert result.info["teacher"]["failed_calls"] == 1
+    assert "answered HTTP 200 with a body that is not JSON" in preds["8"]["failure"]
+    assert result.info["teacher"]["errors"] == {"bad_response": 1}

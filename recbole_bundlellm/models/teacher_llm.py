@@ -45,7 +45,7 @@ from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.calls import TeacherReply, Usage
 from recbole_bundlellm.teacher.client import TeacherClient
-from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherCredentialsRefused, TeacherRequestError, TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
 Message = dict[str, str]
@@ -158,6 +158,8 @@ class TeacherLLM(BundleGenerator):
                 if isinstance(outcome, (TeacherReply, TeacherRequestError)):
                     results[index] = outcome
                     in_a_row = 0  # the endpoint answered (a rejection is of one request only)
+                elif isinstance(outcome, TeacherCredentialsRefused):
+                    fatal = fatal or outcome  # every other call would be refused too
                 elif isinstance(outcome, TeacherUnavailable):
                     results[index] = outcome
                     in_a_row += 1

@@ -24,7 +24,8 @@ from typing import Any
 import openai
 
 from recbole_bundlellm.teacher.calls import CallCache, CallRecord, TeacherReply, Usage, call_key, now_iso
-from recbole_bundlellm.teacher.errors import TeacherError, TeacherRequestError, TeacherUnavailable
+from recbole_bundlellm.teacher.errors import (TeacherCredentialsRefused, TeacherError, TeacherRequestError,
+                                               TeacherUnavailable)
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ class TeacherClient:
                 # A configuration problem: retrying cannot help, and every later call would fail too.
                 # The body is left out on purpose: some servers echo (part of) the key.
                 self._count(error=_status_reason(exc))
-                raise TeacherUnavailable(
+                raise TeacherCredentialsRefused(
                     f"{self._where()} refused the credentials (HTTP {exc.status_code}); check the "
                     f"{self.settings.api_key_env} environment variable") from None
             except openai.RateLimitError as exc:
@@ -306,6 +307,11 @@ class TeacherClient:
 
     def _record(self, key: str, messages: list[Message], params: dict[str, Any], response: Any,
                 latency: float, attempts: int) -> CallRecord:
+        if isinstance(response, (str, bytes)):  # the client hands back a body it cannot read as JSON
+            self._count(error="bad_response")
+            text = response.decode(errors="replace") if isinstance(response, bytes) else response
+            raise TeacherRequestError(f"{self._where()} answered HTTP 200 with a body that is not JSON (a proxy's "
+                                      f"page?): {self._scrub(' '.join(text.split())[:80])!r}")
         choices = getattr(response, "choices", None) or []
         if not choices:
             self._count(error="bad_response")

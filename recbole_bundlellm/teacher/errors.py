@@ -39,3 +39,8 @@ class TeacherRequestError(TeacherError):
 class TeacherUnavailable(TeacherError):
     """The endpoint kept failing (timeouts, dropped connections, 429, 5xx) after every retry, or
     refused the credentials. The distillation stops; everything finished so far is kept."""
+
+
+class TeacherCredentialsRefused(TeacherUnavailable):
+    """The endpoint refused the credentials (HTTP 401 / 403): every later call would be refused
+    too, so whatever asks the teacher (distill, TeacherLLM) stops at once."""

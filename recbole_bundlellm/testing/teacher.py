@@ -38,6 +38,13 @@ class Answer:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     status: int = 200
+    #: Served as is (``text/html``, HTTP 200) instead of a completion: a proxy's page, say.
+    raw_body: str | None = None
+
+    @classmethod
+    def page(cls, html: str = "<html><body>Gateway login</body></html>") -> Answer:
+        """HTTP 200 with a body that is not JSON (e.g. a proxy's login page)."""
+        return cls(finish_reason=None, raw_body=html)
 
     @classmethod
     def cut(cls, text: str) -> Answer:
@@ -89,7 +96,7 @@ class _Script:
         prompt = answer.prompt_tokens if answer.prompt_tokens is not None else \
             sum(_words(m.get("content", "")) for m in messages)
         completion = answer.completion_tokens if answer.completion_tokens is not None else _words(answer.text)
-        return Answer(answer.text, answer.finish_reason, prompt, completion, answer.status)
+        return Answer(answer.text, answer.finish_reason, prompt, completion, answer.status, answer.raw_body)
 
     @property
     def left(self) -> int | None:
@@ -150,6 +157,8 @@ class ScriptedTeacher:
                                          f"{answer.text}")
             raise TeacherRequestError(f"scripted teacher (model {self.model}) rejected the request "
                                       f"(HTTP {answer.status}): {answer.text}")
+        if answer.raw_body is not None:
+            raise TeacherRequestError(f"scripted teacher (model {self.model}) sent an unusable answer (not JSON)")
         reply = TeacherReply(answer.text, answer.finish_reason,
                              Usage(answer.prompt_tokens or 0, answer.completion_tokens or 0), False, self.model, key)
         self._cache[key] = reply
@@ -226,7 +235,7 @@ class FakeTeacherServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | str]:
         messages = [dict(m) for m in body.get("messages") or []]
         with self._lock:
             self.requests.append(ScriptedCall(messages, body.get("max_tokens"), body.get("temperature"),
@@ -239,6 +248,8 @@ class FakeTeacherServer:
             return 500, _error_body(f"{type(answer).__name__}: {answer}", "server_error")
         if answer.status != 200:
             return answer.status, _error_body(answer.text, "invalid_request_error")
+        if answer.raw_body is not None:
+            return 200, answer.raw_body
         usage = {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
                  "total_tokens": (answer.prompt_tokens or 0) + (answer.completion_tokens or 0)}
         return 200, {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
@@ -260,9 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _json(self, code: int, obj: Any) -> None:
-        body = json.dumps(obj).encode()
+        page = isinstance(obj, str)  # a scripted non-JSON body
+        body = obj.encode() if page else json.dumps(obj).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/html" if page else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
