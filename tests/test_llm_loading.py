@@ -282,3 +282,17 @@ def test_embedded_model_converts_once_and_generates(real_cache_dir, tmp_path, mo
     assert all(out[0].strip() for out in answers)
     assert 0 < generator.stats["new_tokens"] <= 24
     assert "paris" in answers[1][0].lower()
+
+
+def test_a_folder_asking_for_its_own_code_is_refused(tiny_llm_path, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_llm_path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(loading.LLMLoadError, match="never runs code shipped with a model") as raised:
+        load_llm(str(folder), device="cpu", dtype="float32")
+    assert "trust_remote_code" not in str(raised.value)

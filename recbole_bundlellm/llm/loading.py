@@ -277,6 +277,7 @@ def resolve_model_folder(source: str | os.PathLike[str] = EMBEDDED, cache_dir: P
         if not (path / "config.json").is_file():
             raise LLMLoadError(f"cannot load the LLM {str(source)!r}: it is a folder without config.json, "
                                f"not a model folder; {_EXPECTED}")
+        _refuse_custom_code(path)
         return path.resolve()
     if not path.exists():
         raise LLMLoadError(f"cannot load the LLM {str(source)!r}: not found: {_EXPECTED}")
@@ -284,6 +285,19 @@ def resolve_model_folder(source: str | os.PathLike[str] = EMBEDDED, cache_dir: P
         raise LLMLoadError(f"cannot load the LLM {str(source)!r}: it is a file but not a .gguf file; {_EXPECTED}")
     _check_gguf_magic(path)
     return convert_gguf(path, cache_dir)
+
+
+def _refuse_custom_code(folder: Path) -> None:
+    """Refuse a folder whose ``config.json`` asks for the model's own Python code (``auto_map``):
+    this project never runs code shipped with a model (``trust_remote_code``)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LLMLoadError(f"cannot load the LLM {str(folder)!r}: its config.json cannot be read ({exc})") from None
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise LLMLoadError(f"cannot load the LLM {str(folder)!r}: its config.json asks for the model's own code "
+                           "(auto_map), and this project never runs code shipped with a model; use a model whose "
+                           "architecture transformers has built in")
 
 
 def _check_gguf_magic(path: Path) -> None:
