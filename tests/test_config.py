@@ -148,6 +148,10 @@ def test_teacher_and_sampling_blocks_are_checked_for_every_model(tmp_path):
         BundleConfig("Floor", "electronic", config_dict={"teacher": {"temprature": 0.1}})
     with pytest.raises(SettingsError, match=r"teacher.api_key.*\$MY_KEY.*teacher.api_key_env"):
         BundleConfig("Freq", "electronic", config_dict={"teacher": {"api_key": "sk-1", "api_key_env": "MY_KEY"}})
+    # Its value is sent to base_url: only a key's variable may be named (not $HOME, $DATABASE_URL).
+    with pytest.raises(SettingsError, match="api_key_env must name a variable ending in _KEY or _TOKEN, got 'HOME'"):
+        BundleConfig("Freq", "electronic", config_dict={"teacher": {"api_key_env": "HOME"}})
+    assert BundleConfig("Freq", "electronic", config_dict={"teacher": {"api_key_env": "HF_TOKEN"}})
     cfg = tmp_path / "c.yaml"
     cfg.write_text("sampling: {sampler: random, ratio: 0.2}\nteacher: {base_url: 'http://x/v1'}\n")
     assert BundleConfig("Freq", "electronic", [cfg])["sampling"]["ratio"] == 0.2

@@ -219,3 +219,14 @@ def test_a_200_that_is_not_json_is_a_failed_session(tiny_data, tmp_path):
     assert result.info["teacher"]["failed_calls"] == 1
     assert "answered HTTP 200 with a body that is not JSON" in preds["8"]["failure"]
     assert result.info["teacher"]["errors"] == {"bad_response": 1}
+
+
+def test_a_runaway_answer_is_cut_when_stored_and_counted(tiny_data, tmp_path):
+    # Every answer is the bundle, then 5000 characters of rambling.
+    with FakeTeacherServer(lambda m: shirt_and_tie(m) + " and" * 1250) as server:
+        config = _config(tiny_data, tmp_path / "kn", server)
+        result = run("TeacherLLM", "clothing", output_dir=tmp_path / "out",
+                     config_dict={**config, "teacher": {**server.config(), "max_answer_chars": 300}})
+    assert result.info["teacher"]["answers_truncated"] == 2
+    preds = _predictions(result.output_dir)
+    assert all(len(p["raw_text"]) <= 300 for p in preds.values())

@@ -216,6 +216,7 @@ class TeacherLLM(BundleGenerator):
         stats = self._client.stats if self._client is not None else None
         info.update(calls_made=stats.calls_made if stats else 0, calls_cached=stats.calls_cached if stats else 0,
                     retries=stats.retries if stats else 0, errors=dict(stats.errors) if stats else {},
+                    answers_truncated=stats.answers_truncated if stats else 0,
                     usage=_usage_json(self._used), usage_made=_usage_json(stats.usage if stats else Usage()))
         if s.price_input_per_1m or s.price_output_per_1m:
             prices = (s.price_input_per_1m, s.price_output_per_1m)

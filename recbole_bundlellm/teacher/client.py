@@ -45,6 +45,7 @@ class TeacherStats:
     errors: dict[str, int] = field(default_factory=dict)  # failure reason ("timeout", "http_429", ...) -> count
     usage: Usage = field(default_factory=Usage)  # tokens of the calls made
     call_seconds: float = 0.0  # summed latency of the calls made (successful attempts)
+    answers_truncated: int = 0  # answers longer than max_answer_chars, cut to it when stored
 
     def cost(self, settings: TeacherSettings) -> float:
         """Estimated cost of the calls made, at the settings' per-million-token prices."""
@@ -61,6 +62,7 @@ class TeacherStats:
                       "completion_tokens": self.usage.completion_tokens,
                       "total_tokens": self.usage.total_tokens},
             "call_seconds": round(self.call_seconds, 3),
+            "answers_truncated": self.answers_truncated,
         }
         if settings is not None:
             out["cost"] = self.cost(settings)
@@ -318,11 +320,18 @@ class TeacherClient:
             raise TeacherRequestError(f"{self._where()} answered without any choice")
         choice = choices[0]
         usage = getattr(response, "usage", None)
+        text = (choice.message.content if choice.message is not None else None) or ""
+        if len(text) > self.settings.max_answer_chars:
+            log.warning("%s: an answer of %d characters was cut to max_answer_chars=%d", self._where(), len(text),
+                        self.settings.max_answer_chars)
+            text = text[:self.settings.max_answer_chars]
+            with self._stats_lock:
+                self.stats.answers_truncated += 1
         record = CallRecord(
             key=key,
             model=self.model,
             request={"model": self.model, "messages": messages, "params": params},
-            text=(choice.message.content if choice.message is not None else None) or "",
+            text=text,
             finish_reason=choice.finish_reason,
             usage=Usage(prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                         completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0)),

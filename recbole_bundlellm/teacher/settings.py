@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
+#: What ``api_key_env`` must end with: a variable named for a key, never e.g. $HOME or $AWS_SESSION.
+KEY_SUFFIXES = ("_KEY", "_TOKEN")
 
 
 def redact_url(url: str) -> str:
@@ -48,8 +50,12 @@ class TeacherSettings:
     backoff_base: float = 0.5
     # (float) the longest single sleep between attempts (also caps a server's Retry-After)
     backoff_max: float = 30.0
-    # (str) name of the environment variable holding the API key (the key is never in YAML)
+    # (str) name of the environment variable holding the API key (the key is never in YAML); it
+    # must end in _KEY or _TOKEN: its value is sent to base_url, so it cannot name just any variable
     api_key_env: str = "OPENAI_API_KEY"
+    # (int) answers longer than this many characters are cut to it when stored (counted as
+    # answers_truncated): a runaway answer must not fill the store
+    max_answer_chars: int = 100_000
     # (float) estimated cost per million prompt tokens (for run summaries)
     price_input_per_1m: float = 0.0
     # (float) estimated cost per million completion tokens
@@ -79,6 +85,12 @@ class TeacherSettings:
             raise ValueError(f"backoff_max must be >= 0, got {self.backoff_max}")
         if not self.api_key_env.strip():
             raise ValueError("api_key_env must name an environment variable")
+        if not self.api_key_env.upper().endswith(KEY_SUFFIXES):
+            raise ValueError(f"api_key_env must name a variable ending in {' or '.join(KEY_SUFFIXES)}, got "
+                             f"{self.api_key_env!r}: its value is sent to the teacher endpoint, so only a key's "
+                             "variable may be named")
+        if self.max_answer_chars < 1:
+            raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
         if self.price_input_per_1m < 0 or self.price_output_per_1m < 0:
             raise ValueError("price_input_per_1m and price_output_per_1m must be >= 0")
 
