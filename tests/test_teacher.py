@@ -215,7 +215,8 @@ def test_stats_cost_and_json(fault_proxy, teacher_settings, tmp_path):
     assert summary["call_seconds"] > 0
     assert TeacherStats().to_json() == {"calls_made": 0, "calls_cached": 0, "retries": 0, "errors": {},
                                         "usage": {"prompt_tokens": 0, "completion_tokens": 0,
-                                                  "total_tokens": 0}, "call_seconds": 0.0}
+                                                  "total_tokens": 0}, "call_seconds": 0.0,
+                                        "answers_truncated": 0}
 
 
 # --------------------------------------------------------------------------- concurrency
