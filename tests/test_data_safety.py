@@ -45,6 +45,17 @@ def test_cli_out_equal_to_raw_is_refused_and_raw_kept(tmp_path, capsys):
     assert snapshot(raw) == before
 
 
+def test_cli_out_that_is_a_file_is_one_line_and_the_file_kept(tmp_path, capsys):
+    raw = copy_tiny(tmp_path / "raw")
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    code = cli.main(["data", "prepare", "--raw", str(raw), "--out", str(out), "--domain", "clothing"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert f"output folder {out} is a file, not a folder" in err
+    assert out.read_text() == "mine"
+
+
 @pytest.mark.parametrize("layout", ["inside", "contains", "symlink"])
 def test_out_overlapping_raw_is_refused(tmp_path, layout):
     if layout == "contains":

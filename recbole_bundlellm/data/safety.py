@@ -32,7 +32,11 @@ _MAX_LISTED = 5
 
 
 def check_out_apart_from_raw(raw_root: Path, out_root: Path) -> None:
-    """Raise :class:`DataError` when ``out_root`` is, contains or lies inside ``raw_root``."""
+    """Raise :class:`DataError` when ``out_root`` is not a folder (an existing file), or when it
+    is, contains or lies inside ``raw_root``."""
+    if Path(out_root).exists() and not Path(out_root).is_dir():
+        raise DataError(f"output folder {out_root} is a file, not a folder; give --out a folder (new or "
+                        "one that prepare wrote)")
     raw, out = Path(raw_root).resolve(), Path(out_root).resolve()
     if out == raw:
         relation = "is"
