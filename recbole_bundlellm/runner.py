@@ -134,8 +134,16 @@ def run_config(config_files: Sequence[str | os.PathLike], overrides: dict[str, A
 
 
 def run_name_of(config: BundleConfig) -> str:
-    """The run's name in tables and output folders: ``run_name``, else the model's name."""
-    return str(config["run_name"] or config.spec.name)
+    """The run's name in tables and output folders: ``run_name``, else the model's name.
+
+    A name, never a path: ``outputs/<dataset>/<run_name>`` must stay inside ``outputs/<dataset>``
+    (``--run_name=../electronic/PW`` replaced another model's run before); ``output_dir`` is the
+    key that chooses a folder."""
+    name = str(config["run_name"] or config.spec.name)
+    if not name.strip() or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise RunError(f"run_name {name!r} is a name, not a path: it may not hold '/', '\\' or be '..'; "
+                       "set output_dir (--output-dir) to choose the run's folder")
+    return name
 
 
 def output_folder(config: BundleConfig, output_dir: str | os.PathLike | None = None) -> Path:
@@ -152,6 +160,7 @@ def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | Non
     gradients), but only rank 0 writes the folder: the others work in a temporary folder that is
     discarded, and only read the resumable training state beside ``out``.
     """
+    run_name_of(config)  # a path as run_name is refused before anything is written
     out = output_folder(config, output_dir)
     check_output_folder(out)
     # The trainer works inside the run's folder (RecBole writes ./log_tensorboard): paths a model

@@ -233,3 +233,17 @@ def test_no_secret_is_written_to_config_or_command(tiny_data, monkeypatch):
     command = json.loads((result.output_dir / "metrics.json").read_text())["command"]
     assert "--hf_token=<redacted>" in command and "--max_tokens_seen=5" in command and "model: x" in command
     assert "proxy:8080" in written  # only the credentials go
+
+
+@pytest.mark.parametrize("name", ["../electronic/PW", "../../x", "/some/abs/path", "..", "a\\b"])
+def test_a_run_name_is_a_name_never_a_path(tiny_data, tmp_path, capsys, name):
+    from recbole_bundlellm import cli
+
+    other = tmp_path / "outputs" / "electronic" / "PW"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")  # another model's finished run
+    code = cli.main(["run", "--model=Floor", "--dataset=clothing", f"--data_path={tiny_data}", f"--run_name={name}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: run_name") and "is a name, not a path" in err
+    assert (other / "metrics.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written anywhere else
