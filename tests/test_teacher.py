@@ -651,3 +651,12 @@ def test_check_server_with_the_real_server():
     need_llama_cpp()
     line = check_server(timeout=120, n_threads=1)
     assert line.startswith("teacher OK: llama-cpp-python ") and ".gguf" in line and "answered " in line
+
+
+def test_serve_says_truthfully_where_it_listens():
+    from recbole_bundlellm.teacher.server import serving_line
+
+    local = serving_line("m.gguf", "smol", "127.0.0.1", 8088)
+    assert "on http://127.0.0.1:8088/v1" in local and "every network interface" not in local
+    everywhere = serving_line("m.gguf", "smol", "0.0.0.0", 8088)
+    assert "on every network interface (0.0.0.0:8088)" in everywhere and "anyone who can reach" in everywhere

@@ -484,6 +484,22 @@ class _Relay:
         return "\n".join(text.splitlines()[-n:]) or "(no output)"
 
 
+ALL_INTERFACES = ("0.0.0.0", "", "::")
+
+
+def local_base_url(host: str, port: int) -> str:
+    """The URL this machine reaches the server at (a server on every interface: via 127.0.0.1)."""
+    return f"http://{'127.0.0.1' if host in ALL_INTERFACES else host}:{port}/v1"
+
+
+def serving_line(model: str | os.PathLike[str], alias: str, host: str, port: int) -> str:
+    """What ``teacher serve`` says when it starts: where it listens, truthfully."""
+    if host in ALL_INTERFACES:
+        return (f"serving {model} as model '{alias}' on every network interface ({host or '0.0.0.0'}:{port}): "
+                f"anyone who can reach this machine can use it; here: {local_base_url(host, port)} (Ctrl-C stops it)")
+    return f"serving {model} as model '{alias}' on {local_base_url(host, port)} (Ctrl-C stops it)"
+
+
 def serve(model_path: str | os.PathLike[str] | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = DEFAULT_N_THREADS, alias: str = DEFAULT_ALIAS,
           verbose: bool = False) -> int:
@@ -498,9 +514,8 @@ def serve(model_path: str | os.PathLike[str] | None = None, host: str = DEFAULT_
     _check_port_free(host, port)
     cmd = server_command(model, host=host, port=port, n_ctx=n_ctx, n_threads=n_threads, alias=alias,
                          verbose=verbose)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    base_url = f"http://{shown_host}:{port}/v1"
-    print(f"serving {model} as model '{alias}' on {base_url} (Ctrl-C stops it)", flush=True)
+    base_url = local_base_url(host, port)
+    print(serving_line(model, alias, host, port), flush=True)
     # Its output is relayed (not inherited) so that the last lines can be repeated if it dies.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     relay = _Relay()
