@@ -34,7 +34,7 @@ from recbole.utils import calculate_valid_score
 
 from recbole_bundlellm.adaptation.batches import SFTExample, epoch_batches
 from recbole_bundlellm.adaptation.checkpoint import TrainingProgress, load_checkpoint, save_checkpoint
-from recbole_bundlellm.adaptation.lora import adapter_info
+from recbole_bundlellm.adaptation.lora import DamagedAdapter, adapter_info, verify_weights
 from recbole_bundlellm.data.sessions import sessions_from_dataset
 from recbole_bundlellm.fileio import atomic_write_bytes
 from recbole_bundlellm.progress import progress_bar
@@ -322,6 +322,12 @@ class SFTTrainer(BundleEvaluation, Trainer):
                 raise SettingsError(f"adapter_path {folder} is not an adapter folder written by a BundleSFT run")
             if info is None or (not explicit and info.get("fingerprint") != self.fingerprint):
                 continue
+            if not explicit:
+                try:
+                    verify_weights(folder, info)
+                except DamagedAdapter as exc:  # found by fingerprint: train it again instead
+                    self.logger.warning("%s; training it again", exc)
+                    continue
             self.model.load_adapter(folder)
             if self._is_writer():
                 self._copy_adapter(folder)

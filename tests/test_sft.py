@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -291,3 +292,23 @@ def test_balanced_label_weights_find_each_tags_label_and_weigh_classes_alike(tin
     batch = collate([SFTExample("s", (5, 6), tuple(targets[0][0]), target_weights=weights[0])], 0)
     assert batch["token_weights"][0, 2:].tolist() == pytest.approx(list(weights[0]))
     assert batch["token_weights"][0, :2].tolist() == [1.0, 1.0]
+
+
+def test_a_damaged_adapter_is_trained_again_or_refused(tiny_data, tiny_llm_path, tmp_path):
+    overrides = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST, "epochs": 1, "eval_step": 0}
+    first = run("BundleSFT", "clothing", config_dict=overrides, output_dir="out")
+    info = json.loads(Path("out/adapter/bundlellm_adapter.json").read_text())
+    assert set(info["weights_sha256"]) == {"adapter_model.safetensors"}
+    kept = tmp_path / "kept"
+    shutil.copytree("out/adapter", kept)
+    weights = Path("out/adapter/adapter_model.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # same size, valid header: only the hash can tell
+    weights.write_bytes(bytes(data))
+    again = run("BundleSFT", "clothing", config_dict=overrides, output_dir="out")
+    assert "reused_adapter" not in again.info["training"]  # trained anew, not the damaged one
+    assert again.test_result == first.test_result
+    damaged = kept / "adapter_model.safetensors"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(BundleLLMError, match="changed after it was saved .* delete the folder to train again"):
+        run("BundleSFT", "clothing", config_dict={**overrides, "adapter_path": str(kept)}, output_dir="x")

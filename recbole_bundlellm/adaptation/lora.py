@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
+from recbole_bundlellm.fileio import atomic_folder, atomic_write_text, sha256_file
 
 ADAPTER_INFO = "bundlellm_adapter.json"
 #: ``target_modules: all-linear`` in peft: every linear layer but the output head.
@@ -116,8 +116,34 @@ def save_adapter(model: Any, folder: str | os.PathLike, base: BaseModelId, finge
         record = {"base_model": asdict(base), "fingerprint": fingerprint, **(info or {})}
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
+        record["weights_sha256"] = weights_hashes(tmp)
         atomic_write_text(tmp / ADAPTER_INFO, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return Path(folder)
+
+
+def weights_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of each weights file (``*.safetensors``) of an adapter folder, by file name."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+
+
+class DamagedAdapter(AdapterError):
+    """An adapter whose weights changed after they were written (a flipped byte, a partial copy)."""
+
+
+def verify_weights(folder: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Check an adapter's weights files against the hashes recorded when it was saved (adapters
+    saved before hashes were recorded are not checked); :class:`DamagedAdapter` on a mismatch."""
+    recorded = info.get("weights_sha256")
+    if not recorded:
+        return
+    for name, expected in recorded.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise DamagedAdapter(f"the adapter {folder} has lost its weights file {name}; delete the folder to "
+                                 "train again, or point at a complete adapter")
+        if sha256_file(path) != expected:
+            raise DamagedAdapter(f"the adapter's weights file {path} changed after it was saved (its SHA-256 "
+                                 "no longer matches the one recorded beside it); delete the folder to train again")
 
 
 def adapter_info(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -137,6 +163,7 @@ def check_base(folder: str | os.PathLike, base: BaseModelId) -> dict[str, Any]:
     if info is None:
         raise AdapterError(f"{folder} is not an adapter of this project (no {ADAPTER_INFO}); "
                            "give a folder written by a BundleSFT run")
+    verify_weights(folder, info)
     trained_on = info.get("base_model", {})
     if trained_on.get("content_hash") != base.content_hash:
         raise AdapterError(
@@ -172,6 +199,6 @@ def target_modules_setting(value: str | Sequence[str] | None) -> str | tuple[str
     return tuple(str(v) for v in value)
 
 
-__all__ = ["ADAPTER_INFO", "ALL_LINEAR", "AdapterError", "BaseModelId", "LoraSettings", "adapter_info",
+__all__ = ["ADAPTER_INFO", "ALL_LINEAR", "AdapterError", "BaseModelId", "DamagedAdapter", "LoraSettings", "adapter_info",
            "adapted_layers", "attach_lora", "check_base", "count_parameters", "load_adapter", "load_trainable_state",
-           "save_adapter", "target_modules_setting", "trainable_state"]
+           "save_adapter", "target_modules_setting", "trainable_state", "verify_weights", "weights_hashes"]
