@@ -33,7 +33,7 @@ from recbole.trainer import Trainer
 from recbole.utils import calculate_valid_score
 
 from recbole_bundlellm.adaptation.batches import SFTExample, epoch_batches
-from recbole_bundlellm.adaptation.checkpoint import TrainingProgress, load_checkpoint, save_checkpoint
+from recbole_bundlellm.adaptation.checkpoint import TrainingProgress, load_checkpoint, read_tensors, save_checkpoint
 from recbole_bundlellm.adaptation.lora import DamagedAdapter, adapter_info, verify_weights
 from recbole_bundlellm.data.sessions import sessions_from_dataset
 from recbole_bundlellm.fileio import atomic_write_bytes
@@ -292,9 +292,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
             torch.distributed.barrier()  # rank 0 may still be writing the best epoch's file
         path = Path(model_file) if model_file else (self.work_dir / BEST if self.fingerprint else None)
         if path is not None and path.is_file():
-            from safetensors.torch import load_file
-
-            self.model.load_state(load_file(str(path)))
+            self.model.load_state(read_tensors(path, "delete it to train again"))
 
     def _save_adapter(self) -> None:
         if not self._is_writer():

@@ -312,3 +312,27 @@ def test_a_damaged_adapter_is_trained_again_or_refused(tiny_data, tiny_llm_path,
     damaged.write_bytes(bytes(data))
     with pytest.raises(BundleLLMError, match="changed after it was saved .* delete the folder to train again"):
         run("BundleSFT", "clothing", config_dict={**overrides, "adapter_path": str(kept)}, output_dir="x")
+
+
+def test_damaged_safetensors_anywhere_are_one_clear_error(tiny_llm_path, tmp_path):
+    from recbole_bundlellm.adaptation.checkpoint import read_tensors
+    from recbole_bundlellm.adaptation.lora import DamagedAdapter, load_adapter
+    from recbole_bundlellm.fusion.mixture import load_experts
+
+    model, _ = _private_lora(tiny_llm_path)
+    base = BaseModelId(str(tiny_llm_path), "h")
+    folder = save_adapter(model, tmp_path / "adapter", base, "fp")
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])  # truncated
+    with pytest.raises(CheckpointError, match=f"{weights} cannot be read .*delete it"):
+        read_tensors(weights, "delete it to train again")
+    with pytest.raises(DamagedAdapter, match="changed after it was saved"):  # the recorded hash tells first
+        load_adapter(_private_lora(tiny_llm_path)[0].get_base_model(), folder, base)
+    # An expert folder without weights (written before hashes were recorded): never a hub lookup.
+    info = json.loads((folder / "bundlellm_adapter.json").read_text())
+    info.pop("weights_sha256")
+    (folder / "bundlellm_adapter.json").write_text(json.dumps(info))
+    weights.unlink()
+    fresh = load_llm(str(tiny_llm_path), device="cpu", dtype="float32", use_cache=False).model
+    with pytest.raises(DamagedAdapter, match="holds no adapter_model.safetensors: it is not a LoRA adapter"):
+        load_experts(fresh, {"base": folder}, base)

@@ -109,6 +109,20 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     return progress
 
 
+def read_tensors(path: str | os.PathLike, remedy: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file ``path``; a missing, truncated or corrupt file is a
+    :class:`CheckpointError` naming the file and ``remedy`` (what the user should do)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {remedy}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error type for a bad header or size
+        raise CheckpointError(f"{path} cannot be read ({exc}); {remedy}") from None
+
+
 def read_progress(path: str | os.PathLike) -> TrainingProgress:
     """The progress recorded in a checkpoint, without loading its tensors."""
     from safetensors import safe_open

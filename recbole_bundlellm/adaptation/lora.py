@@ -22,6 +22,8 @@ from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_folder, atomic_write_text, sha256_file
 
 ADAPTER_INFO = "bundlellm_adapter.json"
+#: The LoRA weights file peft writes into an adapter folder.
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: ``target_modules: all-linear`` in peft: every linear layer but the output head.
 ALL_LINEAR = "all-linear"
 
@@ -132,7 +134,8 @@ class DamagedAdapter(AdapterError):
 
 def verify_weights(folder: str | os.PathLike, info: dict[str, Any]) -> None:
     """Check an adapter's weights files against the hashes recorded when it was saved (adapters
-    saved before hashes were recorded are not checked); :class:`DamagedAdapter` on a mismatch."""
+    saved before hashes were recorded are not checked); :class:`DamagedAdapter` names the file
+    and what to do."""
     recorded = info.get("weights_sha256")
     if not recorded:
         return
@@ -144,6 +147,26 @@ def verify_weights(folder: str | os.PathLike, info: dict[str, Any]) -> None:
         if sha256_file(path) != expected:
             raise DamagedAdapter(f"the adapter's weights file {path} changed after it was saved (its SHA-256 "
                                  "no longer matches the one recorded beside it); delete the folder to train again")
+
+
+def check_lora_weights(folder: str | os.PathLike) -> None:
+    """Before peft reads a LoRA adapter folder: its weights file exists and its header reads
+    (peft would take a folder without weights for a hub repository id)."""
+    read_header(Path(folder) / ADAPTER_WEIGHTS)
+
+
+def read_header(path: Path) -> None:
+    """Open a safetensors file's header (cheap); :class:`DamagedAdapter` when it is missing or unreadable."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise DamagedAdapter(f"{path.parent} holds no {path.name}: it is not a LoRA adapter (a RouteDK run is not an "
+                             "expert, a run folder's adapter is its adapter/ folder); point at a BundleSFT run's adapter")
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a bad header
+        raise DamagedAdapter(f"{path} cannot be read ({exc}); delete the adapter folder to train again") from None
 
 
 def adapter_info(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -178,6 +201,7 @@ def load_adapter(model: Any, folder: str | os.PathLike, base: BaseModelId, adapt
     from peft import PeftModel
 
     check_base(folder, base)
+    check_lora_weights(folder)
     return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=False)
 
 
@@ -200,5 +224,5 @@ def target_modules_setting(value: str | Sequence[str] | None) -> str | tuple[str
 
 
 __all__ = ["ADAPTER_INFO", "ALL_LINEAR", "AdapterError", "BaseModelId", "DamagedAdapter", "LoraSettings", "adapter_info",
-           "adapted_layers", "attach_lora", "check_base", "count_parameters", "load_adapter", "load_trainable_state",
+           "adapted_layers", "attach_lora", "check_base", "check_lora_weights", "count_parameters", "load_adapter", "load_trainable_state",
            "save_adapter", "target_modules_setting", "trainable_state", "verify_weights", "weights_hashes"]

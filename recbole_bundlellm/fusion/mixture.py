@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, check_base
+from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, check_base, check_lora_weights
 
 
 def load_experts(model: Any, folders: Mapping[str, str | os.PathLike], base: BaseModelId) -> Any:
@@ -50,6 +50,7 @@ def load_experts(model: Any, folders: Mapping[str, str | os.PathLike], base: Bas
         raise AdapterError("no experts to load")
     for folder in folders.values():
         check_base(folder, base)
+        check_lora_weights(folder)
     items = list(folders.items())
     first_name, first_folder = items[0]
     peft_model = PeftModel.from_pretrained(model, str(first_folder), adapter_name=first_name, is_trainable=False)

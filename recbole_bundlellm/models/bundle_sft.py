@@ -308,9 +308,10 @@ class BundleSFT(BundleLLM):
         if self.full_finetune or info.get("full_finetune"):
             raise SettingsError(f"{folder} holds fully fine-tuned weights: give it as llm_model instead")
         from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
+        from recbole_bundlellm.adaptation.checkpoint import read_tensors
+
+        weights = read_tensors(Path(folder) / "adapter_model.safetensors", "delete the adapter folder to train again")
         result = set_peft_model_state_dict(self.llm, weights)
         if getattr(result, "unexpected_keys", None):
             raise SettingsError(f"{folder} does not fit this model's LoRA settings "

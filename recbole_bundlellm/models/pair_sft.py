@@ -299,7 +299,7 @@ class PairSFT(BundleSFT):
             raise SettingsError(f"{folder} has no {HEAD_FILE}: it is not a PairSFT adapter (train one, or give "
                                 "a PairSFT run's adapter/ folder)")
         info = super().load_adapter(folder)
-        from safetensors.torch import load_file
+        from recbole_bundlellm.adaptation.checkpoint import read_tensors
 
-        self.pair_head.load_state_dict(load_file(str(head)))
+        self.pair_head.load_state_dict(read_tensors(head, "delete the adapter folder to train again"))
         return info

@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, count_parameters, trainable_state
+from recbole_bundlellm.adaptation.checkpoint import read_tensors
+from recbole_bundlellm.adaptation.lora import (ADAPTER_INFO, AdapterError, check_base, count_parameters, trainable_state,
+                                               weights_hashes)
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
@@ -148,14 +150,12 @@ class RouteDK(BundleSFT):
             state = {k: v.detach().cpu().contiguous() for k, v in self.router.state_dict().items()}
             save_file(state, str(tmp / ROUTER_FILE), metadata={"router": self.router_name})
             record = {"base_model": vars(self.base), "fingerprint": fingerprint, "kind": "router",
-                      **self.adapter_record(), **info}
+                      **self.adapter_record(), **info, "weights_sha256": weights_hashes(tmp)}
             atomic_write_text(tmp / ADAPTER_INFO, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         return Path(folder)
 
     def load_adapter(self, folder: Path) -> dict[str, Any]:
         """Load a saved router; its experts must be this model's (same kinds and fingerprints)."""
-        from safetensors.torch import load_file
-
         info = check_base(folder, self.base)
         if info.get("kind") != "router" or not (Path(folder) / ROUTER_FILE).is_file():
             raise SettingsError(f"{folder} is not a router saved by a RouteDK run (no {ROUTER_FILE})")
@@ -164,8 +164,9 @@ class RouteDK(BundleSFT):
         if saved != mine:
             raise AdapterError(f"the router {folder} was trained on the experts {saved}, not on this model's {mine}; "
                                "train a router for these experts")
+        tensors = read_tensors(Path(folder) / ROUTER_FILE, "delete the router's folder to train it again")
         try:
-            self.router.load_state_dict(load_file(str(Path(folder) / ROUTER_FILE)))
+            self.router.load_state_dict(tensors)
         except RuntimeError as exc:
             raise SettingsError(f"{folder} does not fit this router's settings ({str(exc).splitlines()[0]}); "
                                 "use the settings it was trained with") from exc
