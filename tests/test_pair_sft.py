@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.models.pair_sft import HEAD_FILE, PairHead, product_line_ends
+from recbole_bundlellm.models.pair_sft import HEAD_FILE, PairHead, product_line_spans
 from recbole_bundlellm.runner import run
 
 #: The tiny model has 2 blocks: read the last hidden states, adapters on every block.
@@ -27,11 +27,12 @@ def test_each_product_is_read_at_the_last_token_of_its_own_line(tiny_llm_path):
     text = ("<|im_start|>user\nProducts:\n1. shirt one\n2. phone case\nexample\nProducts:\n1. [food] bread milk\n"
             "2. coffee\n3. tea sugar\nFor each product<|im_end|>\n")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ends = product_line_ends(text, encoded["offset_mapping"], 3)
-    words = [tokenizer.convert_ids_to_tokens(encoded["input_ids"][t]) for t in ends]
-    assert words == ["milk", "coffee", "sugar"]  # the last product list (the session's), not an example's
+    spans = product_line_spans(text, encoded["offset_mapping"], 3)
+    words = [[tokenizer.convert_ids_to_tokens(encoded["input_ids"][t]) for t in span] for span in spans]
+    # The last product list (the session's), not an example's: from the number to the title's end.
+    assert words == [["1", "milk"], ["2", "coffee"], ["3", "sugar"]]
     with pytest.raises(ValueError, match="product line 4 not found"):
-        product_line_ends(text, encoded["offset_mapping"], 4)
+        product_line_spans(text, encoded["offset_mapping"], 4)
 
 
 def test_the_pair_head_is_symmetric():
@@ -53,8 +54,8 @@ def test_pair_sft_trains_adapters_and_head_saves_both_and_reuses_them(tiny_data,
     from safetensors.torch import load_file
 
     head = load_file(str(adapter / HEAD_FILE))
-    assert set(head) == {"project.weight", "project.bias", "score.0.weight", "score.0.bias", "score.2.weight",
-                         "score.2.bias"}
+    assert set(head) == {"norm.weight", "norm.bias", "project.weight", "project.bias", "score.0.weight",
+                         "score.0.bias", "score.2.weight", "score.2.bias"}
     assert "grouping" in first.info["decoding"]  # tuned on valid
     again = run("PairSFT", "clothing", config_dict=overrides, output_dir="out")
     assert again.info["training"]["reused_adapter"].endswith("adapter")
@@ -77,12 +78,14 @@ def test_pair_probabilities_do_not_depend_on_the_batch(tiny_data, tiny_llm_path)
     sessions = sessions_from_dataset(train_data.dataset)
     model.fit_bundles(sessions)
     views = model.views(sessions, training=False)
-    model.config["generation_batch_size"] = 16
-    together = model.probabilities(sessions, views)
-    model.config["generation_batch_size"] = 1
-    alone = model.probabilities(sessions, views)
-    for a, b in zip(together, alone):
-        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5) and np.allclose(a, a.T)
+    for pooling in ("last", "mean"):
+        model.config["pair_pooling"] = pooling
+        model.config["generation_batch_size"] = 16
+        together = model.probabilities(sessions, views)
+        model.config["generation_batch_size"] = 1
+        alone = model.probabilities(sessions, views)
+        for a, b in zip(together, alone):
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-5) and np.allclose(a, a.T)
 
 
 def test_pair_sft_settings_errors_are_clear(tiny_data, tiny_llm_path):

@@ -36,19 +36,20 @@ from recbole_bundlellm.models.pairwise import Grouping, grouped_prediction, sess
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
 
-FINGERPRINT_VERSION = "pair-sft-v1"
+FINGERPRINT_VERSION = "pair-sft-v2"
 HEAD_FILE = "pair_head.safetensors"
-PAIR_KEYS = ("pair_head_dim", "pair_positive_weight", "pair_layer")
+PAIR_KEYS = ("pair_head_dim", "pair_positive_weight", "pair_layer", "pair_pooling")
+POOLINGS = ("last", "mean")
 
 
 @dataclass(frozen=True)
 class PairExample:
-    """One training session: its prompt's token ids, the index of each product's last prompt
-    token, and the same-bundle label of each pair (``session_pairs`` order)."""
+    """One training session: its prompt's token ids, the first and last token of each product's
+    line, and the same-bundle label of each pair (``session_pairs`` order)."""
 
     session_id: str
     prompt_ids: tuple[int, ...]
-    product_ends: tuple[int, ...]
+    product_spans: tuple[tuple[int, int], ...]
     pair_labels: tuple[int, ...]
 
     def __len__(self) -> int:
@@ -60,37 +61,39 @@ class PairHead(torch.nn.Module):
 
     def __init__(self, hidden: int, dim: int) -> None:
         super().__init__()
+        # A middle block's residual stream has a few huge dimensions: normalised first, the head's
+        # first logits are of order one instead of saturating the loss.
+        self.norm = torch.nn.LayerNorm(hidden)
         self.project = torch.nn.Linear(hidden, dim)
         self.score = torch.nn.Sequential(torch.nn.Linear(3 * dim, dim), torch.nn.GELU(), torch.nn.Linear(dim, 1))
 
     def forward(self, states: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Logits of the pairs (``first[k]``, ``second[k]``) of ``states`` (products x hidden)."""
-        u = self.project(states.float())
+        u = self.project(self.norm(states.float()))
         a, b = u[first], u[second]
         # Symmetric in (a, b): a pair's score cannot depend on which product came first.
         return self.score(torch.cat([a * b, a + b, (a - b).abs()], dim=-1)).squeeze(-1)
 
 
-def product_line_ends(text: str, offsets: Sequence[tuple[int, int]], n: int) -> list[int]:
-    """The index of the token that ends each of the ``n`` product lines (``1. ...``) of the last
+def product_line_spans(text: str, offsets: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The first and last token index of each of the ``n`` product lines (``1. ...``) of the last
     product list in ``text``, the rendered prompt (``offsets``: each token's character span)."""
     start = text.rfind("Products:\n")
     if start < 0:
         raise ValueError("the prompt has no product list")
-    ends, cursor = [], start + len("Products:\n")
+    lines, cursor = [], start + len("Products:\n")
     for i in range(n):
         if not text.startswith(f"{i + 1}. ", cursor):
             raise ValueError(f"product line {i + 1} not found in the prompt")
         line_end = text.find("\n", cursor)
         line_end = len(text) if line_end < 0 else line_end
-        ends.append(line_end - 1)  # the line's last character
+        lines.append((cursor, line_end - 1))  # the line's first and last character
         cursor = line_end + 1
-    token_of, t = [], 0
-    for char in ends:
-        while t + 1 < len(offsets) and offsets[t][1] <= char:
-            t += 1
-        token_of.append(t)
-    return token_of
+
+    def token_at(char: int) -> int:
+        return next(t for t, (a, b) in enumerate(offsets) if a <= char < b or a > char)
+
+    return [(token_at(first), token_at(last)) for first, last in lines]
 
 
 class PairSFT(BundleSFT):
@@ -99,6 +102,8 @@ class PairSFT(BundleSFT):
     def __init__(self, config: Any, dataset: Any) -> None:
         if config["prompt_format"] != "tags":
             raise SettingsError("PairSFT reads each product's line of the tags prompt; set prompt_format: tags")
+        if config["pair_pooling"] not in POOLINGS:
+            raise SettingsError(f"pair_pooling '{config['pair_pooling']}' is not one of {', '.join(POOLINGS)}")
         super().__init__(config, dataset)
         # The pass stops at block pair_layer: the blocks above it would cost time and add nothing.
         self.pair_block = routing_block(self.llm, int(config["pair_layer"]), "pair_layer")
@@ -116,14 +121,13 @@ class PairSFT(BundleSFT):
 
     # ------------------------------------------------------------------ prompts
 
-    def _encode(self, session: Session, view: StudentView) -> tuple[list[int], list[int]]:
-        """The prompt's token ids and the token index that ends each product's line."""
+    def _encode(self, session: Session, view: StudentView) -> tuple[list[int], list[tuple[int, int]]]:
+        """The prompt's token ids and the first and last token of each product's line."""
         text = self.generator.render(self.prompts([session], [view])[0])
         templated = bool(getattr(self.tokenizer, "chat_template", None))
         encoded = self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
         ids = list(encoded["input_ids"])
-        ends = product_line_ends(text, encoded["offset_mapping"], len(session))
-        return ids, ends
+        return ids, product_line_spans(text, encoded["offset_mapping"], len(session))
 
     def training_examples(self, sessions: Sequence[Session]) -> list[PairExample]:  # type: ignore[override]
         """One example per labelled session of two or more products: its prompt and pair labels."""
@@ -139,7 +143,7 @@ class PairSFT(BundleSFT):
                 trimmed += dropped
             if limit is not None and len(ids) > limit:  # still too long: the start of the prompt goes
                 shift = len(ids) - limit
-                ids, ends, cut = ids[shift:], [max(0, e - shift) for e in ends], cut + 1
+                ids, ends, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in ends], cut + 1
             examples.append(PairExample(session.session_id, tuple(ids), tuple(ends), tuple(self.pair_targets(session))))
         self.raw_training_sessions = sum(v.is_raw for v in views)
         positives = sum(sum(e.pair_labels) for e in examples)
@@ -169,7 +173,7 @@ class PairSFT(BundleSFT):
         for row, e in enumerate(examples):
             ids[row, :len(e)] = torch.tensor(e.prompt_ids, dtype=torch.long)
             mask[row, :len(e)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "product_ends": [list(e.product_ends) for e in examples],
+        return {"input_ids": ids, "attention_mask": mask, "product_spans": [list(e.product_spans) for e in examples],
                 "pair_labels": [torch.tensor(e.pair_labels, dtype=torch.float32) for e in examples]}
 
     def pair_logits(self, batch: dict[str, Any]) -> list[torch.Tensor]:
@@ -178,14 +182,18 @@ class PairSFT(BundleSFT):
         hidden = hidden_states(self.llm, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                                self.pair_block)
         out = []
-        for row, ends in enumerate(batch["product_ends"]):
-            pairs = session_pairs(len(ends))
+        for row, spans in enumerate(batch["product_spans"]):
+            pairs = session_pairs(len(spans))
             if not pairs:
                 out.append(torch.zeros(0, device=device))
                 continue
+            if self.config["pair_pooling"] == "mean":  # every token of the product's line
+                states = torch.stack([hidden[row, a:b + 1].mean(dim=0) for a, b in spans])
+            else:  # the line's last token, which has read the whole line
+                states = hidden[row, torch.tensor([b for _, b in spans], device=device)]
             first = torch.tensor([i for i, _ in pairs], device=device)
             second = torch.tensor([j for _, j in pairs], device=device)
-            out.append(self.pair_head(hidden[row, torch.tensor(ends, device=device)], first, second))
+            out.append(self.pair_head(states, first, second))
         return out
 
     def calculate_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
@@ -268,7 +276,7 @@ class PairSFT(BundleSFT):
         digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
                                  default=str).encode())
         for e in examples:
-            digest.update(json.dumps([e.session_id, e.prompt_ids, e.product_ends, e.pair_labels]).encode())
+            digest.update(json.dumps([e.session_id, e.prompt_ids, e.product_spans, e.pair_labels]).encode())
         views = self.views(valid_sessions, training=False)
         for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
             digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
