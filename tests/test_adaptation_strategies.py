@@ -40,7 +40,7 @@ from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.knowledge.extractor import extractor_fingerprint
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 from recbole_bundlellm.knowledge.store import KnowledgeStore
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
 from recbole_bundlellm.settings import SettingsError
 from recbole_bundlellm.teacher.settings import TeacherSettings
@@ -408,7 +408,7 @@ def test_knowledge_use_is_checked(host, tmp_path):
 
 def test_bundle_config_accepts_knowledge_use_and_names_an_unknown_kind():
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.plugins import PluginError
+    from recbole_bundlellm.extension.host import PluginError
 
     assert BundleConfig("Freq", "electronic")["knowledge_use"] == []
     given = BundleConfig("Freq", "electronic", config_dict={"knowledge_use": ["patterns"]})
@@ -422,7 +422,7 @@ def test_a_student_rebuilds_the_set_its_distillation_wrote(tiny_data, tmp_path):
     import json
 
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     keys = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
             "knowledge_types": ["patterns"], "patterns": {"min_count": 1},

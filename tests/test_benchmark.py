@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm.benchmark import BenchmarkError, load_benchmark, plan, run_benchmark
-from recbole_bundlellm.benchmark_report import Row, plot_sampling, read_predictions
-from recbole_bundlellm.cli import main
+from recbole_bundlellm.commands.benchmark.executor import BenchmarkError, load_benchmark, plan, run_benchmark
+from recbole_bundlellm.commands.benchmark.report import Row, plot_sampling, read_predictions
+from recbole_bundlellm.commands.cli import main
 from recbole_bundlellm.evaluation.significance import holm_adjust, paired_permutation_test
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_a_killed_grid_leaves_no_half_cell_and_a_rerun_only_runs_the_rest(tiny_d
     out = tmp_path / "out"
     cells_dir = out / "cells"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "BUNDLELLM_PROGRESS": "0"}
-    grid = subprocess.Popen([sys.executable, "-m", "recbole_bundlellm.cli", "benchmark", "-c", str(path),
+    grid = subprocess.Popen([sys.executable, "-m", "recbole_bundlellm.commands.cli", "benchmark", "-c", str(path),
                              "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it while a cell is being built (its .partial- folder exists) after at least one finished.
     partial = None
@@ -151,7 +151,7 @@ def test_a_killed_grid_leaves_no_half_cell_and_a_rerun_only_runs_the_rest(tiny_d
 
 
 def test_a_failed_cell_is_reported_after_the_others_are_tabled(tiny_data, tmp_path, monkeypatch):
-    from recbole_bundlellm import benchmark
+    from recbole_bundlellm.commands.benchmark import executor as benchmark
 
     planned = benchmark.plan
 
@@ -275,14 +275,14 @@ def test_the_command_plans_and_says_what_ctrl_c_keeps(tiny_data, tmp_path, monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("recbole_bundlellm.benchmark.run_benchmark", interrupted)
+    monkeypatch.setattr("recbole_bundlellm.commands.benchmark.executor.run_benchmark", interrupted)
     assert main(["benchmark", "-c", str(path)]) == 130
     assert capsys.readouterr().err.strip() == ("error: interrupted; finished cells are kept; run the same command "
                                                "again to run only the others")
 
 
 def test_costs_follow_the_recorded_conventions():
-    from recbole_bundlellm.benchmark_report import _costs
+    from recbole_bundlellm.commands.benchmark.report import _costs
 
     timing = {"fit_seconds": 2.0, "tune_seconds": 1.0, "total_seconds": 9.0, "eval_seconds": 5.0,
               "seconds_per_session": 0.05}
@@ -298,7 +298,7 @@ def test_costs_follow_the_recorded_conventions():
 
 
 def test_the_readme_table_is_the_committed_benchmark():
-    from recbole_bundlellm.benchmark_report import readme_block
+    from recbole_bundlellm.commands.benchmark.report import readme_block
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     begin, end = "<!-- baselines-table:begin -->", "<!-- baselines-table:end -->"

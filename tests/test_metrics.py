@@ -324,7 +324,7 @@ def rm():
     """The RecBole side, with the bundle metrics registered the way every run gets them: by the
     built-in ``metrics`` plugin of a freshly loaded plugin host."""
     from recbole_bundlellm.evaluation import recbole_metrics
-    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.extension.host import PluginHost
 
     host = PluginHost()
     yield recbole_metrics

@@ -13,7 +13,7 @@ from recbole_bundlellm.adaptation import EXAMPLE, Retrieved, StudentView, fit_bu
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.generation.prompt import PromptStyle, answer_text, view_messages
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 
 EXAMPLE_SESSION = Session("7", ("a", "b", "c"), ("phone case", "charger cable", "shirt"), ("Cases", "Cables", "Shirts"),
                           (frozenset({"a", "b"}),))
@@ -70,7 +70,7 @@ def test_a_reasoning_target_is_parsed_after_its_answer_mark():
 
 @pytest.fixture
 def store(tiny_data, tmp_path) -> dict:
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"), "patterns": {"min_count": 1}}
     distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})

@@ -39,7 +39,7 @@ from recbole_bundlellm.adaptation.strategy import (
     StudentView,
 )
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.records import KnowledgeItem
 from recbole_bundlellm.settings import SettingsError
 

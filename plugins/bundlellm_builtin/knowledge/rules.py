@@ -34,7 +34,7 @@ from bundlellm_builtin.knowledge.words import WORD_RE, fold_plural
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import answer_dict, build_messages
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import (
     Extraction,
     KnowledgeExtractor,

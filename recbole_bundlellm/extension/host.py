@@ -33,11 +33,11 @@ from typing import Any, Literal
 
 import pluggy
 
-from recbole_bundlellm import hookspecs
+from recbole_bundlellm.extension import hookspecs
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.hookspecs import PROJECT
+from recbole_bundlellm.extension.hookspecs import PROJECT
 from recbole_bundlellm.lookup import did_you_mean, import_object
-from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError
+from recbole_bundlellm.extension.registry import ModelRegistry, ModelSpec, RegistryError
 from recbole_bundlellm.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ bundles, and a *list* of bundles is produced by beam search whose score trades t
 bundle against its diversity from the bundles already in the list. Here:
 
 * **Encoder**: the session's items (title vector + category embedding from
-  :class:`~recbole_bundlellm.models.neural.SessionFeatures`, plus the smoothed rate at which the
+  :class:`~recbole_bundlellm.models.baselines.neural.SessionFeatures`, plus the smoothed rate at which the
   item's category is in a training bundle), projected and read in session order by a small
   bi-GRU, added to the projection (a residual): one context vector per item.
 * **Decoder**: a GRU over the bundles of the session one after another,
@@ -58,7 +58,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.neural import NeuralBundleModel
+from recbole_bundlellm.models.baselines.neural import NeuralBundleModel
 from recbole_bundlellm.settings import SettingsError
 
 #: Index of the END choice among a step's candidates (item i is candidate i + 1).
@@ -242,7 +242,7 @@ class BGN(NeuralBundleModel):
         fold too: a training session reads the counts of the *other* folds, so training does not
         learn to trust counts that include the session itself (as Pairwise does)."""
         super().fit_bundles(train_sessions)
-        from recbole_bundlellm.models.pairwise import CooccurrenceStats, folds_of
+        from recbole_bundlellm.models.baselines.pairwise import CooccurrenceStats, folds_of
 
         sessions = [s for s in train_sessions if s.categories]
         self.stats = CooccurrenceStats.count(sessions)

@@ -13,7 +13,7 @@ How it follows the original:
 Where it must differ (as the AICL paper adapted it, bundles are found inside one session):
 
 * **No user, no item ids.** Test sessions hold unseen items and no user, so an item is an MLP of
-  its title vector and leaf-category embedding (:class:`~recbole_bundlellm.models.neural.ItemFeaturizer`).
+  its title vector and leaf-category embedding (:class:`~recbole_bundlellm.models.baselines.neural.ItemFeaturizer`).
   The "user" is the *session context*: with ``bbpr_context: mean`` it is the mean of the session's
   encoded items, and ``pref(i) = <context, item i> + bias(i)`` says how much item i belongs to what
   the session is about; ``bbpr_context: none`` drops it (``pref = bias``: compatibility only).
@@ -52,8 +52,8 @@ from torch import nn
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.neural import NeuralBundleModel
-from recbole_bundlellm.models.pairwise import FALLBACKS, pair_labels, session_pairs
+from recbole_bundlellm.models.baselines.neural import NeuralBundleModel
+from recbole_bundlellm.models.baselines.pairwise import FALLBACKS, pair_labels, session_pairs
 from recbole_bundlellm.settings import SettingsError
 
 CONTEXTS = ("mean", "none")

@@ -24,16 +24,16 @@ import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.config import Config
 
 from recbole_bundlellm.adaptation.knowledge_source import knowledge_use
-from recbole_bundlellm.distributed import init_distributed, torchrun_settings
+from recbole_bundlellm.training.distributed import init_distributed, torchrun_settings
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
-from recbole_bundlellm.plugins import PluginHost, disabled_from_config
-from recbole_bundlellm.registry import ModelSpec
+from recbole_bundlellm.extension.host import PluginHost, disabled_from_config
+from recbole_bundlellm.extension.registry import ModelSpec
 from recbole_bundlellm.sampling.settings import SamplingSettings
 from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
-PROPERTIES = Path(__file__).resolve().parent / "properties"
+PROPERTIES = Path(__file__).resolve().parents[1] / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
 NEXT_ITEM_OVERALL = PROPERTIES / "next_item.yaml"
 #: The allowed values of our numeric settings (see the file's header).
@@ -373,7 +373,7 @@ class BundleConfig(Config):
     def _init_device(self) -> None:
         """RecBole's, but a distributed run (``local_rank`` set, or filled in from torchrun's
         environment) runs on the CPU with gloo where there is no GPU or ``use_gpu`` is False
-        (RecBole's assumes NCCL and CUDA); see :func:`~recbole_bundlellm.distributed.init_distributed`."""
+        (RecBole's assumes NCCL and CUDA); see :func:`~recbole_bundlellm.training.distributed.init_distributed`."""
         final = self.final_config_dict
         from_torchrun = False
         if "local_rank" not in final:

@@ -1,6 +1,6 @@
 """BundleSFT: the student fine-tuned with LoRA on the training sessions (and their knowledge).
 
-Trained by :class:`~recbole_bundlellm.sft_trainer.SFTTrainer`: the model builds the examples
+Trained by :class:`~recbole_bundlellm.training.sft_trainer.SFTTrainer`: the model builds the examples
 (the strategy's view of each training session as the prompt, the ground truth, after the
 session's reasoning where thoughts are used, as the target) and computes the loss on the target
 tokens; the trainer owns the loop, checkpoints and validation.
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.batches import SFTExample, answer_loss, class_balanced_weights, cut_to_length
-from recbole_bundlellm.adaptation.lora import (
+from recbole_bundlellm.llm.batches import SFTExample, answer_loss, class_balanced_weights, cut_to_length
+from recbole_bundlellm.llm.lora import (
     BaseModelId,
     LoraSettings,
     attach_lora,
@@ -34,7 +34,7 @@ from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
-from recbole_bundlellm.models.bundlellm import BundleLLM
+from recbole_bundlellm.models.students.bundlellm import BundleLLM
 from recbole_bundlellm.settings import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class BundleSFT(BundleLLM):
                 "run_name": self.config["run_name"], "settings": {k: self.config[k] for k in TRAINING_KEYS}}
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        from recbole_bundlellm.adaptation.lora import trainable_state
+        from recbole_bundlellm.llm.lora import trainable_state
 
         return trainable_state(self.llm)
 
@@ -276,7 +276,7 @@ class BundleSFT(BundleLLM):
         if self.full_finetune:
             folder.mkdir(parents=True, exist_ok=True)
             self.llm.save_pretrained(folder, safe_serialization=True)
-            from recbole_bundlellm.adaptation.lora import ADAPTER_INFO
+            from recbole_bundlellm.llm.lora import ADAPTER_INFO
 
             (folder / ADAPTER_INFO).write_text(json.dumps({"base_model": vars(self.base), "fingerprint": fingerprint,
                                                            "full_finetune": True, **info}, indent=2))

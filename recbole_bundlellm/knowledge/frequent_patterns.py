@@ -39,7 +39,7 @@ class MiningSettings:
     max_size: int
 
 
-#: Freq's defaults. ``models/Freq.yaml`` states the same values as ``freq_*`` keys (a test checks
+#: Freq's defaults. ``models/baselines/Freq.yaml`` states the same values as ``freq_*`` keys (a test checks
 #: they agree); the difficulty fallback of sampling mines with them without reading the YAML.
 FREQ_DEFAULTS = MiningSettings(min_support=0.001, min_confidence=0.001, min_size=2, max_size=5)
 

@@ -1,7 +1,7 @@
 """Freq: the classical frequent-pattern bundle baseline, as a RecBole model.
 
 Training mines the frequent leaf-category patterns of the training bundles; generation matches
-them greedily in each session (both in :mod:`recbole_bundlellm.frequent_patterns`). The mining
+them greedily in each session (both in :mod:`recbole_bundlellm.knowledge.frequent_patterns`). The mining
 settings are the ``freq_*`` keys of ``Freq.yaml``.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.frequent_patterns import (
+from recbole_bundlellm.knowledge.frequent_patterns import (
     CategoryPattern,
     MiningSettings,
     bundle_transactions,

@@ -1,4 +1,4 @@
-"""A benchmark's tables and plots, from its finished cells' folders (see :mod:`recbole_bundlellm.benchmark`).
+"""A benchmark's tables and plots, from its finished cells' folders (see :mod:`recbole_bundlellm.commands.benchmark.executor`).
 
 Written to the benchmark's ``output_dir``:
 
@@ -49,7 +49,7 @@ from recbole_bundlellm.evaluation.significance import PairedTest, holm_adjust, p
 from recbole_bundlellm.fileio import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
-    from recbole_bundlellm.benchmark import BenchmarkResult, BenchmarkSpec, Cell
+    from recbole_bundlellm.commands.benchmark.executor import BenchmarkResult, BenchmarkSpec, Cell
 
 #: The cost columns of results.csv, with how each aggregates over seeds.
 COST_KEYS: tuple[tuple[str, str], ...] = (

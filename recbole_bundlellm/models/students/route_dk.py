@@ -4,7 +4,7 @@ Feng et al. (2025), *Routing Distilled Knowledge via Mixture of LoRA Experts for
 Bundle Generation*: a base expert (LoRA on the raw task) and one expert per knowledge kind
 (rules, thoughts, ...), each trained by BundleSFT, are combined by a router that reads the input
 and weighs the experts for it; only the router trains (experts frozen), on the training split
-with the loss on answer tokens, through the same :class:`~recbole_bundlellm.sft_trainer.SFTTrainer`
+with the loss on answer tokens, through the same :class:`~recbole_bundlellm.training.sft_trainer.SFTTrainer`
 (best epoch on valid, safetensors checkpoints, reuse by fingerprint).
 
 - ``experts`` (kind -> adapter folder, or the output folder of the BundleSFT run that trained
@@ -34,14 +34,14 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, check_base, count_parameters, trainable_state
+from recbole_bundlellm.llm.lora import ADAPTER_INFO, AdapterError, check_base, count_parameters, trainable_state
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import RepresentationCache
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.bundle_sft import METRIC_SUMMARY_KEYS, BundleSFT
+from recbole_bundlellm.models.students.bundle_sft import METRIC_SUMMARY_KEYS, BundleSFT
 from recbole_bundlellm.settings import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class RouteDK(BundleSFT):
 
     def calculate_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """The answer-token loss of the experts mixed by the router's weights for each prompt."""
-        from recbole_bundlellm.adaptation.batches import answer_loss
+        from recbole_bundlellm.llm.batches import answer_loss
 
         prompts = [batch["input_ids"][row, :int(n)].tolist() for row, n in enumerate(batch["prompt_lengths"])]
         weights = self.router(self.representations(prompts))
@@ -130,7 +130,7 @@ class RouteDK(BundleSFT):
         return trainable_state(self.router)
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        from recbole_bundlellm.adaptation.lora import load_trainable_state
+        from recbole_bundlellm.llm.lora import load_trainable_state
 
         load_trainable_state(self.router, tensors)
 

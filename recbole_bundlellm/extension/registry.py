@@ -1,7 +1,7 @@
 """Model registry: one place that turns a model name into a class, its default YAML and trainer.
 
 A :class:`ModelRegistry` is plain data owned by a plugin host
-(:attr:`recbole_bundlellm.plugins.PluginHost.models`), filled through the ``register_models`` hook
+(:attr:`recbole_bundlellm.extension.host.PluginHost.models`), filled through the ``register_models`` hook
 (the built-in ``models`` plugin among them). Lookup order: those models first, then RecBole's own.
 A name that would shadow a RecBole model is refused at registration, never silently taken.
 """

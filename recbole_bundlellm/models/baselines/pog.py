@@ -55,7 +55,7 @@ from torch import nn
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.neural import NeuralBundleModel, SessionFeatures
+from recbole_bundlellm.models.baselines.neural import NeuralBundleModel, SessionFeatures
 from recbole_bundlellm.settings import SettingsError
 
 FALLBACKS = ("whole", "none")
@@ -227,7 +227,7 @@ class POG(NeuralBundleModel):
             # Only training-bundle items carry their raw leaf; every other item (valid and test
             # included) has one predicted from its title. Left as is, "raw-looking leaf" would
             # tell the model which training items are in a bundle: re-predict them out of fold.
-            from recbole_bundlellm.models.pairwise import predicted_training_categories
+            from recbole_bundlellm.models.baselines.pairwise import predicted_training_categories
 
             self._predicted = predicted_training_categories(train_sessions, folds=5, seed=int(self.config["seed"]))
 

@@ -7,7 +7,7 @@ differs:
 - ``fit``: the model first fits its item features on the training sessions and builds its layers
   (their sizes depend on the data), then RecBole's ``fit``; the best epoch is loaded and the model
   may tune its decoding on valid.
-- ``_train_epoch``: :meth:`~recbole_bundlellm.models.neural.NeuralBundleModel.session_loss` over
+- ``_train_epoch``: :meth:`~recbole_bundlellm.models.baselines.neural.NeuralBundleModel.session_loss` over
   seeded, shuffled batches of training *sessions* (RecBole's loader yields item interactions).
 - ``_valid_epoch`` / ``evaluate``: bundle generation scored by RecBole's ``Evaluator``.
 - ``_save_checkpoint``: the best epoch's tensors are kept in memory (these models are small and
@@ -29,11 +29,11 @@ from recbole.utils import calculate_valid_score
 from recbole_bundlellm.data.sessions import sessions_from_dataset
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
-from recbole_bundlellm.trainer import BundleEvaluation, without_recbole_ddp
+from recbole_bundlellm.training.trainer import BundleEvaluation, without_recbole_ddp
 
 
 class NeuralBundleTrainer(BundleEvaluation, Trainer):
-    """Trains a :class:`~recbole_bundlellm.models.neural.NeuralBundleModel` and evaluates it."""
+    """Trains a :class:`~recbole_bundlellm.models.baselines.neural.NeuralBundleModel` and evaluates it."""
 
     trains = True
 

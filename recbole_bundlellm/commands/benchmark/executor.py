@@ -1,5 +1,5 @@
 """``bundlellm benchmark -c configs/benchmarks/<name>.yaml``: methods x datasets x seeds, one run of
-the common runner per cell, then tables and plots (:mod:`recbole_bundlellm.benchmark_report`).
+the common runner per cell, then tables and plots (:mod:`recbole_bundlellm.commands.benchmark.report`).
 
 A benchmark file::
 
@@ -72,9 +72,9 @@ from recbole_bundlellm.data.prepared import check_prepared
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text, sha256_file
 from recbole_bundlellm.lookup import did_you_mean
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.progress import progress_bar
-from recbole_bundlellm.runner import resolve_config
+from recbole_bundlellm.commands.runner import resolve_config
 
 #: The benchmark `bundlellm benchmark` runs without -c.
 DEFAULT_BENCHMARK = Path("configs/benchmarks/baselines.yaml")
@@ -464,7 +464,7 @@ def run_benchmark(spec: BenchmarkSpec, *, strict: bool = False, progress: bool |
             bar.update()
     result = BenchmarkResult(spec, cells, list(todo.values()), reused, failed, time.perf_counter() - start)
     if report:
-        from recbole_bundlellm.benchmark_report import write_report
+        from recbole_bundlellm.commands.benchmark.report import write_report
 
         result.files = write_report(result, command)
     if failed:
@@ -510,7 +510,7 @@ def run_cell(cell: Cell, *, strict: bool = False) -> str | None:
             "status": str(status_file), "parent": os.getpid(), "strict": strict, "argv": _cell_argv(cell),
         }), encoding="utf-8")
         start = time.perf_counter()
-        code = ("import sys; from recbole_bundlellm.benchmark import cell_main; "
+        code = ("import sys; from recbole_bundlellm.commands.benchmark.executor import cell_main; "
                 "sys.exit(cell_main(sys.argv[1]))")
         proc = subprocess.Popen([sys.executable, "-c", code, str(job)], env=_child_env(),
                                 stdout=_stdout_for_child(), stdin=subprocess.DEVNULL)
@@ -579,7 +579,7 @@ def cell_main(job_path: str) -> int:
     status: dict[str, Any] = {"ok": False}
     code = 1
     try:
-        from recbole_bundlellm.runner import run_config
+        from recbole_bundlellm.commands.runner import run_config
 
         files = list(job["config_files"])
         host = host_for_runs([files], job["overrides"], strict=bool(job["strict"]))

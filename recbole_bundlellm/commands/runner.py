@@ -27,11 +27,11 @@ from recbole.utils import init_seed
 from recbole_bundlellm.compat import trusted_torch_load
 from recbole_bundlellm.config import BundleConfig, load_yaml_files, redact_command, redact_secrets
 from recbole_bundlellm.data import check_prepared
-from recbole_bundlellm.distributed import barrier
+from recbole_bundlellm.training.distributed import barrier
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
-from recbole_bundlellm.plugins import PluginHost
-from recbole_bundlellm.sft_trainer import RunFolders, rank_and_world
+from recbole_bundlellm.extension.host import PluginHost
+from recbole_bundlellm.training.sft_trainer import RunFolders, rank_and_world
 
 
 class RunError(BundleLLMError, ValueError):
@@ -96,7 +96,7 @@ def run(
 @contextlib.contextmanager
 def _process_group_of_this_run() -> Iterator[None]:
     """Destroy, when the block ends, the process group that a config built in it started (a
-    distributed run's, see :mod:`recbole_bundlellm.distributed`); one started before is kept."""
+    distributed run's, see :mod:`recbole_bundlellm.training.distributed`); one started before is kept."""
     import torch
 
     dist = torch.distributed

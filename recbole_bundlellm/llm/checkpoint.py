@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import load_trainable_state, trainable_state
+from recbole_bundlellm.llm.lora import load_trainable_state, trainable_state
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_bytes
 

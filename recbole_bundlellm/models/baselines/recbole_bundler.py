@@ -33,8 +33,8 @@ Researchers can put "SASRec-as-bundler" rows beside the LLM rows, on the same sp
   (items only, no labels: like test sessions, the inner model never saw them together), else of
   the training sessions. ``minmax`` additionally stretches each session's matrix to [0, 1] (its
   weakest pair 0, its strongest 1; a flat session is all 0).
-* **Grouping** is Pairwise's (:func:`~recbole_bundlellm.models.pairwise.group_pairs`), and so is
-  the tuning on valid (:func:`~recbole_bundlellm.models.pairwise.tune_grouping`, every scale of
+* **Grouping** is Pairwise's (:func:`~recbole_bundlellm.models.baselines.pairwise.group_pairs`), and so is
+  the tuning on valid (:func:`~recbole_bundlellm.models.baselines.pairwise.tune_grouping`, every scale of
   ``bundler_tune_scales`` tried too).
 """
 
@@ -60,7 +60,7 @@ from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
-from recbole_bundlellm.models.pairwise import Grouping, grouped_prediction, tune_grouping
+from recbole_bundlellm.models.baselines.pairwise import Grouping, grouped_prediction, tune_grouping
 
 AFFINITIES = ("auto", "similarity", "embedding", "scores")
 UNSEEN = ("title", "zero")
@@ -78,7 +78,7 @@ class BundlerModelError(BundleLLMError, ValueError):
 def _package_models(package: str) -> list[str]:
     """Model class names a RecBole model package exports, read from its ``__init__.py`` (importing
     the package would import all its models)."""
-    from recbole_bundlellm.registry import _recbole_model_dir
+    from recbole_bundlellm.extension.registry import _recbole_model_dir
 
     init = _recbole_model_dir() / package / "__init__.py"
     text = init.read_text(encoding="utf-8") if init.is_file() else ""
@@ -109,7 +109,7 @@ def resolve_bundler_model(name: str) -> type:
 
 
 #: The settings ``bundlellm run`` gives RecBole models on a ``<domain>_next`` dataset.
-NEXT_ITEM_YAML = Path(__file__).resolve().parents[1] / "properties" / "next_item.yaml"
+NEXT_ITEM_YAML = Path(__file__).resolve().parents[2] / "properties" / "next_item.yaml"
 
 
 class NextItemConfig(Config):

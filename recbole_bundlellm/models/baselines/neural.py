@@ -1,7 +1,7 @@
 """The base of bundle generators trained by gradient descent (BBPR, POG, BGN, ...), and the item
 features they share.
 
-A :class:`NeuralBundleModel` is trained by :class:`~recbole_bundlellm.neural_trainer.NeuralBundleTrainer`:
+A :class:`NeuralBundleModel` is trained by :class:`~recbole_bundlellm.training.neural_trainer.NeuralBundleTrainer`:
 ``fit_bundles`` once (fit feature extractors, build the layers that depend on the training data),
 then, each epoch, :meth:`NeuralBundleModel.session_loss` on batches of training *sessions* (the
 unit of bundle generation; RecBole's loader yields item interactions), validation by bundle

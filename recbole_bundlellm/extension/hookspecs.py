@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # annotations only: importing these here would import RecBole
     from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary
     from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor
     from recbole_bundlellm.knowledge.records import KnowledgeRecord
-    from recbole_bundlellm.plugins import PluginHost
-    from recbole_bundlellm.registry import ModelSpec
+    from recbole_bundlellm.extension.host import PluginHost
+    from recbole_bundlellm.extension.registry import ModelSpec
     from recbole_bundlellm.evaluation.results import RunResult
     from recbole_bundlellm.sampling.sampler import Sampler
 
@@ -113,7 +113,7 @@ def register_fusion_routers(register: Callable[[type[FusionRouter]], None]) -> N
 def plugins_loaded(host: PluginHost) -> None:
     """Called once after every plugin has been loaded and registered.
 
-    :param host: the :class:`recbole_bundlellm.plugins.PluginHost`; read its registries and
+    :param host: the :class:`recbole_bundlellm.extension.host.PluginHost`; read its registries and
         ``statuses`` (e.g. to check that a component you depend on is present).
     """
 
@@ -147,7 +147,7 @@ def distill_finished(summary: DistillSummary) -> None:
 
 @hookspec
 def run_finished(result: RunResult) -> None:
-    """Called after ``bundlellm run`` (or :func:`recbole_bundlellm.runner.run`) wrote its outputs.
+    """Called after ``bundlellm run`` (or :func:`recbole_bundlellm.commands.runner.run`) wrote its outputs.
 
     :param result: the :class:`recbole_bundlellm.evaluation.results.RunResult`.
     """

@@ -1,7 +1,7 @@
 """TeacherLLM: the teacher as a bundle generator, so the student can be measured against it.
 
 Each session is asked of the teacher's OpenAI-compatible endpoint (the ``teacher:`` block) with
-exactly the student's prompt (:class:`~recbole_bundlellm.models.bundlellm.BundleLLM`'s
+exactly the student's prompt (:class:`~recbole_bundlellm.models.students.bundlellm.BundleLLM`'s
 ``prompt_mode`` / ``prompt_format`` and its functions), and the answer is read by the student's
 parser. Every call goes through :class:`~recbole_bundlellm.teacher.client.TeacherClient` into the
 knowledge store at ``knowledge_dir`` (the same call cache distillation uses), so a re-run makes no
@@ -34,7 +34,7 @@ from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
-from recbole_bundlellm.models.bundlellm import (
+from recbole_bundlellm.models.students.bundlellm import (
     check_prompt_mode,
     parse_prediction,
     prompt_style,

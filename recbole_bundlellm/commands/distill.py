@@ -33,7 +33,7 @@ from recbole_bundlellm.knowledge.extraction import ExtractionRun
 from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor, extractor_fingerprint
 from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, store_write_errors
 from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary, KindSummary
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.sampling.sampler import Sampler
 from recbole_bundlellm.sampling.settings import SamplingSettings
 from recbole_bundlellm.settings import SettingsError, load_settings

@@ -32,14 +32,14 @@ import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
 from recbole.trainer import Trainer
 from recbole.utils import calculate_valid_score
 
-from recbole_bundlellm.adaptation.batches import SFTExample, collate, epoch_batches
-from recbole_bundlellm.adaptation.checkpoint import TrainingProgress, load_checkpoint, save_checkpoint
-from recbole_bundlellm.adaptation.lora import adapter_info
+from recbole_bundlellm.llm.batches import SFTExample, collate, epoch_batches
+from recbole_bundlellm.llm.checkpoint import TrainingProgress, load_checkpoint, save_checkpoint
+from recbole_bundlellm.llm.lora import adapter_info
 from recbole_bundlellm.data.sessions import sessions_from_dataset
 from recbole_bundlellm.fileio import atomic_write_bytes
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
-from recbole_bundlellm.trainer import BundleEvaluation, without_recbole_ddp
+from recbole_bundlellm.training.trainer import BundleEvaluation, without_recbole_ddp
 
 LAST, BEST, ADAPTER = "last.safetensors", "best.safetensors", "adapter"
 SCHEDULES = ("linear", "cosine", "constant")
@@ -66,7 +66,7 @@ def rank_and_world() -> tuple[int, int]:
 
 
 class SFTTrainer(BundleEvaluation, Trainer):
-    """Fine-tunes a :class:`~recbole_bundlellm.models.bundle_sft.BundleSFT` and evaluates it."""
+    """Fine-tunes a :class:`~recbole_bundlellm.models.students.bundle_sft.BundleSFT` and evaluates it."""
 
     trains = True
 

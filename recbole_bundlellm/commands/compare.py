@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.config import BundleConfig, host_for_runs
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.fileio import atomic_write_text
-from recbole_bundlellm.runner import (RunError, output_folder, resolve_config, run_config, run_name_of,
+from recbole_bundlellm.commands.runner import (RunError, output_folder, resolve_config, run_config, run_name_of,
                                       run_with_config)
 
 FLOOR_PREFIX = "floor:"
@@ -30,7 +30,7 @@ def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any]
 
     Every configuration is resolved and checked before the first run starts.
     """
-    from recbole_bundlellm.models.floor import FLOOR_RULES
+    from recbole_bundlellm.models.floors.floor import FLOOR_RULES
 
     overrides = dict(overrides or {})
     # One host for every row; each config would otherwise build its own, one per run and floor.
@@ -51,7 +51,7 @@ def check_distinct_runs(config_files: Sequence[str | os.PathLike], configs: Sequ
                         floors: bool = False) -> None:
     """Refuse runs that would share a table row (run name) or an output folder, and, with
     ``floors``, a run named like a floor: one would silently overwrite the other."""
-    from recbole_bundlellm.models.floor import FLOOR_RULES
+    from recbole_bundlellm.models.floors.floor import FLOOR_RULES
 
     by_name: dict[str, list[str]] = {}
     by_folder: dict[Path, list[str]] = {}
