@@ -178,6 +178,32 @@ def test_imports_follow_the_data_flow():
     assert not wrong, "imports against the data flow:\n" + "\n".join(wrong)
 
 
+def test_the_project_imports_moved_modules_at_their_new_addresses():
+    from recbole_bundlellm.moved import MOVED
+
+    old = sorted(f"{module} imports {target}" for module, path in _modules().items()
+                 for target in _imports(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py")
+                 if target in MOVED)
+    assert not old, "old addresses (see recbole_bundlellm/moved.py):\n" + "\n".join(old)
+
+
+def test_an_old_address_is_the_module_at_its_new_one():
+    import importlib
+    import warnings
+
+    from recbole_bundlellm.moved import MOVED
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from recbole_bundlellm.hookspecs import hookimpl  # what every installed plugin imports
+        for old, new in MOVED.items():
+            module = importlib.import_module(old)
+            assert module is importlib.import_module(new) and module.__spec__.name == new, old
+    from recbole_bundlellm.extension.hookspecs import hookimpl as new_hookimpl
+
+    assert hookimpl is new_hookimpl
+
+
 def test_the_readme_reads_the_folders_in_this_order():
     """The README's "What is here" diagram names the folders in the order the imports follow."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")

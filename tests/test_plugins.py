@@ -173,7 +173,7 @@ def test_broken_plugin_is_an_error_in_strict_mode(broken_dist, monkeypatch):
 
 
 def test_cli_lists_broken_plugins_and_strict_fails(broken_dist):
-    env = {**os.environ, "PYTHONPATH": str(broken_dist)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken_dist), str(REPO), str(REPO / "plugins")])}
     env.pop("BUNDLELLM_STRICT_PLUGINS", None)
     ok = subprocess.run([*BUNDLELLM, "plugins"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0
