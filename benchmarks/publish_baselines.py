@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from recbole_bundlellm.commands.benchmark.report import readme_block
+from recbole_bundlellm.commands.benchmark.tables import readme_block
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- baselines-table:begin -->", "<!-- baselines-table:end -->"

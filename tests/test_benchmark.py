@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm.commands.benchmark.executor import BenchmarkError, load_benchmark, plan, run_benchmark
-from recbole_bundlellm.commands.benchmark.report import Row, plot_sampling, read_predictions
+from recbole_bundlellm.commands.benchmark.cells import plan
+from recbole_bundlellm.commands.benchmark.executor import run_benchmark
+from recbole_bundlellm.commands.benchmark.plots import plot_sampling
+from recbole_bundlellm.commands.benchmark.rows import Row, read_predictions
+from recbole_bundlellm.commands.benchmark.spec import BenchmarkError, load_benchmark
 from recbole_bundlellm.commands.cli import main
 from recbole_bundlellm.evaluation.significance import holm_adjust, paired_permutation_test
 
@@ -282,7 +285,7 @@ def test_the_command_plans_and_says_what_ctrl_c_keeps(tiny_data, tmp_path, monke
 
 
 def test_costs_follow_the_recorded_conventions():
-    from recbole_bundlellm.commands.benchmark.report import _costs
+    from recbole_bundlellm.commands.benchmark.rows import _costs
 
     timing = {"fit_seconds": 2.0, "tune_seconds": 1.0, "total_seconds": 9.0, "eval_seconds": 5.0,
               "seconds_per_session": 0.05}
@@ -298,7 +301,7 @@ def test_costs_follow_the_recorded_conventions():
 
 
 def test_the_readme_table_is_the_committed_benchmark():
-    from recbole_bundlellm.commands.benchmark.report import readme_block
+    from recbole_bundlellm.commands.benchmark.tables import readme_block
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     begin, end = "<!-- baselines-table:begin -->", "<!-- baselines-table:end -->"

@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def _comma_list(text: str | None, kind: type, option: str) -> list[Any] | None:
-    from recbole_bundlellm.commands.benchmark.executor import BenchmarkError
+    from recbole_bundlellm.commands.benchmark.spec import BenchmarkError
 
     if text is None:
         return None
@@ -219,7 +219,9 @@ def _comma_list(text: str | None, kind: type, option: str) -> list[Any] | None:
 
 
 def _benchmark(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from recbole_bundlellm.commands.benchmark.executor import DEFAULT_BENCHMARK, load_benchmark, plan, run_benchmark
+    from recbole_bundlellm.commands.benchmark.cells import plan
+    from recbole_bundlellm.commands.benchmark.executor import run_benchmark
+    from recbole_bundlellm.commands.benchmark.spec import DEFAULT_BENCHMARK, load_benchmark
 
     spec = load_benchmark(args.config or DEFAULT_BENCHMARK, overrides, seeds=_comma_list(args.seeds, int, "--seeds"),
                           datasets=_comma_list(args.datasets, str, "--datasets"), output_dir=args.out)
