@@ -30,6 +30,7 @@ from recbole_bundlellm.data import check_prepared
 from recbole_bundlellm.training.distributed import barrier
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
+from recbole_bundlellm.fileio import atomic_folder, jsonable
 from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.training.sft_trainer import RunFolders, rank_and_world
 
@@ -62,16 +63,6 @@ def _setup_logging(output_dir: Path, level: str) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     return handler
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def run(
@@ -283,38 +274,24 @@ def staged_folder(out: Path) -> Iterator[Path]:
     """
     _sweep_stale(out)
     made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
-    stage = out.with_name(f"{out.name}{PARTIAL}{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    # A previous run is renamed aside to <out>.old-<pid> before the stage takes its place: a crash
+    # between the two renames leaves the previous run whole there, never a mix of both.
     try:
-        yield stage
+        with atomic_folder(out, stage=out.with_name(f"{out.name}{PARTIAL}{os.getpid()}"),
+                           old=out.with_name(f"{out.name}{OLD}{os.getpid()}")) as stage:
+            yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
         for parent in made:
             with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
                 parent.rmdir()
         raise
-    _move_into_place(stage, out)
-
-
-def _move_into_place(stage: Path, out: Path) -> None:
-    # Two renames: a crash between them leaves `out` missing and the previous run whole in
-    # <out>.old-<pid>, never a mix of both.
-    if out.exists():
-        old = out.with_name(f"{out.name}{OLD}{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out, old)
-        os.rename(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(stage, out)
 
 
 def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, folder: Path) -> None:
     """config.yaml (resolved), metrics.json and, for bundle models, predictions.jsonl, written to
     ``folder`` (the run's stage, renamed to its output folder after). Secret-named settings are redacted."""
     out = folder
-    resolved = redact_secrets({k: _jsonable(v) for k, v in sorted(config.final_config_dict.items())})
+    resolved = redact_secrets({k: jsonable(v) for k, v in sorted(config.final_config_dict.items())})
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True), encoding="utf-8")
     metrics = {
         "run_name": result.run_name,
@@ -326,7 +303,7 @@ def write_outputs(result: RunResult, config: BundleConfig, trainer: Any, *, fold
         "info": result.info,
         "command": redact_command(sys.argv),
     }
-    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2), encoding="utf-8")
     artifacts = getattr(getattr(trainer, "model", None), "write_artifacts", None)
     if callable(artifacts):  # a model's own files (RouteDK: its routing plot)
         artifacts(out)

@@ -29,7 +29,7 @@ from recbole_bundlellm.config import BundleConfig, host_for_runs, load_yaml_file
 from recbole_bundlellm.data.prepared import check_prepared
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.extension.host import PluginHost
-from recbole_bundlellm.fileio import sha256_file
+from recbole_bundlellm.fileio import jsonable, sha256_file
 
 #: Settings that say where or how loudly a run writes, not what it computes: not in a cell's key.
 NOT_IN_KEY = frozenset({"output_dir", "checkpoint_dir", "run_name", "show_progress", "state", "data_path"})
@@ -37,17 +37,6 @@ NOT_IN_KEY = frozenset({"output_dir", "checkpoint_dir", "run_name", "show_progre
 CELL_FORMAT = "1"
 #: Settings of a cell that the report reads (reference row, sampling plot, labels).
 FACT_KEYS = ("model", "floor_rule", "sampling", "adaptation", "knowledge_use")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_jsonable(v) for v in value]
-        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 _DATASET_HASHES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
@@ -94,7 +83,7 @@ def cell_key(config: BundleConfig) -> str:
     model's source file."""
     final = config.final_config_dict
     skip = NOT_IN_KEY | _other_models_keys(config)
-    settings = {k: _jsonable(v) for k, v in final.items() if k not in skip}
+    settings = {k: jsonable(v) for k, v in final.items() if k not in skip}
     for key in ("knowledge_dir", "adapter_path"):  # relative to where the grid runs
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
@@ -156,7 +145,7 @@ def _plan_cell(spec: BenchmarkSpec, method: Method, dataset: str | None, files: 
         key = cell_key(config)
     except BundleLLMError as exc:
         raise BenchmarkError(f"{where}: {exc if not isinstance(exc, KeyError) else exc.args[0]}") from None
-    facts = {k: _jsonable(config.final_config_dict.get(k)) for k in FACT_KEYS}
+    facts = {k: jsonable(config.final_config_dict.get(k)) for k in FACT_KEYS}
     return Cell(method.name, str(config["dataset"]), seed, key, files, overrides, facts,
                 (spec.cells_dir / key).resolve())
 
