@@ -22,8 +22,9 @@ SESSION = Session("9", ("x", "y"), ("phone case", "charger"), ("Cases", "Cables"
 
 def _full_view() -> StudentView:
     return StudentView((
-        Retrieved("patterns", "Products of the categories 'Cables' and 'Cases' are often bought together.", 0.9),
-        Retrieved("rules", "A phone and its case form a bundle.", 0.6),
+        Retrieved("patterns", "Products of the categories 'Cables' and 'Cases' are often bought together.", 0.9,
+                  heading="Frequent patterns"),
+        Retrieved("rules", "A phone and its case form a bundle.", 0.6, heading="Rules"),
         Retrieved(EXAMPLE, "", 1.0, EXAMPLE_SESSION),
         Retrieved("thoughts", "The case and the cable serve one phone.", 0.5, EXAMPLE_SESSION),
     ))

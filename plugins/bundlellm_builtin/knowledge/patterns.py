@@ -110,6 +110,8 @@ class PatternsExtractor(KnowledgeExtractor):
                 support=pattern.support,
                 data={"categories": categories, "support": pattern.support, "confidence": pattern.confidence,
                       "count": round(pattern.support * n), "n_transactions": n},
+                scope="categories",  # shown to a session holding all its categories
+                heading="Frequent patterns",
             ))
         return items
 

@@ -281,7 +281,8 @@ class RulesExtractor(KnowledgeExtractor):
         return [
             KnowledgeItem(kind=self.name, domain=domain, text=text, support=float(count),
                           data={"n_sessions": count, "share": count / n_sessions if n_sessions else 0.0,
-                                "variants": variants[:10], "sessions": units})
+                                "variants": variants[:10], "sessions": units},
+                          scope="domain", heading="Rules")
             for count, text, variants, units in ranked[: s.top_k]
         ]
 

@@ -193,7 +193,8 @@ class ThoughtsExtractor(KnowledgeExtractor):
         """One item per ``ok`` record (its session's reasoning and answer), in record order."""
         return [
             KnowledgeItem(kind=self.name, domain=domain, text=r.text, session_id=r.session_id or r.unit,
-                          data={"reasoning": r.content.get("reasoning", ""), "answer": r.content.get("answer", "")})
+                          data={"reasoning": r.content.get("reasoning", ""), "answer": r.content.get("answer", "")},
+                          scope="session", heading="Reasoning")
             for r in records if r.ok
         ]
 
