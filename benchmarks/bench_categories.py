@@ -115,7 +115,7 @@ def written_label_accuracy(raw_root: Path, out_root: Path, domain: str) -> dict:
 
 
 def run_test_metrics(model: str, domain: str, data_path: Path, out: Path, extra: dict) -> dict:
-    from recbole_bundlellm.runner import run
+    from recbole_bundlellm.commands.runner import run
 
     files = [str(REPO / "configs" / domain / "freq.yaml")] if model == "Freq" else []
     config = {"eval_max_sessions": None, "data_path": str(data_path), **extra}

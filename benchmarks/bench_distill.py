@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distill.json"))
     args = parser.parse_args()
 
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
     from recbole_bundlellm.teacher.server import TeacherServer
 
     store = Path(args.store)

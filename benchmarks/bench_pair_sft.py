@@ -27,7 +27,7 @@ import recbole_bundlellm  # noqa: E402,F401
 import torch  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 
-from recbole_bundlellm.adaptation.batches import epoch_batches  # noqa: E402
+from recbole_bundlellm.llm.batches import epoch_batches  # noqa: E402
 from recbole_bundlellm.config import BundleConfig  # noqa: E402
 from recbole_bundlellm.data.sessions import sessions_from_dataset  # noqa: E402
 from recbole_bundlellm.models.base import without_labels  # noqa: E402

@@ -54,7 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def compare_domain(domain: str, data: Path) -> dict[str, Any]:
     """The compare command on one domain: Pairwise, Freq and the floors on the full test split."""
-    from recbole_bundlellm.compare import compare
+    from recbole_bundlellm.commands.compare import compare
 
     configs = [REPO / "configs" / domain / "pairwise.yaml", REPO / "configs" / domain / "freq.yaml"]
     overrides = {"data_path": str(data), "eval_max_sessions": None}
@@ -96,9 +96,9 @@ def variant_scores(sessions: dict[str, dict[str, list]]) -> dict[str, Any]:
     """Valid exact F1 / best Jaccard (after tuning) of every variant, per domain and averaged."""
     import yaml
 
-    from recbole_bundlellm.models.pairwise import Pairwise
+    from recbole_bundlellm.models.baselines.pairwise import Pairwise
 
-    defaults = yaml.safe_load((REPO / "recbole_bundlellm" / "models" / "Pairwise.yaml").read_text(encoding="utf-8"))
+    defaults = yaml.safe_load((REPO / "recbole_bundlellm" / "models" / "baselines" / "Pairwise.yaml").read_text(encoding="utf-8"))
     out: dict[str, Any] = {}
     for name, overrides in VARIANTS.items():
         per_domain = {}

@@ -39,13 +39,13 @@ import recbole_bundlellm  # noqa: E402,F401
 import torch  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 
-from recbole_bundlellm.adaptation.batches import collate, epoch_batches  # noqa: E402
+from recbole_bundlellm.llm.batches import collate, epoch_batches  # noqa: E402
 from recbole_bundlellm.config import BundleConfig  # noqa: E402
 from recbole_bundlellm.data.sessions import sessions_from_dataset  # noqa: E402
-from recbole_bundlellm.adaptation.batches import left_padded  # noqa: E402
+from recbole_bundlellm.llm.batches import left_padded  # noqa: E402
 from recbole_bundlellm.fusion.representation import base_model_only  # noqa: E402
 from recbole_bundlellm.models.base import without_labels  # noqa: E402
-from recbole_bundlellm.models.route_dk import RouteDK  # noqa: E402
+from recbole_bundlellm.models.students.route_dk import RouteDK  # noqa: E402
 
 DEFAULT_EXPERTS = ["base=outputs/electronic/studies/format/raw_sft",
                    "rules=outputs/electronic/studies/format/rules_sft",

@@ -35,11 +35,11 @@ import recbole_bundlellm  # noqa: E402,F401
 import torch  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 
-from recbole_bundlellm.adaptation.batches import collate, epoch_batches  # noqa: E402
+from recbole_bundlellm.llm.batches import collate, epoch_batches  # noqa: E402
 from recbole_bundlellm.config import BundleConfig  # noqa: E402
 from recbole_bundlellm.data.sessions import sessions_from_dataset  # noqa: E402
 from recbole_bundlellm.models.base import without_labels  # noqa: E402
-from recbole_bundlellm.models.bundle_sft import BundleSFT  # noqa: E402
+from recbole_bundlellm.models.students.bundle_sft import BundleSFT  # noqa: E402
 
 
 def peak_rss_gb() -> float:

@@ -30,7 +30,7 @@ import recbole_bundlellm  # noqa: E402,F401
 import torch  # noqa: E402
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 
-from recbole_bundlellm.adaptation.batches import IGNORE_INDEX, collate  # noqa: E402
+from recbole_bundlellm.llm.batches import IGNORE_INDEX, collate  # noqa: E402
 import yaml  # noqa: E402
 
 from recbole_bundlellm.config import BundleConfig, parse_overrides  # noqa: E402

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from recbole_bundlellm import sft_trainer
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.training import sft_trainer
+from recbole_bundlellm.commands.runner import run
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -33,14 +33,14 @@ from recbole_bundlellm.adaptation.knowledge_source import (
     KnowledgeStoreMissing,
     load_student_knowledge,
 )
-from recbole_bundlellm.adaptation.retrieval import SessionRetriever, matching_patterns, top_rules
+from recbole_bundlellm.adaptation.retrieval import SessionRetriever, matching_categories, top_general
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.generation.examples import NearestSessions
 from recbole_bundlellm.knowledge.extractor import extractor_fingerprint
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 from recbole_bundlellm.knowledge.store import KnowledgeStore
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
 from recbole_bundlellm.settings import SettingsError
 from recbole_bundlellm.teacher.settings import TeacherSettings
@@ -65,9 +65,15 @@ QUERY = Session("9", ("q-0", "q-1", "q-2"), ("Canon camera battery", "Canon zoom
                 ("Cameras", "Lenses", "Cards"))
 
 
+#: The scope and heading the built-in extractors give their items.
+BUILTIN_SCOPES = {"patterns": ("categories", "Frequent patterns"), "rules": ("domain", "Rules"),
+                  "thoughts": ("session", "Reasoning")}
+
+
 def item(kind: str, text: str, *, domain: str = "electronic", support: float | None = None,
          session_id: str | None = None, **data) -> KnowledgeItem:
-    return KnowledgeItem(kind, domain, text, session_id, support, dict(data))
+    scope, heading = BUILTIN_SCOPES.get(kind, ("domain", ""))
+    return KnowledgeItem(kind, domain, text, session_id, support, dict(data), scope, heading)
 
 
 def pattern(cats: Sequence[str], support: float, domain: str = "electronic") -> KnowledgeItem:
@@ -134,13 +140,13 @@ def test_retriever_by_embeddings_uses_cosine_and_never_the_session_itself():
 
 def test_patterns_match_when_all_categories_are_in_the_session_and_rules_rank_per_domain():
     kset = full_set()
-    found = matching_patterns(QUERY, kset.of_kind("patterns"), max_patterns=5)
+    found = matching_categories(QUERY, kset.of_kind("patterns"), max_items=5)
     assert [r.text for r in found] == [kset.items[0].text, kset.items[1].text]  # best supported first
     assert [round(r.score, 2) for r in found] == [0.5, 0.25]  # relative to the domain's best (0.20)
-    assert len(matching_patterns(QUERY, kset.of_kind("patterns"), max_patterns=1)) == 1
+    assert len(matching_categories(QUERY, kset.of_kind("patterns"), max_items=1)) == 1
     rules = [rule("a", 4, "electronic"), rule("b", 2, "electronic"), rule("c", 1, "electronic"),
              rule("x", 10, "clothing"), rule("y", 5, "clothing")]
-    top = top_rules(rules, 2)
+    top = top_general(rules, 2)
     assert [(r.text, r.domain, r.score) for r in top] == [
         ("a", "electronic", 1.0), ("b", "electronic", 0.5), ("x", "clothing", 1.0), ("y", "clothing", 0.5)]
 
@@ -408,7 +414,7 @@ def test_knowledge_use_is_checked(host, tmp_path):
 
 def test_bundle_config_accepts_knowledge_use_and_names_an_unknown_kind():
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.plugins import PluginError
+    from recbole_bundlellm.extension.host import PluginError
 
     assert BundleConfig("Freq", "electronic")["knowledge_use"] == []
     given = BundleConfig("Freq", "electronic", config_dict={"knowledge_use": ["patterns"]})
@@ -422,7 +428,7 @@ def test_a_student_rebuilds_the_set_its_distillation_wrote(tiny_data, tmp_path):
     import json
 
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     keys = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
             "knowledge_types": ["patterns"], "patterns": {"min_count": 1},

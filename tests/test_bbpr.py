@@ -13,9 +13,9 @@ import yaml
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-from recbole_bundlellm.models import bbpr as bb
+from recbole_bundlellm.models.baselines import bbpr as bb
 from recbole_bundlellm.models.base import without_labels
-from recbole_bundlellm.models.bbpr import BBPR, greedy_bundles, negative_bundles
+from recbole_bundlellm.models.baselines.bbpr import BBPR, greedy_bundles, negative_bundles
 from recbole_bundlellm.settings import SettingsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm.benchmark import BenchmarkError, load_benchmark, plan, run_benchmark
-from recbole_bundlellm.benchmark_report import Row, plot_sampling, read_predictions
-from recbole_bundlellm.cli import main
+from recbole_bundlellm.commands.benchmark.cells import plan
+from recbole_bundlellm.commands.benchmark.executor import run_benchmark
+from recbole_bundlellm.commands.benchmark.plots import plot_sampling
+from recbole_bundlellm.commands.benchmark.rows import Row, read_predictions
+from recbole_bundlellm.commands.benchmark.spec import BenchmarkError, load_benchmark
+from recbole_bundlellm.commands.cli import main
 from recbole_bundlellm.evaluation.significance import holm_adjust, paired_permutation_test
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +102,7 @@ def test_a_killed_grid_leaves_no_half_cell_and_a_rerun_only_runs_the_rest(tiny_d
     out = tmp_path / "out"
     cells_dir = out / "cells"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "BUNDLELLM_PROGRESS": "0"}
-    grid = subprocess.Popen([sys.executable, "-m", "recbole_bundlellm.cli", "benchmark", "-c", str(path),
+    grid = subprocess.Popen([sys.executable, "-m", "recbole_bundlellm.commands.cli", "benchmark", "-c", str(path),
                              "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it while a cell is being built (its .partial- folder exists) after at least one finished.
     partial = None
@@ -151,7 +154,7 @@ def test_a_killed_grid_leaves_no_half_cell_and_a_rerun_only_runs_the_rest(tiny_d
 
 
 def test_a_failed_cell_is_reported_after_the_others_are_tabled(tiny_data, tmp_path, monkeypatch):
-    from recbole_bundlellm import benchmark
+    from recbole_bundlellm.commands.benchmark import executor as benchmark
 
     planned = benchmark.plan
 
@@ -275,14 +278,14 @@ def test_the_command_plans_and_says_what_ctrl_c_keeps(tiny_data, tmp_path, monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("recbole_bundlellm.benchmark.run_benchmark", interrupted)
+    monkeypatch.setattr("recbole_bundlellm.commands.benchmark.executor.run_benchmark", interrupted)
     assert main(["benchmark", "-c", str(path)]) == 130
     assert capsys.readouterr().err.strip() == ("error: interrupted; finished cells are kept; run the same command "
                                                "again to run only the others")
 
 
 def test_costs_follow_the_recorded_conventions():
-    from recbole_bundlellm.benchmark_report import _costs
+    from recbole_bundlellm.commands.benchmark.rows import _costs
 
     timing = {"fit_seconds": 2.0, "tune_seconds": 1.0, "total_seconds": 9.0, "eval_seconds": 5.0,
               "seconds_per_session": 0.05}
@@ -297,13 +300,60 @@ def test_costs_follow_the_recorded_conventions():
     assert _costs({"total_seconds": 9.0, "eval_seconds": 5.0}, {}, {})["train_seconds"] == 4.0  # RecBole's own
 
 
-def test_the_readme_table_is_the_committed_benchmark():
-    from recbole_bundlellm.benchmark_report import readme_block
+@pytest.mark.parametrize("name", ["baselines", "student"])
+def test_the_readme_table_is_the_committed_benchmark(name):
+    from recbole_bundlellm.commands.benchmark.tables import readme_block
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    begin, end = "<!-- baselines-table:begin -->", "<!-- baselines-table:end -->"
+    begin, end = f"<!-- {name}-table:begin -->", f"<!-- {name}-table:end -->"
     shown = readme[readme.index(begin) + len(begin):readme.index(end)].strip()
-    committed = readme_block((REPO / "benchmarks/results/baselines.csv").read_text(encoding="utf-8"),
-                             (REPO / "benchmarks/results/baselines.md").read_text(encoding="utf-8"))
-    assert shown == committed.strip()  # after a new run: python benchmarks/publish_baselines.py
+    committed = readme_block((REPO / f"benchmarks/results/{name}.csv").read_text(encoding="utf-8"),
+                             (REPO / f"benchmarks/results/{name}.md").read_text(encoding="utf-8"))
+    assert shown == committed.strip()  # after a new run: python benchmarks/publish_benchmark.py --name NAME
     assert "- command: `bundlellm benchmark" in shown and "floor:whole_session" in shown
+
+
+def test_a_benchmark_never_overwrites_tables_it_did_not_write(tmp_path, tiny_data):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"datasets: [clothing]\nseeds: [0]\noverrides: {{data_path: {tiny_data}}}\nmethods:\n"
+                    "  - {name: fine, model: Floor, floor_rule: first_two}\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my own numbers\n")
+    with pytest.raises(BenchmarkError, match=r"holds results.csv that `bundlellm benchmark` did not write"):
+        run_benchmark(load_benchmark(path, output_dir=mine), progress=False)
+    assert (mine / "results.csv").read_text() == "my own numbers\n" and not (mine / "cells").exists()
+    ours = tmp_path / "ours"
+    run_benchmark(load_benchmark(path, output_dir=ours), progress=False)
+    run_benchmark(load_benchmark(path, output_dir=ours), progress=False)  # its own tables: rewritten
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".."])
+def test_a_benchmark_name_is_a_name_never_a_path(tmp_path, tiny_data, name):
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"name: {json.dumps(name)}\ndatasets: [clothing]\nmethods:\n  - {{model: Floor}}\n")
+    with pytest.raises(BenchmarkError, match="is a name, not a path"):
+        load_benchmark(path)
+
+
+def test_a_cell_is_keyed_by_the_contents_of_the_model_it_reads(tmp_path, tiny_data, tiny_llm_path):
+    import shutil
+
+    llm = tmp_path / "llm"
+    shutil.copytree(tiny_llm_path, llm)
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"datasets: [clothing]\nseeds: [0]\noverrides: {{data_path: {tiny_data}, llm_model: {llm}}}\n"
+                    "methods:\n  - {name: student, model: BundleLLM}\n  - {name: floor, model: Floor}\n")
+
+    def keys() -> dict[str, str]:
+        return {c.method: c.key for c in plan(load_benchmark(path, output_dir=tmp_path / "out"))}
+
+    before = keys()
+    assert before == keys()  # stable
+    weights = next(llm.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size and header: changed in place
+    weights.write_bytes(bytes(data))
+    after = keys()
+    assert after["student"] != before["student"]  # the model changed: the cell runs again
+    assert after["floor"] == before["floor"]  # a model that reads no LLM keeps its cell

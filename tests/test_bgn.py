@@ -13,8 +13,8 @@ import yaml
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-from recbole_bundlellm.models import bgn as bgn_module
-from recbole_bundlellm.models.bgn import BGN, END, Decoded, step_masks, stop_early, target_sequence
+from recbole_bundlellm.models.baselines import bgn as bgn_module
+from recbole_bundlellm.models.baselines.bgn import BGN, END, Decoded, step_masks, stop_early, target_sequence
 from recbole_bundlellm.settings import SettingsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import FIXTURES
-from recbole_bundlellm.cli import main
+from recbole_bundlellm.commands.cli import main
 
 
 def test_data_prepare_then_compare_prints_one_table(tmp_path, capsys):
@@ -77,7 +77,7 @@ def test_knowledge_and_plugins_commands_reject_stray_arguments(capsys):
 
 
 def test_prepare_offers_exactly_the_registered_category_predictors():
-    from recbole_bundlellm.cli import build_parser
+    from recbole_bundlellm.commands.cli import build_parser
     from recbole_bundlellm.data import CATEGORY_PREDICTORS, DEFAULT_CATEGORY_PREDICTOR
 
     parser = build_parser()
@@ -98,24 +98,24 @@ def test_truncated_prompts_are_a_warning_line_on_the_console(tiny_data, tiny_llm
 
 
 def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, capsys):
-    import recbole_bundlellm.distill
+    import recbole_bundlellm.commands.distill
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(recbole_bundlellm.distill, "distill", interrupted)
+    monkeypatch.setattr(recbole_bundlellm.commands.distill, "distill", interrupted)
     assert main(["distill", "--dataset", "clothing"]) == 130
     err = capsys.readouterr().err
     assert err.startswith("error: interrupted") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "again to resume" in err
-    monkeypatch.setattr("recbole_bundlellm.cli._models", interrupted)
+    monkeypatch.setattr("recbole_bundlellm.commands.cli._models", interrupted)
     assert main(["models"]) == 130
     assert capsys.readouterr().err.strip() == "error: interrupted"
 
     def interrupted_saying_what_is_kept(*args, **kwargs):
         raise KeyboardInterrupt("interrupted: the store keeps the 3 records this run finished")
 
-    monkeypatch.setattr(recbole_bundlellm.distill, "distill", interrupted_saying_what_is_kept)
+    monkeypatch.setattr(recbole_bundlellm.commands.distill, "distill", interrupted_saying_what_is_kept)
     assert main(["distill", "--dataset", "clothing"]) == 130
     assert capsys.readouterr().err == "error: interrupted: the store keeps the 3 records this run finished\n"
 

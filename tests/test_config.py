@@ -76,8 +76,8 @@ def test_settings_blocks_merge_key_by_key_with_overrides(tiny_data, tmp_path):
 
 def _numeric_defaults():
     """Every int/float default of our YAML files (overall.yaml and the models' own)."""
-    from recbole_bundlellm.config import BUNDLE_OVERALL, _load_yaml_dict
-    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.config.files import BUNDLE_OVERALL, _load_yaml_dict
+    from recbole_bundlellm.extension.host import PluginHost
 
     paths = [BUNDLE_OVERALL] + [p for s in PluginHost().models.specs() for p in s.config_files]
     values = {}

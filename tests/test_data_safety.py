@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm import cli
+from recbole_bundlellm.commands import cli
 from recbole_bundlellm.data import DataError, prepare, prepare_domain
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_bundlellm.distributed import DistributedError, init_distributed, torchrun_settings
+from recbole_bundlellm.training.distributed import DistributedError, init_distributed, torchrun_settings
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from recbole_bundlellm.cli import main
+from recbole_bundlellm.commands.cli import main
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.distill import DistillError, distill
+from recbole_bundlellm.commands.distill import DistillError, distill
 from recbole_bundlellm.knowledge.extraction import ExtractionRun
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.knowledge.summary import KindSummary
 
-BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
+BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.commands.cli"]
 KINDS = ["patterns", "rules", "thoughts"]
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from recbole_bundlellm.models.floor import FLOOR_RULES
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.models.floors.floor import FLOOR_RULES
+from recbole_bundlellm.commands.runner import run
 from recbole_bundlellm.testing.easy_data import EASY_DOMAIN, prepare_easy_data
 
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from recbole_bundlellm.plugins import PluginHost
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.extension.host import PluginHost
+from recbole_bundlellm.commands.runner import run
 from recbole_bundlellm.testing import FakeTeacherServer
 
 #: Per-model settings for a fast run on the tiny dataset; a model not listed runs on its defaults.

@@ -450,7 +450,7 @@ def test_settings_defaults_and_fingerprints():
 
 
 def test_host_registers_the_three_extractors():
-    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.extension.host import PluginHost
 
     host = PluginHost()
     try:

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.frequent_patterns import (
+from recbole_bundlellm.knowledge.frequent_patterns import (
     FREQ_DEFAULTS,
     bundle_by_patterns,
     mine_patterns,
 )
-from recbole_bundlellm.models.freq import Freq, mining_settings
+from recbole_bundlellm.models.baselines.freq import Freq, mining_settings
 
 TRAIN = [
     ["Shirts", "Ties"], ["Shirts", "Ties"], ["Shirts", "Ties", "Cufflinks"],
@@ -71,7 +71,7 @@ def test_freq_model_fits_on_bundles_and_returns_item_ids():
 
 def test_freq_yaml_states_the_shared_mining_defaults():
     # The difficulty fallback mines with FREQ_DEFAULTS; Freq with its YAML: they must not drift.
-    import recbole_bundlellm.models.freq as freq_module
+    import recbole_bundlellm.models.baselines.freq as freq_module
 
     raw = yaml.safe_load((Path(freq_module.__file__).parent / "Freq.yaml").read_text(encoding="utf-8"))
     assert mining_settings(raw) == FREQ_DEFAULTS
@@ -81,7 +81,7 @@ def test_freq_yaml_states_the_shared_mining_defaults():
 
 def test_frequent_patterns_imports_no_model_code_nor_mlxtend_until_mining():
     code = ("import sys\n"
-            "from recbole_bundlellm.frequent_patterns import mine_patterns\n"
+            "from recbole_bundlellm.knowledge.frequent_patterns import mine_patterns\n"
             "heavy = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'mlxtend', 'pandas', 'recbole'})\n"
             "print(heavy(), sorted(m for m in sys.modules if m.startswith('recbole_bundlellm.models')))\n"
             "mine_patterns([['a', 'b']], min_support=0.5, min_confidence=0.0, min_size=2, max_size=2)\n"

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import bundlellm_builtin.fusion as fusion_plugin
-from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, LoraSettings, attach_lora, save_adapter
+from recbole_bundlellm.llm.lora import AdapterError, BaseModelId, LoraSettings, attach_lora, save_adapter
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import prompt_representation
 from recbole_bundlellm.fusion.router import normalise
 from recbole_bundlellm.fusion.vote import vote
 from recbole_bundlellm.llm import load_llm
-from recbole_bundlellm.plugins import PluginError
+from recbole_bundlellm.extension.host import PluginError
 from recbole_bundlellm.settings import SettingsError
 from recbole_bundlellm.testing import plugin_host
 

@@ -117,43 +117,101 @@ def test_the_package_has_no_import_cycles():
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
-#: The data flow, lowest first: a module may import from its own layer and the layers before it,
-#: never from a later one. Modules not listed here (compat, fileio, settings, lookup, progress,
-#: hookspecs, registry, embedded, evaluation) are shared helpers below every layer: they import no
-#: layer at all.
-LAYERS: list[tuple[str, ...]] = [
-    ("recbole_bundlellm.data",),
-    ("recbole_bundlellm.teacher",),
-    ("recbole_bundlellm.knowledge", "recbole_bundlellm.frequent_patterns"),
-    ("recbole_bundlellm.sampling",),
-    ("recbole_bundlellm.adaptation",),
-    ("recbole_bundlellm.fusion",),
-    ("recbole_bundlellm.llm", "recbole_bundlellm.generation"),
-    ("recbole_bundlellm.models", "recbole_bundlellm.trainer", "recbole_bundlellm.neural_trainer",
-     "recbole_bundlellm.sft_trainer"),
-    # the plugin host and the commands: they wire the layers together
-    ("recbole_bundlellm.plugins", "recbole_bundlellm.config", "recbole_bundlellm.runner",
-     "recbole_bundlellm.distill", "recbole_bundlellm.compare", "recbole_bundlellm.benchmark",
-     "recbole_bundlellm.benchmark_report", "recbole_bundlellm.cli"),
-    # policy: the built-in plugins use the core through the same hooks as a third party's
-    ("bundlellm_builtin",),
-    # the testing kit drives all of it (hosts, distill, run), as a plugin author's tests do
-    ("recbole_bundlellm.testing",),
+#: The package's folders in the data flow's order, lowest first (with the built-in plugins, their
+#: own root, between the commands and the testing kit). A module may import its own folder and the
+#: folders before it, never a later one. The modules directly in ``recbole_bundlellm/`` (errors,
+#: fileio, lookup, progress, compat, embedded, settings) are the helpers below every folder: they
+#: import no folder at all; the one exception is :data:`ENTRY`, the command line's old address.
+FOLDERS: list[str] = [
+    "data",        # raw files -> RecBole atomic files, category predictors, cards
+    "evaluation",  # bundle metrics and their RecBole registration, significance
+    "llm",         # the student LLM: loading, LoRA adapters, checkpoints, batches
+    "teacher",     # the teacher client over any call cache, the embedded server, settings
+    "knowledge",   # extractor contract, store, extraction, frequent patterns
+    "sampling",    # sampler contract, knowledge sets
+    "adaptation",  # strategy contract, retrieval, the student's knowledge source
+    "fusion",      # RouteDK's mechanism: routers, experts, mixture, representation, vote
+    "generation",  # prompt, parser, generator
+    "extension",   # hookspecs, the plugin host, the model registry
+    "models",      # floors/, baselines/, students/: one file + its YAML each
+    "training",    # the trainers, distributed
+    "config",      # BundleConfig: RecBole's Config + our YAML, checks, secrets
+    "commands",    # runner, distill, compare, benchmark/, cli
+    "bundlellm_builtin",  # policy: the built-in plugins use the core through the same hooks as a third party's
+    "testing",     # the testing kit drives all of it (hosts, distill, run), as a plugin author's tests do
 ]
+#: A thin re-export of :mod:`recbole_bundlellm.commands.cli` (``python -m recbole_bundlellm.cli``).
+ENTRY = "recbole_bundlellm.cli"
 
 
-def _layer(module: str) -> int | None:
-    for number, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
+def _prefix(folder: str) -> str:
+    return folder if folder in ROOTS else f"recbole_bundlellm.{folder}"
+
+
+def _layer(module: str) -> int:
+    """The position of ``module``'s folder in :data:`FOLDERS`; -1 for a helper; the top for :data:`ENTRY`."""
+    if module == ENTRY:
+        return len(FOLDERS)
+    for number, folder in enumerate(FOLDERS):
+        prefix = _prefix(folder)
+        if module == prefix or module.startswith(prefix + "."):
             return number
-    return None
+    return -1
+
+
+def test_every_folder_of_the_package_has_its_place_in_the_order():
+    package = ROOTS["recbole_bundlellm"]
+    on_disk = {p.parent.name for p in package.glob("*/__init__.py")}
+    assert on_disk == set(FOLDERS) - {"bundlellm_builtin"}, "place a new folder in FOLDERS (or drop a gone one)"
+    loose = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert all(_layer(f"recbole_bundlellm.{name}") == -1 for name in loose - {ENTRY.rpartition(".")[2]})
 
 
 def test_imports_follow_the_data_flow():
     wrong = []
     for module, targets in sorted(import_graph().items()):
         here = _layer(module)
-        later = sorted(t for t in targets if (layer := _layer(t)) is not None and (here is None or layer > here))
+        later = sorted(t for t in targets if _layer(t) > here)
         if later:
-            wrong.append(f"{module} (layer {here}) imports {', '.join(later)}")
+            where = FOLDERS[here] if 0 <= here < len(FOLDERS) else ("helper" if here < 0 else "entry")
+            wrong.append(f"{module} ({where}) imports {', '.join(later)}")
     assert not wrong, "imports against the data flow:\n" + "\n".join(wrong)
+
+
+def test_the_project_imports_moved_modules_at_their_new_addresses():
+    from recbole_bundlellm.moved import MOVED
+
+    old = sorted(f"{module} imports {target}" for module, path in _modules().items()
+                 for target in _imports(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py")
+                 if target in MOVED)
+    assert not old, "old addresses (see recbole_bundlellm/moved.py):\n" + "\n".join(old)
+
+
+def test_an_old_address_is_the_module_at_its_new_one():
+    import importlib
+    import warnings
+
+    from recbole_bundlellm.moved import MOVED
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from recbole_bundlellm.hookspecs import hookimpl  # what every installed plugin imports
+        for old, new in MOVED.items():
+            module = importlib.import_module(old)
+            assert module is importlib.import_module(new) and module.__spec__.name == new, old
+    from recbole_bundlellm.extension.hookspecs import hookimpl as new_hookimpl
+
+    assert hookimpl is new_hookimpl
+
+
+def test_the_readme_reads_the_folders_in_this_order():
+    """The README's "What is here" diagram names the folders in the order the imports follow."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What is here", 1)[1].split("\n## ", 1)[0]
+    diagram = section.split("```", 2)[1]
+    positions = []
+    for folder in FOLDERS:
+        name = "plugins/bundlellm_builtin" if folder == "bundlellm_builtin" else f"{folder}/"
+        assert name in diagram, f"the README's diagram does not name {name}"
+        positions.append(diagram.index(name))
+    assert positions == sorted(positions), "the README's diagram names the folders out of order"

@@ -324,7 +324,7 @@ def rm():
     """The RecBole side, with the bundle metrics registered the way every run gets them: by the
     built-in ``metrics`` plugin of a freshly loaded plugin host."""
     from recbole_bundlellm.evaluation import recbole_metrics
-    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.extension.host import PluginHost
 
     host = PluginHost()
     yield recbole_metrics
@@ -528,3 +528,18 @@ def test_failure_rate_as_valid_metric_is_smaller_better(rm):
 def test_ranking_and_value_metrics_cannot_mix(rm):
     with pytest.raises(RuntimeError):
         _config(["ExactF1", "RMSE"], "ExactF1")
+
+
+def test_one_session_is_scored_into_one_record_that_the_table_averages():
+    from recbole_bundlellm.evaluation.bundle_metrics import aggregate, compute_bundle_metrics, score_session
+
+    hit = score_session([[1, 2], [3, 4, 5]], [[1, 2, 6], [3, 4, 5]], items=[1, 2, 3, 4, 5, 6])
+    assert (hit.failed, hit.predicted_bundles, hit.true_bundles, hit.whole) == (False, 2, 2, False)
+    assert (hit.precision, hit.recall, hit.exact_precision, hit.exact_recall) == (1.0, 1.0, 0.5, 0.5)
+    assert hit.hit_coverages == (2 / 3, 1.0) and hit.best_jaccards == (2 / 3, 1.0)
+    failed = score_session([[7]], [[1, 2]], items=[1, 2])
+    assert failed.failed and failed.best_jaccards == (0.0,) and failed.whole is False
+    table = compute_bundle_metrics([[[1, 2], [3, 4, 5]], [[7]]], [[[1, 2, 6], [3, 4, 5]], [[1, 2]]],
+                                   [[1, 2, 3, 4, 5, 6], [1, 2]])
+    assert table == aggregate([hit, failed])
+    assert table["bundle_precision"] == 1.0 and table["bundle_precision_strict"] == 0.5

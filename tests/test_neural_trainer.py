@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.models.base import BundlePrediction
-from recbole_bundlellm.models.neural import NeuralBundleModel
-from recbole_bundlellm.registry import ModelSpec
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.models.baselines.neural import NeuralBundleModel
+from recbole_bundlellm.extension.registry import ModelSpec
+from recbole_bundlellm.commands.runner import run
 from recbole_bundlellm.testing import plugin_host
 
-NEURAL_YAML = Path(__import__("recbole_bundlellm").__file__).parent / "models" / "NeuralBundle.yaml"
+NEURAL_YAML = Path(__import__("recbole_bundlellm").__file__).parent / "models" / "baselines" / "NeuralBundle.yaml"
 
 
 class SamePair(NeuralBundleModel):
@@ -70,7 +70,7 @@ class SamePair(NeuralBundleModel):
 class SamePairPlugin:
     @hookimpl
     def register_models(self, register: Callable[[ModelSpec], None]) -> None:
-        register(ModelSpec("SamePair", SamePair, (NEURAL_YAML,), "recbole_bundlellm.neural_trainer:NeuralBundleTrainer"))
+        register(ModelSpec("SamePair", SamePair, (NEURAL_YAML,), "recbole_bundlellm.training.neural_trainer:NeuralBundleTrainer"))
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.models.pair_sft import HEAD_FILE, PairHead, product_line_spans
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.models.students.pair_sft import HEAD_FILE, PairHead, product_line_spans
+from recbole_bundlellm.commands.runner import run
 
 #: The tiny model has 2 blocks: read the last hidden states, adapters on every block.
 FAST = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.01, "checkpoint_steps": 2, "adaptation": "sft",
@@ -69,7 +69,7 @@ def test_pair_probabilities_do_not_depend_on_the_batch(tiny_data, tiny_llm_path)
 
     from recbole_bundlellm.config import BundleConfig
     from recbole_bundlellm.data.sessions import sessions_from_dataset
-    from recbole_bundlellm.models.pair_sft import PairSFT
+    from recbole_bundlellm.models.students.pair_sft import PairSFT
 
     config = BundleConfig("PairSFT", "clothing", [], {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
                                                       "adaptation": "sft", "pair_layer": 2, "lora_layers": 1})
@@ -100,7 +100,7 @@ def test_lora_layers_adapt_only_the_blocks_below_the_one_read(tiny_data, tiny_ll
     from recbole.data import create_dataset, data_preparation
 
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.models.pair_sft import PairSFT
+    from recbole_bundlellm.models.students.pair_sft import PairSFT
 
     config = BundleConfig("PairSFT", "clothing", [], {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
                                                       "adaptation": "sft", "pair_layer": 1, "lora_layers": 1})

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.models import pairwise as pw
-from recbole_bundlellm.models.pairwise import (
+from recbole_bundlellm.models.baselines import pairwise as pw
+from recbole_bundlellm.models.baselines.pairwise import (
     PAIR_FEATURES,
     CooccurrenceStats,
     Grouping,
@@ -23,7 +23,7 @@ from recbole_bundlellm.models.pairwise import (
     session_pairs,
     tune_grouping,
 )
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 
 YAML = Path(pw.__file__).with_name("Pairwise.yaml")
 
@@ -164,7 +164,7 @@ def test_model_tune_keeps_what_scores_best_on_valid(monkeypatch):
 
 
 def test_the_trainer_tunes_only_models_that_override_tune(tiny_data):
-    from recbole_bundlellm.runner import run
+    from recbole_bundlellm.commands.runner import run
 
     common = {"data_path": str(tiny_data)}
     floor = run("Floor", "clothing", config_dict={**common, "run_name": "floor"})

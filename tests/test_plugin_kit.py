@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor
 from recbole_bundlellm.knowledge.records import KnowledgeItem
 from recbole_bundlellm.teacher.errors import TeacherRequestError, TeacherUnavailable

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm import hookspecs
-from recbole_bundlellm.hookspecs import hookimpl
-from recbole_bundlellm.plugins import (
+from recbole_bundlellm.extension import hookspecs
+from recbole_bundlellm.extension.hookspecs import hookimpl
+from recbole_bundlellm.extension.host import (
     ENTRY_POINT_GROUP,
     PluginError,
     PluginHost,
@@ -25,7 +25,7 @@ from recbole_bundlellm.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN = {"models", "metrics", "patterns", "rules", "thoughts", "samplers", "adaptation", "fusion"}
-BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.cli"]
+BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.commands.cli"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,21 +52,21 @@ def make_distribution(root: Path, name: str, modules: dict[str, str], entry_poin
 BROKEN_MODULES = {
     "bp_import": "raise ImportError('needs a package that is not installed')\n",
     "bp_raises": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def register_samplers(register):
             raise RuntimeError('boom while registering')
     """,
     "bp_typo": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def register_sampler(register):  # not a hook of the spec
             pass
     """,
     "bp_wrongtype": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def register_knowledge_extractors(register):
@@ -74,7 +74,7 @@ BROKEN_MODULES = {
     """,
     "bp_clash": """
         from dataclasses import dataclass
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
         from recbole_bundlellm.sampling.sampler import Sampler
 
         class Patterns(Sampler):
@@ -137,7 +137,7 @@ def test_third_party_example_plugin_is_installed_listed_and_separate():
 
 
 def test_third_party_extractor_is_used_by_distill(tiny_data, tmp_path):
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
     from recbole_bundlellm.knowledge.store import KnowledgeStore
 
     summary = distill([], {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
@@ -173,7 +173,7 @@ def test_broken_plugin_is_an_error_in_strict_mode(broken_dist, monkeypatch):
 
 
 def test_cli_lists_broken_plugins_and_strict_fails(broken_dist):
-    env = {**os.environ, "PYTHONPATH": str(broken_dist)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken_dist), str(REPO), str(REPO / "plugins")])}
     env.pop("BUNDLELLM_STRICT_PLUGINS", None)
     ok = subprocess.run([*BUNDLELLM, "plugins"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0
@@ -278,7 +278,7 @@ class _Probe:
 
 
 def test_lifecycle_hooks_are_called(tiny_data, tmp_path, monkeypatch):
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     probe = _Probe()
     host = PluginHost(plugins=[("probe", probe)])
@@ -294,7 +294,7 @@ def test_lifecycle_hooks_are_called(tiny_data, tmp_path, monkeypatch):
 
 
 def test_a_failing_lifecycle_hook_warns_or_fails_in_strict(tiny_data, tmp_path, monkeypatch):
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     config = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_types": ["keywords"]}
     host = PluginHost(plugins=[("probe", _Probe(fail=True))])
@@ -322,14 +322,14 @@ def test_every_hook_is_documented_with_its_exact_signature():
 # -- errors that name the fix ---------------------------------------------------------------------
 TYPO_MODULES = {
     "tp_hook": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def register_sampler(register):
             pass
     """,
     "tp_arg": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def register_samplers(registr):
@@ -376,7 +376,7 @@ def test_validation_and_import_errors_are_one_line_with_the_site_and_a_suggestio
 
 
 def test_debug_switch_shows_the_traceback(typo_dist, monkeypatch, capsys):
-    from recbole_bundlellm.cli import main
+    from recbole_bundlellm.commands.cli import main
 
     monkeypatch.setenv("BUNDLELLM_DEBUG", "0")  # main sets it; the test restores it
     with warnings.catch_warnings():
@@ -412,7 +412,7 @@ def test_the_cli_prints_a_plugin_warning_once_on_one_line():
     lines = [line for line in done.stderr.splitlines() if "ruls" in line]
     assert lines == ["warning: disable_plugins names 'ruls', which is not an installed plugin; did you mean 'rules'? "
                      "(plugins are disabled by the names `bundlellm plugins` lists)"]
-    assert "plugins.py" not in done.stderr
+    assert "host.py" not in done.stderr
 
 
 EXTRA_MODULES = {
@@ -422,7 +422,7 @@ EXTRA_MODULES = {
         from recbole.evaluator.base_metric import AbstractMetric
         from recbole.utils import EvaluatorType
 
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
         from recbole_bundlellm.sampling.sampler import Sampler
 
 
@@ -487,7 +487,7 @@ def test_metrics_and_keys_of_a_disabled_plugin_say_so(extra_dist, tiny_data):
 
 
 def test_an_unknown_metric_is_an_error_with_a_suggestion(tiny_data, capsys):
-    from recbole_bundlellm.cli import main
+    from recbole_bundlellm.commands.cli import main
     from recbole_bundlellm.config import BundleConfig
 
     base = {"data_path": str(tiny_data)}
@@ -524,7 +524,7 @@ def test_an_installed_plugin_can_be_passed_to_the_host_under_any_name():
 
 def test_plugins_table_columns_hold_long_names(tmp_path, monkeypatch):
     source = {"a_plugin_with_quite_a_long_module_name": """
-        from recbole_bundlellm.hookspecs import hookimpl
+        from recbole_bundlellm.extension.hookspecs import hookimpl
 
         @hookimpl
         def plugins_loaded(host):
@@ -545,7 +545,7 @@ def test_plugins_table_columns_hold_long_names(tmp_path, monkeypatch):
 
 
 def test_plugin_metrics_are_columns_of_the_compare_table(tmp_path):
-    from recbole_bundlellm.compare import format_results
+    from recbole_bundlellm.commands.compare import format_results
     from recbole_bundlellm.evaluation.results import RunResult
 
     def result(name: str, **extra: float) -> RunResult:
@@ -561,7 +561,7 @@ def test_plugin_metrics_are_columns_of_the_compare_table(tmp_path):
 
 
 def test_run_help_mentions_the_key_value_overrides(capsys):
-    from recbole_bundlellm.cli import build_parser
+    from recbole_bundlellm.commands.cli import build_parser
 
     for command in ("run", "distill", "compare"):
         with pytest.raises(SystemExit):

@@ -12,9 +12,9 @@ import yaml
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-from recbole_bundlellm.models import pog
+from recbole_bundlellm.models.baselines import pog
 from recbole_bundlellm.models.base import without_labels
-from recbole_bundlellm.models.pog import POG, Decoding, allowed, target_sequence, training_bundles
+from recbole_bundlellm.models.baselines.pog import POG, Decoding, allowed, target_sequence, training_bundles
 from recbole_bundlellm.settings import SettingsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -12,9 +12,9 @@ import yaml
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-from recbole_bundlellm.models import recbole_bundler as rb
+from recbole_bundlellm.models.baselines import recbole_bundler as rb
 from recbole_bundlellm.models.base import without_labels
-from recbole_bundlellm.models.recbole_bundler import BundlerModelError, RecBoleBundler
+from recbole_bundlellm.models.baselines.recbole_bundler import BundlerModelError, RecBoleBundler
 
 YAML = Path(rb.__file__).with_name("RecBoleBundler.yaml")
 #: Small settings for the neural models (seconds on a CPU).

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from recbole_bundlellm.models.base import BundleGenerator
-from recbole_bundlellm.plugins import PluginHost
-from recbole_bundlellm.registry import ModelRegistry, ModelSpec, RegistryError
+from recbole_bundlellm.extension.host import PluginHost
+from recbole_bundlellm.extension.registry import ModelRegistry, ModelSpec, RegistryError
 
-BUNDLE_TRAINER = "recbole_bundlellm.trainer:BundleTrainer"
+BUNDLE_TRAINER = "recbole_bundlellm.training.trainer:BundleTrainer"
 
 
 @pytest.fixture(scope="module")

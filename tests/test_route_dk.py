@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, BaseModelId
+from recbole_bundlellm.llm.lora import ADAPTER_INFO, AdapterError, BaseModelId
 from recbole_bundlellm.fusion.experts import ExpertStore, resolve_expert
 from recbole_bundlellm.llm import model_content_hash
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 from recbole_bundlellm.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_a_saved_router_loads_in_a_fresh_process_and_gives_the_same_weights(tiny
     first = _route(tiny_data, tiny_llm_path, experts, out=str(tmp_path / "route"))
     script = f"""
 import json, sys
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 result = run("RouteDK", "clothing", output_dir={str(tmp_path / 'fresh')!r}, config_dict={{
     "data_path": {str(tiny_data)!r}, "llm_model": {str(tiny_llm_path)!r},
     "experts": {json.dumps({k: str(v) for k, v in experts.items()})}, **{ROUTER!r},
@@ -157,7 +157,7 @@ def test_k_voted_samples_share_one_prefill_and_vote(tiny_data, tiny_llm_path, ex
 
 
 def test_bundlellm_experts_lists_the_experts_of_a_base(tiny_llm_path, experts, capsys):
-    from recbole_bundlellm.cli import main
+    from recbole_bundlellm.commands.cli import main
 
     root = next(iter(experts.values())).parent
     assert main(["experts", "--root", str(root), "--llm-model", str(tiny_llm_path)]) == 0

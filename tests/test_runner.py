@@ -11,7 +11,7 @@ import pytest
 
 from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
 from recbole_bundlellm.data import PreparedDataMissing
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 
 KEYS = {  # RecBole result key -> compute_bundle_metrics key
     "bundleprecision": "bundle_precision", "bundlerecall": "bundle_recall",
@@ -128,7 +128,7 @@ def _siblings(out):
 
 
 def _fail_evaluation(monkeypatch, error):
-    from recbole_bundlellm.trainer import BundleTrainer
+    from recbole_bundlellm.training.trainer import BundleTrainer
 
     def failing(self, *args, **kwargs):
         raise error
@@ -187,7 +187,7 @@ def test_the_partial_folder_of_a_killed_but_unreaped_run_is_swept(tmp_path):
     # may never do: kill(pid, 0) still succeeds, yet nothing will finish that folder.
     import subprocess
 
-    from recbole_bundlellm.runner import staged_folder
+    from recbole_bundlellm.commands.runner import staged_folder
 
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     try:

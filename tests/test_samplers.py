@@ -404,7 +404,7 @@ def test_write_and_load_round_trip(store, tmp_path):
 
 # -- plugin registration --------------------------------------------------------------------------
 def test_plugin_host_registers_the_four_samplers():
-    from recbole_bundlellm.plugins import PluginHost
+    from recbole_bundlellm.extension.host import PluginHost
     from recbole_bundlellm.settings import SettingsError
 
     host = PluginHost()

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_bundlellm.adaptation.batches import IGNORE_INDEX, SFTExample, answer_loss, collate, cut_to_length
-from recbole_bundlellm.adaptation.checkpoint import CheckpointError, TrainingProgress, load_checkpoint, save_checkpoint
-from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, LoraSettings, attach_lora, check_base, save_adapter
+from recbole_bundlellm.llm.batches import IGNORE_INDEX, SFTExample, answer_loss, collate, cut_to_length
+from recbole_bundlellm.llm.checkpoint import CheckpointError, TrainingProgress, load_checkpoint, save_checkpoint
+from recbole_bundlellm.llm.lora import AdapterError, BaseModelId, LoraSettings, attach_lora, check_base, save_adapter
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.llm import clear_llm_cache, load_llm
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 #: A few fast optimizer steps on the tiny data (9 training sessions).
@@ -93,8 +93,8 @@ def test_checkpoints_hold_only_trained_tensors_and_load_in_a_fresh_process(tiny_
     assert path.stat().st_size < 200_000  # the frozen base is not in it
     script = textwrap.dedent(f"""
         import torch
-        from recbole_bundlellm.adaptation.checkpoint import load_checkpoint
-        from recbole_bundlellm.adaptation.lora import LoraSettings, attach_lora
+        from recbole_bundlellm.llm.checkpoint import load_checkpoint
+        from recbole_bundlellm.llm.lora import LoraSettings, attach_lora
         from recbole_bundlellm.llm import load_llm
         m = attach_lora(load_llm({str(tiny_llm_path)!r}, device="cpu", dtype="float32", use_cache=False).model,
                         LoraSettings(rank=4, alpha=8, dropout=0.1))
@@ -130,8 +130,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_llm_path, tmp_path, monk
 
 _KILLED_RUN = """
 import os, signal, sys
-import recbole_bundlellm.sft_trainer as t
-from recbole_bundlellm.runner import run
+import recbole_bundlellm.training.sft_trainer as t
+from recbole_bundlellm.commands.runner import run
 real, saves = t.save_checkpoint, []
 def save_then_die(*args, **kwargs):
     out = real(*args, **kwargs)
@@ -271,8 +271,8 @@ def test_the_tags_decoding_is_calibrated_on_valid_and_recorded(tiny_data, tiny_l
 def test_balanced_label_weights_find_each_tags_label_and_weigh_classes_alike(tiny_llm_path):
     from types import SimpleNamespace
 
-    from recbole_bundlellm.adaptation.batches import class_balanced_weights
-    from recbole_bundlellm.models.bundle_sft import BundleSFT
+    from recbole_bundlellm.llm.batches import class_balanced_weights
+    from recbole_bundlellm.models.students.bundle_sft import BundleSFT
 
     tokenizer = load_llm(str(tiny_llm_path), device="cpu", dtype="float32").tokenizer
     owner = SimpleNamespace(config={"label_weighting": "balanced"}, tokenizer=tokenizer)
@@ -315,8 +315,8 @@ def test_a_damaged_adapter_is_trained_again_or_refused(tiny_data, tiny_llm_path,
 
 
 def test_damaged_safetensors_anywhere_are_one_clear_error(tiny_llm_path, tmp_path):
-    from recbole_bundlellm.adaptation.checkpoint import read_tensors
-    from recbole_bundlellm.adaptation.lora import DamagedAdapter, load_adapter
+    from recbole_bundlellm.llm.checkpoint import read_tensors
+    from recbole_bundlellm.llm.lora import DamagedAdapter, load_adapter
     from recbole_bundlellm.fusion.mixture import load_experts
 
     model, _ = _private_lora(tiny_llm_path)

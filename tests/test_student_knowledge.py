@@ -13,7 +13,7 @@ from recbole_bundlellm.adaptation import EXAMPLE, Retrieved, StudentView, fit_bu
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.generation.prompt import PromptStyle, answer_text, view_messages
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 
 EXAMPLE_SESSION = Session("7", ("a", "b", "c"), ("phone case", "charger cable", "shirt"), ("Cases", "Cables", "Shirts"),
                           (frozenset({"a", "b"}),))
@@ -22,8 +22,9 @@ SESSION = Session("9", ("x", "y"), ("phone case", "charger"), ("Cases", "Cables"
 
 def _full_view() -> StudentView:
     return StudentView((
-        Retrieved("patterns", "Products of the categories 'Cables' and 'Cases' are often bought together.", 0.9),
-        Retrieved("rules", "A phone and its case form a bundle.", 0.6),
+        Retrieved("patterns", "Products of the categories 'Cables' and 'Cases' are often bought together.", 0.9,
+                  heading="Frequent patterns"),
+        Retrieved("rules", "A phone and its case form a bundle.", 0.6, heading="Rules"),
         Retrieved(EXAMPLE, "", 1.0, EXAMPLE_SESSION),
         Retrieved("thoughts", "The case and the cable serve one phone.", 0.5, EXAMPLE_SESSION),
     ))
@@ -70,7 +71,7 @@ def test_a_reasoning_target_is_parsed_after_its_answer_mark():
 
 @pytest.fixture
 def store(tiny_data, tmp_path) -> dict:
-    from recbole_bundlellm.distill import distill
+    from recbole_bundlellm.commands.distill import distill
 
     keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"), "patterns": {"min_count": 1}}
     distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})

@@ -16,11 +16,11 @@ import yaml
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.generation.prompt import SYSTEM, TASK
-from recbole_bundlellm.runner import run
+from recbole_bundlellm.commands.runner import run
 from recbole_bundlellm.testing import Answer, FakeTeacherServer
 from recbole_bundlellm.teacher.errors import TeacherError, TeacherUnavailable
 
-MODELS = Path(__file__).resolve().parents[1] / "recbole_bundlellm" / "models"
+MODELS = Path(__file__).resolve().parents[1] / "recbole_bundlellm" / "models" / "students"
 GARBAGE = "I am not sure which of these go together."
 
 
@@ -166,7 +166,7 @@ def test_user_mistakes_are_one_clear_error(tiny_data, tmp_path, monkeypatch):
 
 def test_calls_run_concurrently_and_keep_their_order(tmp_path):
     from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.models.teacher_llm import TeacherLLM
+    from recbole_bundlellm.models.students.teacher_llm import TeacherLLM
 
     sessions = [Session(str(i), (f"{i}a", f"{i}b", f"{i}c"), (f"Shirt {i}", f"Tie {i}", f"Belt {i}"))
                 for i in range(6)]

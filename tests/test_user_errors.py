@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from recbole_bundlellm.cli import main
+from recbole_bundlellm.commands.cli import main
 
 Argv = Callable[[Path, Path], list[str]]
 
@@ -139,7 +139,7 @@ def test_a_user_mistake_is_one_line_and_exit_2(case, argv, expected, tiny_data, 
 def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     """The real ``bundlellm`` entry point in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
-    return subprocess.run([sys.executable, "-m", "recbole_bundlellm.cli", *args], cwd=tmp, env=env,
+    return subprocess.run([sys.executable, "-m", "recbole_bundlellm.commands.cli", *args], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -153,7 +153,7 @@ def test_the_entry_point_prints_one_line_for_a_yaml_error_and_a_missing_file(tmp
 
 
 def test_ctrl_c_is_one_line_exit_130_and_keeps_the_previous_outputs(tiny_data, tmp_path, capsys, monkeypatch):
-    from recbole_bundlellm.trainer import BundleTrainer
+    from recbole_bundlellm.training.trainer import BundleTrainer
 
     config = _good(tmp_path, tiny_data)
     out = tmp_path / "out"

@@ -20,15 +20,14 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 from recbole_bundlellm.adaptation.retrieval import (
-    PATTERNS,
-    THOUGHTS,
     Neighbour,
     SessionRetriever,
+    by_scope,
+    by_session,
     example_items,
-    example_thoughts,
-    matching_patterns,
-    thought_text,
-    thoughts_by_session,
+    examples_own,
+    matching_categories,
+    reasoning_text,
     top_general,
 )
 from recbole_bundlellm.adaptation.strategy import (
@@ -39,7 +38,7 @@ from recbole_bundlellm.adaptation.strategy import (
     StudentView,
 )
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.records import KnowledgeItem
 from recbole_bundlellm.settings import SettingsError
 
@@ -51,7 +50,7 @@ from recbole_bundlellm.settings import SettingsError
 #: the domain), so they give way before specific evidence; a plugin's general kind counts as a
 #: rule. Thoughts go first: they are the longest items and explain an example that still works
 #: without them; a thought scores half its example, so it always leaves before its example.
-KIND_WEIGHTS: dict[str, float] = {EXAMPLE: 1.0, PATTERNS: 0.9, "rules": 0.6, THOUGHTS: 0.5}
+KIND_WEIGHTS: dict[str, float] = {EXAMPLE: 1.0, "patterns": 0.9, "rules": 0.6, "thoughts": 0.5}
 GENERAL_WEIGHT = 0.6
 
 
@@ -99,13 +98,14 @@ class _KnowledgeLines(AdaptationStrategy):
         kset = context.knowledge
         self.kinds = set(kset.kinds) if kset is not None else set()
         items = [i for i in kset.items if i.kind in self.kinds] if kset is not None else []
-        self.patterns = [i for i in items if i.kind == PATTERNS]
+        # By the items' scope (set by their extractors): patterns, general lines, thoughts.
+        self.patterns = by_scope(items, "categories")
         # Session-independent: ranked once.
-        self.general = _weighted(top_general([i for i in items if i.kind not in (PATTERNS, THOUGHTS)],
-                                             self.settings.top_rules))
+        self.general = _weighted(top_general(by_scope(items, "domain"), self.settings.top_rules))
         self.thoughts: dict[str, KnowledgeItem] = {}
-        if THOUGHTS in self.kinds:
-            self.thoughts = thoughts_by_session((i for i in items if i.kind == THOUGHTS), self._thought_domain(context))
+        own = by_scope(items, "session")
+        if own:
+            self.thoughts = by_session(own, self._thought_domain(context))
 
     @staticmethod
     def _thought_domain(context: AdaptationContext) -> str | None:
@@ -119,7 +119,7 @@ class _KnowledgeLines(AdaptationStrategy):
 
     def lines(self, session: Session) -> list[Retrieved]:
         """The session's knowledge lines: its fitting patterns, then the general lines (rules)."""
-        return _weighted(matching_patterns(session, self.patterns, self.settings.max_patterns)) + self.general
+        return _weighted(matching_categories(session, self.patterns, self.settings.max_patterns)) + self.general
 
 
 class SftStrategy(_KnowledgeLines):
@@ -134,7 +134,7 @@ class SftStrategy(_KnowledgeLines):
         out = []
         for session in sessions:
             thought = self.thoughts.get(session.session_id) if training else None
-            view = StudentView(tuple(self.lines(session)), thought_text(thought) if thought is not None else None)
+            view = StudentView(tuple(self.lines(session)), reasoning_text(thought) if thought is not None else None)
             out.append(self.finish(session, view, training=training))
         return out
 
@@ -169,7 +169,7 @@ class IclStrategy(_KnowledgeLines):
         # closest example scores 1.0 whatever the similarity scale (TF-IDF or embeddings).
         best = max((n.score for n in neighbours), default=0.0)
         relative = [Neighbour(n.session, max(n.score, 0.0) / best if best > 0 else 0.0) for n in neighbours]
-        thoughts = {t.session.session_id: t for t in _weighted(example_thoughts(relative, self.thoughts))
+        thoughts = {t.session.session_id: t for t in _weighted(examples_own(relative, self.thoughts))
                     if t.session is not None}
         shown: list[Retrieved] = []
         for example in _weighted(example_items(relative)):

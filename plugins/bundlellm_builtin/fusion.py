@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from recbole_bundlellm.fusion import FusionRouter, RoutingSettings
 from recbole_bundlellm.fusion.router import MlpRouter, RouterModule, StaticRouter, check_top_k
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.lookup import did_you_mean
 from recbole_bundlellm.settings import NoSettings, SettingsError
 

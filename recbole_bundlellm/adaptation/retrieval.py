@@ -6,13 +6,14 @@ pick knowledge items of a :class:`~recbole_bundlellm.sampling.knowledge_set.Know
 session, as :class:`~recbole_bundlellm.adaptation.strategy.Retrieved` items whose ``score`` is
 normalised to 0..1 *within their kind*; strategies weigh kinds against each other.
 
-Knowledge kinds fall in three groups here:
+Items are picked by their scope (:data:`~recbole_bundlellm.knowledge.records.Scope`, set by the
+extractor), never by their kind:
 
-- ``patterns``: category patterns, shown when every category of the pattern is in the session;
-- ``thoughts``: one session's reasoning, shown with that session when it is an example (or used
-  as the training target of that very session);
-- every other kind (``rules``, a plugin's): general lines, the same for every session of a domain,
-  ranked by ``support``.
+- ``"categories"`` (patterns): shown when every category of the item is in the session;
+- ``"session"`` (thoughts): one session's own, shown with that session when it is an example (or
+  used as the training target of that very session);
+- ``"domain"`` (rules, a plugin's general lines): the same for every session of a domain, ranked
+  by ``support``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from recbole_bundlellm.adaptation.strategy import EXAMPLE, Embedder, Retrieved
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.knowledge.records import KnowledgeItem
 
-#: Knowledge kinds with a meaning of their own here (see the module docstring).
-PATTERNS, THOUGHTS = "patterns", "thoughts"
 #: Query sessions scored at once (a dense block of ``_CHUNK x pool`` similarities).
 _CHUNK = 512
 
@@ -123,25 +122,30 @@ def _relative(item: KnowledgeItem, best: Mapping[str, float]) -> float:
 
 
 def _retrieved(item: KnowledgeItem, score: float, session: Session | None = None, text: str | None = None) -> Retrieved:
-    return Retrieved(item.kind, item.text if text is None else text, score, session, item.domain)
+    return Retrieved(item.kind, item.text if text is None else text, score, session, item.domain, item.heading)
 
 
-def matching_patterns(session: Session, patterns: Sequence[KnowledgeItem], max_patterns: int) -> list[Retrieved]:
-    """The patterns whose categories (``data["categories"]``) are all among the session's
-    categories, best supported first, at most ``max_patterns``. Score: the pattern's support
-    relative to the best pattern of its domain (0..1). A pattern without categories never
-    matches; a session without categories matches none."""
-    if max_patterns <= 0 or not session.categories:
+def by_scope(items: Iterable[KnowledgeItem], scope: str) -> list[KnowledgeItem]:
+    """The items of ``scope`` (``"domain"``, ``"categories"`` or ``"session"``), in order."""
+    return [item for item in items if item.scope == scope]
+
+
+def matching_categories(session: Session, items: Sequence[KnowledgeItem], max_items: int) -> list[Retrieved]:
+    """The items (patterns) whose categories (``data["categories"]``) are all among the session's
+    categories, best supported first, at most ``max_items``. Score: the item's support relative
+    to the best item of its domain (0..1). An item without categories never matches; a session
+    without categories matches none."""
+    if max_items <= 0 or not session.categories:
         return []
     present = set(session.categories)
-    best = _best_support(patterns)
-    fitting = [p for p in patterns if p.data.get("categories") and set(p.data["categories"]) <= present]
+    best = _best_support(items)
+    fitting = [p for p in items if p.data.get("categories") and set(p.data["categories"]) <= present]
     fitting.sort(key=lambda p: -_relative(p, best))  # stable: the extractor's order on ties
-    return [_retrieved(p, _relative(p, best)) for p in fitting[:max_patterns]]
+    return [_retrieved(p, _relative(p, best)) for p in fitting[:max_items]]
 
 
 def top_general(items: Sequence[KnowledgeItem], top: int) -> list[Retrieved]:
-    """The ``top`` best supported items of each domain and kind (for ``rules``: stated by the most
+    """The ``top`` best supported items of each domain and kind (for rules: stated by the most
     sessions), each keeping its domain. Score: support relative to the best item of the same
     domain and kind (0..1). Domains and kinds come in the order they first appear in ``items``."""
     if top <= 0:
@@ -157,32 +161,27 @@ def top_general(items: Sequence[KnowledgeItem], top: int) -> list[Retrieved]:
     return out
 
 
-def top_rules(rules: Sequence[KnowledgeItem], top: int) -> list[Retrieved]:
-    """The ``top`` rules of each domain by support (the number of sessions stating them)."""
-    return top_general(rules, top)
-
-
-def thoughts_by_session(thoughts: Iterable[KnowledgeItem], domain: str | None) -> dict[str, KnowledgeItem]:
-    """Thought items by session id, of ``domain`` only (session ids repeat across domains);
+def by_session(items: Iterable[KnowledgeItem], domain: str | None) -> dict[str, KnowledgeItem]:
+    """Items (thoughts) by session id, of ``domain`` only (session ids repeat across domains);
     ``domain=None`` takes every domain (for a one-domain set)."""
     out: dict[str, KnowledgeItem] = {}
-    for item in thoughts:
+    for item in items:
         if item.session_id is not None and (domain is None or item.domain == domain):
             out.setdefault(item.session_id, item)
     return out
 
 
-def thought_text(item: KnowledgeItem) -> str:
-    """The reasoning of a thought item (``data["reasoning"]``; its text when that is absent)."""
+def reasoning_text(item: KnowledgeItem) -> str:
+    """The reasoning of a session's item (``data["reasoning"]``; its text when that is absent)."""
     reasoning = item.data.get("reasoning")
     return reasoning if isinstance(reasoning, str) and reasoning.strip() else item.text
 
 
-def example_thoughts(examples: Sequence[Neighbour], thoughts: Mapping[str, KnowledgeItem]) -> list[Retrieved]:
-    """The thought of each example that has one (``session`` set to the example; text: its
-    reasoning, the answer comes from the example). Score: the example's similarity."""
-    return [_retrieved(thoughts[n.session.session_id], n.score, n.session, thought_text(thoughts[n.session.session_id]))
-            for n in examples if n.session.session_id in thoughts]
+def examples_own(examples: Sequence[Neighbour], own: Mapping[str, KnowledgeItem]) -> list[Retrieved]:
+    """The item of each example that has one in ``own`` (:func:`by_session`; ``session`` set to the
+    example; text: its reasoning, the answer comes from the example). Score: the example's similarity."""
+    return [_retrieved(own[n.session.session_id], n.score, n.session, reasoning_text(own[n.session.session_id]))
+            for n in examples if n.session.session_id in own]
 
 
 def example_items(examples: Sequence[Neighbour]) -> list[Retrieved]:
@@ -191,5 +190,5 @@ def example_items(examples: Sequence[Neighbour]) -> list[Retrieved]:
     return [Retrieved(EXAMPLE, session_text(n.session), n.score, n.session) for n in examples]
 
 
-__all__ = ["PATTERNS", "THOUGHTS", "Neighbour", "SessionRetriever", "example_items", "example_thoughts",
-           "matching_patterns", "session_text", "thought_text", "thoughts_by_session", "top_general", "top_rules"]
+__all__ = ["Neighbour", "SessionRetriever", "by_scope", "by_session", "example_items", "examples_own",
+           "matching_categories", "reasoning_text", "session_text", "top_general"]

@@ -27,8 +27,10 @@ class Retrieved:
     """One thing chosen for a session's prompt, with its relevance (higher is kept longer).
 
     ``kind`` is :data:`EXAMPLE` for a solved training session (``session`` holds it, labels
-    included), else a knowledge type (``patterns``, ``rules``, ``thoughts``, a plugin's). A
-    ``thoughts`` item with a ``session`` is that example's reasoning, shown with its answer.
+    included), else a knowledge type (an extractor's name). A knowledge item of scope
+    ``"session"`` retrieved with a ``session`` is that example's own (e.g. its reasoning), shown
+    with its answer. ``heading``: the knowledge item's (see
+    :class:`~recbole_bundlellm.knowledge.records.KnowledgeItem`).
     """
 
     kind: str
@@ -36,6 +38,7 @@ class Retrieved:
     score: float
     session: Session | None = None
     domain: str | None = None
+    heading: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from recbole_bundlellm.data.atomic import NEXT_HEADER, Header, write_atomic_table
 from recbole_bundlellm.data.card import render_card_markdown
+from recbole_bundlellm.fileio import replace_folder
 
 
 @dataclass
@@ -20,23 +20,6 @@ class BuiltDomain:
     tables: dict[str, tuple[Header, list[tuple]]]  # file name -> (header, rows)
     next_rows: list[tuple]  # rows of ../<domain>_next/<domain>_next.inter
     card: dict
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an older ``dst`` (restored if the move fails)."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        old.rmdir()
-        os.rename(dst, old)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        if old is not None:
-            os.rename(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_outputs(built: BuiltDomain, out_root: Path, domain: str, manifest: dict) -> None:
@@ -54,7 +37,7 @@ def write_outputs(built: BuiltDomain, out_root: Path, domain: str, manifest: dic
         (main / "dataset_card.md").write_text(render_card_markdown(built.card), encoding="utf-8")
         # The manifest is what marks a finished output, so it is written last.
         (main / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        replace_dir(nxt, out_root / f"{domain}_next")
-        replace_dir(main, out_root / domain)
+        replace_folder(nxt, out_root / f"{domain}_next")
+        replace_folder(main, out_root / domain)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

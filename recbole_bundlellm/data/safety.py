@@ -12,22 +12,20 @@ temporary folder; refusing keeps the swap one atomic rename and deletes nothing 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import posixpath
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from recbole_bundlellm.data.raw import DataError
+from recbole_bundlellm.fileio import FileLocked, file_lock
 
 #: What prepare writes into ``out/<domain>/`` besides the tables listed in the card's "files".
 OWN_FILES = ("dataset_card.json", "dataset_card.md", "manifest.json")
 #: Seconds a second writer waits for the first; writing one domain takes a few seconds at most.
 LOCK_TIMEOUT_S = 120.0
-_POLL_S = 0.1
 _MAX_LISTED = 5
 
 
@@ -130,48 +128,13 @@ def output_lock(out_root: Path, domain: str, timeout: float = LOCK_TIMEOUT_S) ->
     """
     out_root.mkdir(parents=True, exist_ok=True)
     path = lock_path(out_root, domain)
-    fd = _acquire(path, timeout, out_root / domain)
+    # The lock file is removed on release (while still held): a waiter that then gets the lock on
+    # the nameless file sees it is stale and starts over on a fresh one.
     try:
-        yield
-    finally:
-        # Unlinked while still held: a waiter that then gets the lock on this (now nameless)
-        # file sees it is stale and starts over on a fresh one (see _acquire).
-        path.unlink(missing_ok=True)
-        os.close(fd)  # releases the flock
-
-
-def _acquire(path: Path, timeout: float, target: Path) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if _try_lock(fd) and _is_linked(fd, path):
-                return fd
-        except BaseException:
-            os.close(fd)
+        with file_lock(path, timeout=timeout, remove=True):
+            yield
+    except FileLocked as exc:
+        if exc.path != path:
             raise
-        os.close(fd)
-        if time.monotonic() >= deadline:
-            raise DataError(
-                f"another process is writing {target} (it holds {path}); waited {timeout:g} s: "
-                "try again when it has finished"
-            )
-        time.sleep(_POLL_S)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _is_linked(fd: int, path: Path) -> bool:
-    """Whether ``fd`` is still the file at ``path`` (the previous holder unlinks it on release)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    here = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+        raise DataError(f"another process is writing {out_root / domain} (it holds {path}); waited {timeout:g} s: "
+                        "try again when it has finished") from None

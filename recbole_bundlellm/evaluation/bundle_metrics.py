@@ -22,6 +22,7 @@ truth bundle is an error.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 Bundle = frozenset  # of hashable item ids
 
@@ -91,6 +92,114 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+@dataclass(frozen=True)
+class SessionScore:
+    """One session scored (:func:`score_session`); :func:`aggregate` averages them.
+
+    A failed session has ``failed`` set and every per-session value 0 (its ``best_jaccards``
+    one 0 per ground-truth bundle, ``hit_coverages`` empty).
+    """
+
+    failed: bool
+    true_bundles: int
+    predicted_bundles: int  # after the prediction rules; 0 when failed
+    whole: bool | None  # one bundle of every item of the session; None without the session's items
+    precision: float  # reference family: hits / predicted bundles
+    recall: float  # hits / true bundles (may exceed 1: two predictions inside one g both count)
+    distinct_recall: float  # distinct true bundles hit / true bundles
+    exact_precision: float
+    exact_recall: float
+    exact_f1: float
+    hit_coverages: tuple[float, ...]  # |p| / |g*(p)| for each hit, in prediction order
+    best_jaccards: tuple[float, ...]  # per true bundle: its best Jaccard with a prediction
+
+
+def _reference_hits(pred: Sequence[Bundle], truth: Sequence[Bundle]) -> tuple[int, set[int], list[float]]:
+    """Reference family: hit(p) = p is a subset of some g; g*(p) = the first such g. Returns the
+    hits, the indexes of the true bundles hit, and each hit's coverage |p| / |g*(p)|."""
+    hits, matched, coverages = 0, set(), []
+    for p in pred:
+        for g_index, g in enumerate(truth):
+            if p <= g:
+                hits += 1
+                coverages.append(len(p) / len(g))
+                matched.add(g_index)
+                break
+    return hits, matched, coverages
+
+
+def _exact_match(pred: Sequence[Bundle], truth: Sequence[Bundle]) -> tuple[float, float, float]:
+    """Exact-match precision, recall and F1: each g matched at most once. Predictions are already
+    deduplicated, so counting the distinct truth sets that appear among them is that matching."""
+    pred_set = set(pred)
+    matches = len({g for g in truth if g in pred_set})
+    exact_p = matches / len(pred)
+    exact_r = matches / len(truth)
+    # Per-session F1, then averaged: this reproduces the note's floor table (0.174 and 0.189);
+    # the harmonic mean of the averaged P and R gives 0.178 and 0.195 instead.
+    return exact_p, exact_r, (2 * exact_p * exact_r / (exact_p + exact_r) if matches else 0.0)
+
+
+def _is_whole(pred: Sequence[Bundle], items: Iterable[Hashable]) -> bool:
+    # A superset still lumps the whole session together (extra items are off-session noise); an
+    # empty session has nothing to lump, so it is never whole.
+    session_items = _as_bundle(items)
+    return len(pred) == 1 and bool(session_items) and pred[0] >= session_items
+
+
+def score_session(predicted: Iterable[Iterable[Hashable]] | None, truth: Sequence[Iterable[Hashable]],
+                  items: Iterable[Hashable] | None = None, *, index: int = 0) -> SessionScore:
+    """Score one session: ``predicted`` bundles (``None``: the answer could not be parsed) against
+    its ``truth`` (deduplicated, non-empty; ``ValueError`` naming session ``index`` otherwise);
+    ``items``: the session's item ids, for ``whole``."""
+    true = [_as_bundle(g) for g in truth]
+    if not true:
+        raise ValueError(f"session {index} has no ground-truth bundle")
+    pred = normalize_predictions(predicted)
+    if pred is None:
+        return SessionScore(failed=True, true_bundles=len(true), predicted_bundles=0,
+                            whole=None if items is None else False, precision=0.0, recall=0.0,
+                            distinct_recall=0.0, exact_precision=0.0, exact_recall=0.0, exact_f1=0.0,
+                            hit_coverages=(), best_jaccards=tuple(0.0 for _ in true))
+    hits, matched, coverages = _reference_hits(pred, true)
+    exact_p, exact_r, exact_f1 = _exact_match(pred, true)
+    return SessionScore(
+        failed=False, true_bundles=len(true), predicted_bundles=len(pred),
+        whole=None if items is None else _is_whole(pred, items),
+        precision=hits / len(pred), recall=hits / len(true), distinct_recall=len(matched) / len(true),
+        exact_precision=exact_p, exact_recall=exact_r, exact_f1=exact_f1, hit_coverages=tuple(coverages),
+        best_jaccards=tuple(max(len(p & g) / len(p | g) for p in pred) for g in true),
+    )
+
+
+def aggregate(scores: Sequence[SessionScore], *, with_whole: bool = True) -> dict[str, float]:
+    """The metrics of :data:`METRIC_KEYS` (less ``whole_session_share`` unless ``with_whole``) plus
+    ``n_sessions`` and ``n_failed``, from the sessions' scores (see :func:`compute_bundle_metrics`)."""
+    scored = [s for s in scores if not s.failed]  # the AICL convention leaves failed sessions out
+    n_sessions, n_failed = len(scores), len(scores) - len(scored)
+    result = {
+        "bundle_precision": _mean([s.precision for s in scored]),
+        "bundle_recall": _mean([s.recall for s in scored]),
+        "bundle_precision_strict": _mean([s.precision for s in scores]),
+        "bundle_recall_strict": _mean([s.recall for s in scores]),
+        "bundle_coverage": _mean([c for s in scores for c in s.hit_coverages]),  # pooled over all hits
+        "failure_rate": n_failed / n_sessions if n_sessions else 0.0,
+        "whole_session_share": sum(1 for s in scores if s.whole) / n_sessions if n_sessions else 0.0,
+        "predicted_bundles": _mean([float(s.predicted_bundles) for s in scored]),
+        "true_bundles": _mean([float(s.true_bundles) for s in scores]),
+        "distinct_recall": _mean([s.distinct_recall for s in scores]),
+        "exact_precision": _mean([s.exact_precision for s in scores]),
+        "exact_recall": _mean([s.exact_recall for s in scores]),
+        "exact_f1": _mean([s.exact_f1 for s in scores]),
+        "best_jaccard": _mean([j for s in scores for j in s.best_jaccards]),  # one per true bundle
+        "n_sessions": float(n_sessions),
+        "n_failed": float(n_failed),
+    }
+    if not with_whole:
+        del result["whole_session_share"]  # not computable: absent rather than a wrong 0.0
+    return result
+
+
 def compute_bundle_metrics(
     predictions: Sequence[Sequence[Iterable[Hashable]] | None],
     truths: Sequence[Sequence[Iterable[Hashable]]],
@@ -124,107 +233,16 @@ def compute_bundle_metrics(
         raise ValueError(f"{len(predictions)} predictions for {len(truths)} sessions")
     if items is not None and len(items) != len(truths):
         raise ValueError(f"{len(items)} item sets for {len(truths)} sessions")
-
-    # Per-session values; "scored" ones are the non-failed sessions (AICL convention).
-    prec_scored: list[float] = []
-    rec_scored: list[float] = []
-    prec_all: list[float] = []
-    rec_all: list[float] = []
-    distinct_all: list[float] = []
-    exact_p_all: list[float] = []
-    exact_r_all: list[float] = []
-    exact_f1_all: list[float] = []
-    hit_coverages: list[float] = []  # pooled over all hits of all sessions
-    best_jaccards: list[float] = []  # one per ground-truth bundle
-    predicted_counts: list[float] = []  # one per non-failed session
-    truth_counts: list[float] = []  # one per session
-    n_failed = 0
-    n_whole = 0
-
-    for index, (raw_pred, raw_truth) in enumerate(zip(predictions, truths)):
-        truth = [_as_bundle(g) for g in raw_truth]
-        if not truth:
-            raise ValueError(f"session {index} has no ground-truth bundle")
-        pred = normalize_predictions(raw_pred)
-        truth_counts.append(float(len(truth)))
-
-        if pred is None:
-            n_failed += 1
-            for values in (prec_all, rec_all, distinct_all, exact_p_all, exact_r_all, exact_f1_all):
-                values.append(0.0)
-            best_jaccards.extend(0.0 for _ in truth)
-            continue
-
-        predicted_counts.append(float(len(pred)))
-        if items is not None:
-            session_items = _as_bundle(items[index])
-            # A superset still lumps the whole session together (extra items are off-session
-            # noise); an empty session has nothing to lump, so it is never whole.
-            if len(pred) == 1 and session_items and pred[0] >= session_items:
-                n_whole += 1
-
-        # Reference family: hit(p) = p is a subset of some g; g*(p) = the first such g.
-        hits = 0
-        matched_truth: set[int] = set()
-        for p in pred:
-            for g_index, g in enumerate(truth):
-                if p <= g:
-                    hits += 1
-                    hit_coverages.append(len(p) / len(g))
-                    matched_truth.add(g_index)
-                    break
-        precision = hits / len(pred)
-        recall = hits / len(truth)  # may exceed 1: two predictions inside one g both count
-        prec_scored.append(precision)
-        rec_scored.append(recall)
-        prec_all.append(precision)
-        rec_all.append(recall)
-        distinct_all.append(len(matched_truth) / len(truth))
-
-        # Exact match: each g matched at most once. Predictions are already deduplicated, so
-        # counting the distinct truth sets that appear among the predictions is that matching.
-        pred_set = set(pred)
-        matches = len({g for g in truth if g in pred_set})
-        exact_p = matches / len(pred)
-        exact_r = matches / len(truth)
-        exact_p_all.append(exact_p)
-        exact_r_all.append(exact_r)
-        # Per-session F1, then averaged: this reproduces the note's floor table (0.174 and
-        # 0.189); the harmonic mean of the averaged P and R gives 0.178 and 0.195 instead.
-        exact_f1_all.append(2 * exact_p * exact_r / (exact_p + exact_r) if matches else 0.0)
-
-        for g in truth:
-            best_jaccards.append(max(len(p & g) / len(p | g) for p in pred))
-
-    n_sessions = len(truths)
-    result = {
-        "bundle_precision": _mean(prec_scored),
-        "bundle_recall": _mean(rec_scored),
-        "bundle_precision_strict": _mean(prec_all),
-        "bundle_recall_strict": _mean(rec_all),
-        "bundle_coverage": _mean(hit_coverages),
-        "failure_rate": n_failed / n_sessions if n_sessions else 0.0,
-        "whole_session_share": n_whole / n_sessions if n_sessions else 0.0,
-        "predicted_bundles": _mean(predicted_counts),
-        "true_bundles": _mean(truth_counts),
-        "distinct_recall": _mean(distinct_all),
-        "exact_precision": _mean(exact_p_all),
-        "exact_recall": _mean(exact_r_all),
-        "exact_f1": _mean(exact_f1_all),
-        "best_jaccard": _mean(best_jaccards),
-        "n_sessions": float(n_sessions),
-        "n_failed": float(n_failed),
-    }
-    if items is None:
-        del result["whole_session_share"]  # not computable: absent rather than a wrong 0.0
-    return result
+    scores = [score_session(pred, truth, None if items is None else items[index], index=index)
+              for index, (pred, truth) in enumerate(zip(predictions, truths))]
+    return aggregate(scores, with_whole=items is not None)
 
 
 def session_exact_f1(predicted: Iterable[Iterable[Hashable]] | None, truth: Sequence[Iterable[Hashable]]) -> float:
     """Exact-match F1 of one session, exactly as :func:`compute_bundle_metrics` scores it
     (0 when the prediction is ``None`` or holds no bundle of >= 2 items)."""
     preds = None if predicted is None else [tuple(b) for b in predicted]
-    return compute_bundle_metrics([preds], [list(truth)])["exact_f1"]
+    return score_session(preds, list(truth)).exact_f1
 
 
 def format_table(

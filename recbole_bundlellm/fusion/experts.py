@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.adaptation.lora import ADAPTER_INFO, AdapterError, BaseModelId, adapter_info, check_base
+from recbole_bundlellm.llm.lora import ADAPTER_INFO, AdapterError, BaseModelId, adapter_info, check_base
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Several LoRA experts of one base model, mixed per input in one forward pass.
 
-Every expert is an ordinary peft adapter (what :func:`~recbole_bundlellm.adaptation.lora.save_adapter`
+Every expert is an ordinary peft adapter (what :func:`~recbole_bundlellm.llm.lora.save_adapter`
 writes); :func:`load_experts` loads them all into one ``PeftModel`` under their kind's name
 (peft's ``load_adapter(..., adapter_name=kind)``), after checking each was trained on this base.
 :class:`MixtureOfLoRA` then makes each LoRA linear layer compute::
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.lora import AdapterError, BaseModelId, check_base, check_lora_weights
+from recbole_bundlellm.llm.lora import AdapterError, BaseModelId, check_base, check_lora_weights
 
 
 def load_experts(model: Any, folders: Mapping[str, str | os.PathLike], base: BaseModelId) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from recbole_bundlellm.adaptation.batches import left_padded
+from recbole_bundlellm.llm.batches import left_padded
 from recbole_bundlellm.settings import SettingsError
 
 POOLINGS = ("mean", "last")

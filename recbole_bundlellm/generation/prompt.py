@@ -93,7 +93,6 @@ def build_messages(
 COMPACT_SYSTEM = "Find the bundles: products bought together for one intent."
 COMPACT_TASK = "Bundles as lists of product numbers, e.g. [[1, 3], [2, 4]]:"
 TAGS_TASK = "For each product, its bundle (A, B, ...) or - for none, e.g. 1:A 2:B 3:A 4:- 5:B"
-_KIND_TITLES = {"patterns": "Frequent patterns", "rules": "Rules", "thoughts": "Reasoning"}
 
 
 @dataclass(frozen=True)
@@ -158,14 +157,14 @@ def tags_answer(session: Session, order: Sequence[int] | None = None) -> str:
 
 
 def knowledge_block(view: StudentView) -> str:
-    """The view's knowledge lines (not its examples) grouped by kind; ``""`` when there are none."""
+    """The view's knowledge lines (not its examples) grouped by kind, each kind under its items'
+    heading (the kind, capitalised, when they have none); ``""`` when there are none."""
     lines: list[str] = []
-    kinds: list[str] = []
+    headings: dict[str, str] = {}
     for item in view.knowledge():
-        if item.kind not in kinds:
-            kinds.append(item.kind)
-    for kind in kinds:
-        lines.append(f"{_KIND_TITLES.get(kind, kind.capitalize())}:")
+        headings.setdefault(item.kind, item.heading or item.kind.capitalize())
+    for kind, heading in headings.items():
+        lines.append(f"{heading}:")
         lines.extend(f"- {item.text}" for item in view.knowledge(kind))
     return "\n".join(lines)
 

@@ -10,6 +10,13 @@ from typing import Any, Literal
 from recbole_bundlellm.teacher.calls import check_field_types, stable_hash
 
 Status = Literal["ok", "failed"]
+#: Where a knowledge item applies (set by the extractor that aggregates it; strategies pick items
+#: by it, never by kind): ``"domain"``, every session of its domain (a rule: ranked by support);
+#: ``"categories"``, a session whose categories include all of ``data["categories"]`` (a pattern);
+#: ``"session"``, the one session ``session_id`` (a thought: shown with that session when it is an
+#: example, or its training target's reasoning).
+Scope = Literal["domain", "categories", "session"]
+SCOPES: tuple[str, ...] = ("domain", "categories", "session")
 
 
 @dataclass
@@ -81,7 +88,8 @@ class KnowledgeItem:
 
     Produced by an extractor's ``aggregate`` from the records of the sampled sessions: a mined
     pattern, an aggregated rule, one session's thought. ``support`` counts the sessions (or
-    transactions) behind it where that makes sense.
+    transactions) behind it where that makes sense. ``scope``: where it applies (:data:`Scope`);
+    ``heading``: the line a prompt shows above the items of its kind (``""``: the kind, capitalised).
     """
 
     kind: str
@@ -90,6 +98,14 @@ class KnowledgeItem:
     session_id: str | None = None
     support: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    scope: Scope = "domain"
+    heading: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"knowledge item scope '{self.scope}' is not one of {', '.join(SCOPES)}")
+        if self.scope == "session" and self.session_id is None:
+            raise ValueError("a knowledge item of scope 'session' needs its session_id")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

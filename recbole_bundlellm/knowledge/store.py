@@ -28,19 +28,18 @@ When it cannot (a read-only folder, another process writing), opening fails nami
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import atomic_write_bytes
+from recbole_bundlellm.fileio import FileLocked, atomic_write_bytes, file_lock
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 from recbole_bundlellm.teacher.calls import CallRecord, now_iso
 
@@ -266,19 +265,13 @@ class KnowledgeStore:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Hold the ``flock`` on ``.lock`` (:class:`StoreLocked` when another process does)."""
-        with store_write_errors(self.root):
-            lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        with ExitStack() as stack:
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
+                with store_write_errors(self.root):
+                    stack.enter_context(file_lock(self.root / ".lock", timeout=0))
+            except FileLocked as exc:
                 raise StoreLocked(f"knowledge store {self.root} is being written by another process") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        finally:
-            os.close(lock_fd)
+            yield
 
     @contextmanager
     def writer(self) -> Iterator[KnowledgeStore]:

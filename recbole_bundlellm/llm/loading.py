@@ -7,7 +7,6 @@ because dequantizing a GGUF takes ~20 s while reloading the saved folder takes w
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +15,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import torch
 
 from recbole_bundlellm.embedded import cache_root, embedded_gguf_path
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import atomic_write_text, sha256_file
+from recbole_bundlellm.fileio import atomic_write_text, file_lock, replace_folder, sha256_file
 from recbole_bundlellm.progress import progress_enabled
 
 # Read by huggingface_hub when it is first imported: set before transformers can be imported
@@ -105,23 +103,6 @@ def model_content_hash(folder: Path, cache_dir: Path | None = None) -> str:
     return key
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock (POSIX flock); a no-op where fcntl does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: rename-if-absent still keeps the cache sane
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _dequantize_to_folder(gguf_path: Path, out_dir: Path) -> None:
     """Load a GGUF densely with transformers and save it as a plain HF folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -164,7 +145,8 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
     target = root / f"gguf-{key}"
     if (target / "config.json").is_file():
         return target
-    with _file_lock(root / f".gguf-{key}.lock"):
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / f".gguf-{key}.lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         for stale in root.glob(f".tmp-gguf-{key}-*"):  # left by a killed converter
@@ -176,11 +158,9 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
             seconds = time.perf_counter() - start
             info = {"gguf": str(gguf_path), "key": key, "convert_seconds": round(seconds, 2)}
             (tmp / "bundlellm_source.json").write_text(json.dumps(info, indent=2))
-            try:
-                os.rename(tmp, target)
-            except OSError:  # someone without the lock (e.g. no fcntl) got there first
-                if not (target / "config.json").is_file():
-                    raise
+            # keep_existing: someone without the lock (e.g. no fcntl) may have got there first
+            if not replace_folder(tmp, target, keep_existing=True) and not (target / "config.json").is_file():
+                raise FileExistsError(f"{target} exists but holds no converted model")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info("converted %s to %s in %.1f s", gguf_path.name, target, seconds)

@@ -1,1 +1,1 @@
-"""Bundle generators registered as RecBole models (looked up through :mod:`recbole_bundlellm.registry`)."""
+"""Bundle generators registered as RecBole models (looked up through :mod:`recbole_bundlellm.extension.registry`)."""

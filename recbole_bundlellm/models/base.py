@@ -35,7 +35,7 @@ class BundlePrediction:
 class BundleGenerator(AbstractRecommender):
     """A RecBole model that turns sessions into bundles instead of scoring items.
 
-    RecBole builds it as ``Cls(config, train_dataset)``; :class:`~recbole_bundlellm.trainer.BundleTrainer`
+    RecBole builds it as ``Cls(config, train_dataset)``; :class:`~recbole_bundlellm.training.trainer.BundleTrainer`
     then calls :meth:`fit_bundles` with the training sessions (labels visible), :meth:`tune` with
     the valid sessions (labels visible) and :meth:`generate_bundles` on each evaluation split
     (labels hidden from the model).

@@ -7,7 +7,7 @@ Difficulty is a value in [0, 1] per session (1 = hardest):
   ``rules`` extractor gives ``1 - exact F1`` of the teacher's first answer);
 * otherwise ``1 - exact F1`` of the Freq baseline: category patterns mined from the training
   bundles' leaf categories with Freq's defaults
-  (:data:`~recbole_bundlellm.frequent_patterns.FREQ_DEFAULTS`), applied to the session.
+  (:data:`~recbole_bundlellm.knowledge.frequent_patterns.FREQ_DEFAULTS`), applied to the session.
 
 Exact F1 is the one of :mod:`recbole_bundlellm.evaluation.bundle_metrics` for a single session.
 """
@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.evaluation.bundle_metrics import session_exact_f1
-from recbole_bundlellm.frequent_patterns import (
+from recbole_bundlellm.knowledge.frequent_patterns import (
     FREQ_DEFAULTS,
     bundle_transactions,
     mine_patterns,

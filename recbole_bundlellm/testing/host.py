@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from recbole_bundlellm.plugins import ENTRY_POINT_GROUP, PluginHost, installed_entry_points
+from recbole_bundlellm.extension.host import ENTRY_POINT_GROUP, PluginHost, installed_entry_points
 
 #: A plugin as :func:`plugin_host` takes it: a module (named like its installed entry point, else
 #: like the module) or a ``(name, module_or_object)`` pair.

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.plugins import PluginHost
+from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.testing.data import TINY_DOMAIN, prepare_tiny_data, tiny_sessions
 from recbole_bundlellm.testing.host import PluginArg, plugin_host
 
@@ -51,7 +51,7 @@ class Workspace:
 
     def distill(self, config_files: Sequence[str | os.PathLike] = (), *, teacher: Any = None,
                 **overrides: Any) -> Any:
-        """:func:`recbole_bundlellm.distill.distill` on the tiny data with this host; returns its summary.
+        """:func:`recbole_bundlellm.commands.distill.distill` on the tiny data with this host; returns its summary.
 
         ``teacher``: a :class:`~recbole_bundlellm.testing.FakeTeacherServer` (started), or a
         ``teacher:`` settings mapping. ``overrides``: config keys (``knowledge_types=[...]``, ...).
@@ -60,7 +60,7 @@ class Workspace:
         """
         from collections.abc import Mapping
 
-        from recbole_bundlellm.distill import distill
+        from recbole_bundlellm.commands.distill import distill
         from recbole_bundlellm.testing.teacher import FakeTeacherServer
 
         config = self.config(**overrides)
@@ -80,10 +80,10 @@ class Workspace:
 
     def run(self, model: str, config_files: Sequence[str | os.PathLike] = (), *,
             output_dir: str | os.PathLike | None = None, **overrides: Any) -> Any:
-        """:func:`recbole_bundlellm.runner.run` of ``model`` on the tiny data with this host;
+        """:func:`recbole_bundlellm.commands.runner.run` of ``model`` on the tiny data with this host;
         returns its :class:`~recbole_bundlellm.evaluation.results.RunResult` (outputs under
         ``root/runs/`` unless ``output_dir``)."""
-        from recbole_bundlellm.runner import run
+        from recbole_bundlellm.commands.runner import run
 
         out = output_dir or self.root / "runs" / f"{next(self._runs)}-{model}"
         return run(model, TINY_DOMAIN, config_files, self.config(**overrides), output_dir=out, host=self.host)

@@ -2,7 +2,7 @@
 
 Per session the extractor stores each ground-truth bundle as a transaction of its items' leaf
 categories; ``aggregate`` mines the transactions of the selected sessions with mlxtend Apriori
-(:func:`~recbole_bundlellm.frequent_patterns.mine_patterns`, as the Freq baseline does) and
+(:func:`~recbole_bundlellm.knowledge.frequent_patterns.mine_patterns`, as the Freq baseline does) and
 renders each pattern as one sentence a prompt can carry, e.g.::
 
     Products of the categories 'Cases' and 'Screen Protectors' are often bought together in one
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.frequent_patterns import bundle_transactions, mine_patterns
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.knowledge.frequent_patterns import bundle_transactions, mine_patterns
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import (
     Extraction,
     KnowledgeExtractor,
@@ -110,6 +110,8 @@ class PatternsExtractor(KnowledgeExtractor):
                 support=pattern.support,
                 data={"categories": categories, "support": pattern.support, "confidence": pattern.confidence,
                       "count": round(pattern.support * n), "n_transactions": n},
+                scope="categories",  # shown to a session holding all its categories
+                heading="Frequent patterns",
             ))
         return items
 

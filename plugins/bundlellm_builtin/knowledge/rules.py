@@ -34,7 +34,7 @@ from bundlellm_builtin.knowledge.words import WORD_RE, fold_plural
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import answer_dict, build_messages
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import (
     Extraction,
     KnowledgeExtractor,
@@ -281,7 +281,8 @@ class RulesExtractor(KnowledgeExtractor):
         return [
             KnowledgeItem(kind=self.name, domain=domain, text=text, support=float(count),
                           data={"n_sessions": count, "share": count / n_sessions if n_sessions else 0.0,
-                                "variants": variants[:10], "sessions": units})
+                                "variants": variants[:10], "sessions": units},
+                          scope="domain", heading="Rules")
             for count, text, variants, units in ranked[: s.top_k]
         ]
 

@@ -30,7 +30,7 @@ from bundlellm_builtin.knowledge.words import WORD_RE, fold_plural
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.parser import parse_bundles
 from recbole_bundlellm.generation.prompt import SYSTEM, answer_dict, products_dict
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import (
     Extraction,
     KnowledgeExtractor,
@@ -193,7 +193,8 @@ class ThoughtsExtractor(KnowledgeExtractor):
         """One item per ``ok`` record (its session's reasoning and answer), in record order."""
         return [
             KnowledgeItem(kind=self.name, domain=domain, text=r.text, session_id=r.session_id or r.unit,
-                          data={"reasoning": r.content.get("reasoning", ""), "answer": r.content.get("answer", "")})
+                          data={"reasoning": r.content.get("reasoning", ""), "answer": r.content.get("answer", "")},
+                          scope="session", heading="Reasoning")
             for r in records if r.ok
         ]
 

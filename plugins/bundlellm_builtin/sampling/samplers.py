@@ -16,7 +16,7 @@ from itertools import pairwise
 from typing import Literal
 
 from recbole_bundlellm.data.sessions import Session, session_id_order
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.sampling.sampler import Sampler, SamplingContext
 
 

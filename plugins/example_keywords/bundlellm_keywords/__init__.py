@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from recbole_bundlellm.data.sessions import Session
-from recbole_bundlellm.hookspecs import hookimpl
+from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, Teacher
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 

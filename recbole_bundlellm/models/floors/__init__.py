@@ -1,0 +1,1 @@
+"""Label-free floors every table shows (whole session, first two, adjacent or random pairs)."""

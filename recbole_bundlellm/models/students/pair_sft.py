@@ -1,0 +1,313 @@
+"""PairSFT: the student LLM scores every product pair of a session from its own hidden states.
+
+A generated answer is one greedy string, so a small student gives every product the label that
+is most often right (one bundle of everything); nothing in it can be calibrated. PairSFT reads
+the same prompt (the session's products, with the adaptation strategy's knowledge and examples)
+in **one forward pass** and takes, for each product, the last hidden state of its line in the
+prompt. A small pair head turns two products' states into a "same bundle?" logit; it trains
+with the LoRA adapters on the pairs' labels (binary cross-entropy). At inference the pair
+probabilities become bundles through Pairwise's grouping, with grouping, threshold and fallback
+tuned on valid (:func:`~recbole_bundlellm.models.baselines.pairwise.tune_grouping`).
+
+The structure comes from the LLM alone (its hidden states over the prompt); no other model's
+scores are mixed in. Training and inference need no generation: one pass per session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbole_bundlellm.llm.lora import load_trainable_state, trainable_state
+from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
+from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.fusion.representation import hidden_states, routing_block
+from recbole_bundlellm.models.base import BundlePrediction
+from recbole_bundlellm.models.students.bundle_sft import BundleSFT
+from recbole_bundlellm.models.baselines.pairwise import Grouping, grouped_prediction, session_pairs, tune_grouping
+from recbole_bundlellm.progress import progress_bar
+from recbole_bundlellm.settings import SettingsError
+
+FINGERPRINT_VERSION = "pair-sft-v2"
+HEAD_FILE = "pair_head.safetensors"
+PAIR_KEYS = ("pair_head_dim", "pair_positive_weight", "pair_layer", "pair_pooling")
+POOLINGS = ("last", "mean")
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """One training session: its prompt's token ids, the first and last token of each product's
+    line, and the same-bundle label of each pair (``session_pairs`` order)."""
+
+    session_id: str
+    prompt_ids: tuple[int, ...]
+    product_spans: tuple[tuple[int, int], ...]
+    pair_labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+class PairHead(torch.nn.Module):
+    """A symmetric "same bundle?" scorer over two products' hidden states."""
+
+    def __init__(self, hidden: int, dim: int) -> None:
+        super().__init__()
+        # A middle block's residual stream has a few huge dimensions: normalised first, the head's
+        # first logits are of order one instead of saturating the loss.
+        self.norm = torch.nn.LayerNorm(hidden)
+        self.project = torch.nn.Linear(hidden, dim)
+        self.score = torch.nn.Sequential(torch.nn.Linear(3 * dim, dim), torch.nn.GELU(), torch.nn.Linear(dim, 1))
+
+    def forward(self, states: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Logits of the pairs (``first[k]``, ``second[k]``) of ``states`` (products x hidden)."""
+        u = self.project(self.norm(states.float()))
+        a, b = u[first], u[second]
+        # Symmetric in (a, b): a pair's score cannot depend on which product came first.
+        return self.score(torch.cat([a * b, a + b, (a - b).abs()], dim=-1)).squeeze(-1)
+
+
+def product_line_spans(text: str, offsets: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The first and last token index of each of the ``n`` product lines (``1. ...``) of the last
+    product list in ``text``, the rendered prompt (``offsets``: each token's character span)."""
+    start = text.rfind("Products:\n")
+    if start < 0:
+        raise ValueError("the prompt has no product list")
+    lines, cursor = [], start + len("Products:\n")
+    for i in range(n):
+        if not text.startswith(f"{i + 1}. ", cursor):
+            raise ValueError(f"product line {i + 1} not found in the prompt")
+        line_end = text.find("\n", cursor)
+        line_end = len(text) if line_end < 0 else line_end
+        lines.append((cursor, line_end - 1))  # the line's first and last character
+        cursor = line_end + 1
+
+    def token_at(char: int) -> int:
+        return next(t for t, (a, b) in enumerate(offsets) if a <= char < b or a > char)
+
+    return [(token_at(first), token_at(last)) for first, last in lines]
+
+
+class PairSFT(BundleSFT):
+    """The student LLM with LoRA adapters and a pair head, trained on same-bundle pair labels."""
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        if config["prompt_format"] != "tags":
+            raise SettingsError("PairSFT reads each product's line of the tags prompt; set prompt_format: tags")
+        if config["pair_pooling"] not in POOLINGS:
+            raise SettingsError(f"pair_pooling '{config['pair_pooling']}' is not one of {', '.join(POOLINGS)}")
+        super().__init__(config, dataset)
+        # The pass stops at block pair_layer: the blocks above it would cost time and add nothing.
+        self.pair_block = routing_block(self.llm, int(config["pair_layer"]), "pair_layer")
+        self.pair_head = PairHead(int(self.llm.config.hidden_size), int(config["pair_head_dim"]))
+        self.pair_head.to(self.loaded_llm.loaded.device)
+        self.grouping = Grouping(config["pairwise_grouping"], float(config["pairwise_threshold"]),
+                                 config["pairwise_fallback"])
+        self.run_info["parameters"]["trainable"] += sum(p.numel() for p in self.pair_head.parameters())
+        self.run_info["parameters"]["total"] += sum(p.numel() for p in self.pair_head.parameters())
+
+    def read_layer(self, model: Any) -> int:
+        layer = int(self.config["pair_layer"])
+        routing_block(model, layer, "pair_layer")  # a block the model has, or a clear error
+        return int(model.config.num_hidden_layers) if layer == -1 else layer
+
+    # ------------------------------------------------------------------ prompts
+
+    def _encode(self, session: Session, view: StudentView) -> tuple[list[int], list[tuple[int, int]]]:
+        """The prompt's token ids and the first and last token of each product's line."""
+        text = self.generator.render(self.prompts([session], [view])[0])
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        encoded = self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        return ids, product_line_spans(text, encoded["offset_mapping"], len(session))
+
+    def training_examples(self, sessions: Sequence[Session]) -> list[PairExample]:  # type: ignore[override]
+        """One example per labelled session of two or more products: its prompt and pair labels."""
+        labelled = [s for s in sessions if s.bundles and len(s) >= 2]
+        views = self.views(labelled, training=True)
+        limit = self.config["max_seq_tokens"]
+        examples, trimmed, cut = [], 0, 0
+        for session, view in zip(labelled, views):
+            ids, ends = self._encode(session, view)
+            if limit is not None and len(ids) > limit and view.items:
+                view, dropped = fit_budget(session, view, lambda s, v: len(self._encode(s, v)[0]), limit)
+                ids, ends = self._encode(session, view)
+                trimmed += dropped
+            if limit is not None and len(ids) > limit:  # still too long: the start of the prompt goes
+                shift = len(ids) - limit
+                ids, ends, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in ends], cut + 1
+            examples.append(PairExample(session.session_id, tuple(ids), tuple(ends), tuple(self.pair_targets(session))))
+        self.raw_training_sessions = sum(v.is_raw for v in views)
+        positives = sum(sum(e.pair_labels) for e in examples)
+        pairs = sum(len(e.pair_labels) for e in examples)
+        self.run_info["training_data"] = {
+            "sessions": len(examples), "raw_sessions": self.raw_training_sessions,
+            "items_dropped_for_max_seq_tokens": trimmed, "cut_to_max_seq_tokens": cut,
+            "tokens": sum(len(e) for e in examples), "pairs": pairs, "positive_pairs": positives,
+        }
+        return examples
+
+    @staticmethod
+    def pair_targets(session: Session) -> list[int]:
+        """1 for each pair (``session_pairs`` order) that some ground-truth bundle holds."""
+        items = session.item_ids
+        return [int(any(items[i] in b and items[j] in b for b in session.bundles))
+                for i, j in session_pairs(len(session))]
+
+    # ------------------------------------------------------------------ the pass
+
+    def collate(self, examples: Sequence[PairExample]) -> dict[str, Any]:  # type: ignore[override]
+        """Right-padded prompts (positions unchanged: a model with absolute positions reads a row
+        as it would alone), each row's product positions and pair labels."""
+        width = max(len(e) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, e in enumerate(examples):
+            ids[row, :len(e)] = torch.tensor(e.prompt_ids, dtype=torch.long)
+            mask[row, :len(e)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "product_spans": [list(e.product_spans) for e in examples],
+                "pair_labels": [torch.tensor(e.pair_labels, dtype=torch.float32) for e in examples]}
+
+    def pair_logits(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Per row of ``batch``, the logits of its session's pairs (``session_pairs`` order)."""
+        device = self.loaded_llm.loaded.device
+        hidden = hidden_states(self.llm, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                               self.pair_block)
+        out = []
+        for row, spans in enumerate(batch["product_spans"]):
+            pairs = session_pairs(len(spans))
+            if not pairs:
+                out.append(torch.zeros(0, device=device))
+                continue
+            if self.config["pair_pooling"] == "mean":  # every token of the product's line
+                states = torch.stack([hidden[row, a:b + 1].mean(dim=0) for a, b in spans])
+            else:  # the line's last token, which has read the whole line
+                states = hidden[row, torch.tensor([b for _, b in spans], device=device)]
+            first = torch.tensor([i for i, _ in pairs], device=device)
+            second = torch.tensor([j for _, j in pairs], device=device)
+            out.append(self.pair_head(states, first, second))
+        return out
+
+    def calculate_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        """Binary cross-entropy of the pair logits, every pair of the batch weighing alike
+        (positives weighted by ``pair_positive_weight``), and the number of pairs."""
+        logits = torch.cat(self.pair_logits(batch))
+        labels = torch.cat(batch["pair_labels"]).to(logits.device)
+        weight = torch.where(labels > 0, float(self.config["pair_positive_weight"]), 1.0)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+        return loss, int(labels.numel())
+
+    def probabilities(self, sessions: Sequence[Session], views: Sequence[StudentView]) -> list[np.ndarray]:
+        """Per session, the symmetric matrix of its pair probabilities (diagonal 0): one pass over
+        each prompt, in batches of ``generation_batch_size`` prompts of similar length."""
+        start = time.perf_counter()
+        encoded = [self._encode(s, v) for s, v in zip(sessions, views)]
+        order = sorted(range(len(sessions)), key=lambda k: len(encoded[k][0]))
+        size = int(self.config["generation_batch_size"])
+        probs: list[np.ndarray] = [np.zeros((0, 0))] * len(sessions)
+        bar = progress_bar(total=len(sessions), desc=f"{type(self).__name__} sessions", unit="session",
+                           enabled=self.config["show_progress"] or None)
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            for first in range(0, len(order), size):
+                rows = order[first:first + size]
+                batch = self.collate([PairExample(sessions[k].session_id, tuple(encoded[k][0]), tuple(encoded[k][1]), ())
+                                      for k in rows])
+                for k, logits in zip(rows, self.pair_logits(batch)):
+                    n = len(sessions[k])
+                    matrix = np.zeros((n, n))
+                    for (i, j), p in zip(session_pairs(n), torch.sigmoid(logits.float()).cpu().numpy()):
+                        matrix[i, j] = matrix[j, i] = p
+                    probs[k] = matrix
+                bar.update(len(rows))
+        bar.close()
+        self.train(was_training)
+        stats = self.run_info.setdefault("pair_pass", {"sessions": 0, "prompt_tokens": 0, "seconds": 0.0})
+        stats["sessions"] += len(sessions)
+        stats["prompt_tokens"] += sum(len(ids) for ids, _ in encoded)
+        stats["seconds"] = round(stats["seconds"] + time.perf_counter() - start, 3)
+        return probs
+
+    def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
+        views = self.views(sessions, training=False)
+        out = []
+        for session, view, prob in zip(sessions, views, self.probabilities(sessions, views)):
+            prediction = grouped_prediction(session, prob, self.grouping)
+            if view.examples:
+                prediction.details["example_sessions"] = [e.session_id for e in view.examples]
+            kinds = sorted({r.kind for r in view.knowledge()})
+            if kinds:
+                prediction.details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
+            out.append(prediction)
+        if self.strategy is not None:
+            self.run_info["views"] = dict(self.strategy.stats)
+        return out
+
+    def tune(self, valid_sessions: Sequence[Session]) -> dict[str, Any] | None:
+        """Grouping, fallback and threshold chosen on valid by exact F1 (as Pairwise's)."""
+        sessions = [s for s in valid_sessions if s.bundles]
+        if not self.config["pairwise_tune"] or not sessions:
+            return None
+        from recbole_bundlellm.models.base import without_labels
+
+        probs = self.probabilities(sessions, self.views(without_labels(sessions), training=False))
+        self.grouping, f1, jaccard = tune_grouping(probs, sessions, self.config["pairwise_tune_groupings"],
+                                                   self.config["pairwise_tune_fallbacks"],
+                                                   self.config["pairwise_tune_thresholds"])
+        chosen = {"grouping": asdict(self.grouping), "valid_exact_f1": round(f1, 4),
+                  "valid_best_jaccard": round(jaccard, 4), "valid_sessions": len(sessions)}
+        self.run_info["decoding"] = chosen
+        return chosen
+
+    # ------------------------------------------------------------------ training's bookkeeping
+
+    def fingerprint(self, examples: Sequence[PairExample], valid_sessions: Sequence[Session]) -> str:  # type: ignore[override]
+        digest = hashlib.sha256()
+        settings = {**self.training_settings(), **{k: self.config[k] for k in PAIR_KEYS}}
+        digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
+                                 default=str).encode())
+        for e in examples:
+            digest.update(json.dumps([e.session_id, e.prompt_ids, e.product_spans, e.pair_labels]).encode())
+        views = self.views(valid_sessions, training=False)
+        for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
+            digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
+        return digest.hexdigest()
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return trainable_state(self)
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(self, tensors)
+
+    def save_adapter(self, folder: Path, fingerprint: str, info: dict[str, Any]) -> Path:
+        """The LoRA adapter (a peft folder) with the pair head's weights beside it."""
+        from safetensors.torch import save
+
+        head = {k: v.detach().cpu().contiguous() for k, v in self.pair_head.state_dict().items()}
+        return self._save_peft(folder, fingerprint, {**info, "pair_head_dim": int(self.config["pair_head_dim"])},
+                               extra={HEAD_FILE: save(head)})
+
+    def _save_peft(self, folder: Path, fingerprint: str, info: dict[str, Any], extra: dict[str, bytes]) -> Path:
+        from recbole_bundlellm.llm.lora import save_adapter
+
+        return save_adapter(self.llm, folder, self.base, fingerprint, info, extra_files=extra)
+
+    def load_adapter(self, folder: Path) -> dict[str, Any]:
+        head = Path(folder) / HEAD_FILE
+        if not head.is_file():
+            raise SettingsError(f"{folder} has no {HEAD_FILE}: it is not a PairSFT adapter (train one, or give "
+                                "a PairSFT run's adapter/ folder)")
+        info = super().load_adapter(folder)
+        from recbole_bundlellm.llm.checkpoint import read_tensors
+
+        self.pair_head.load_state_dict(read_tensors(head, "delete the adapter folder to train again"))
+        return info
