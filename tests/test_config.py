@@ -105,6 +105,12 @@ def test_every_numeric_setting_of_ours_has_a_range_and_its_default_fits():
     ("max_new_tokens", None, r"max_new_tokens must be an integer >= 1; got None"),
     ("top_p", 0, r"top_p must be a number > 0 and <= 1; got 0"),
     ("freq_min_confidence", -0.5, r"freq_min_confidence must be a number >= 0 and <= 1"),
+    # RecBole's own keys: a typo is one line here, not a traceback (or a seed numpy refuses) later.
+    ("seed", "abc", r"seed must be an integer >= 0; got 'abc'"),
+    ("seed", -1, r"seed must be an integer >= 0; got -1"),
+    ("topk", "abc", r"topk must be an integer >= 1 \(or a list of them\); got 'abc'"),
+    ("topk", [5, 0], r"got \[5, 0\]"),
+    ("learning_rate", 0, r"learning_rate must be a number > 0; got 0"),
 ])
 def test_a_value_out_of_range_names_key_value_and_range(key, value, message):
     from recbole_bundlellm.config import check_numeric
@@ -112,6 +118,11 @@ def test_a_value_out_of_range_names_key_value_and_range(key, value, message):
 
     with pytest.raises(SettingsError, match=message):
         check_numeric(key, value)
+
+
+def test_recbole_defaults_fit_their_ranges():
+    config = BundleConfig("Floor", "clothing", config_dict={"topk": [5, 10]})
+    assert config["topk"] == [5, 10] and config["seed"] == 2020
 
 
 def test_null_keeps_meaning_all_and_integers_pass_as_floats():

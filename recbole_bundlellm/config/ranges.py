@@ -31,10 +31,14 @@ def _allowed_text(rule: Mapping[str, Any], values: Mapping[str, Any]) -> str:
             named = f" ({values.get(rule[name])})" if isinstance(rule[name], str) else ""
             parts.append(f"{' and ' if len(parts) > 1 else ' '}{sign} {rule[name]}{named}")
     text = "".join(parts)
+    if rule.get("list"):
+        text = f"{text} (or a list of them)"
     return f"{text}, or ~ for {rule['none_means']}" if "none_means" in rule else text
 
 
 def _is_allowed(rule: Mapping[str, Any], value: Any, values: Mapping[str, Any]) -> bool:
+    if rule.get("list") and isinstance(value, (list, tuple)):  # each element (RecBole's topk: [5, 10])
+        return bool(value) and all(_is_allowed({**rule, "list": False}, v, values) for v in value)
     if value is None:
         return "none_means" in rule
     # bool is an int in Python, but `true` is never a count or a seed.
