@@ -205,18 +205,30 @@ class BundleSFT(BundleLLM):
         settings.update({k: self.config[k] for k in LATER_TRAINING_KEYS if self.config[k] is not None})
         return settings
 
-    def fingerprint(self, examples: Sequence[SFTExample], valid_sessions: Sequence[Session]) -> str:
+    #: Changes when what a fingerprint covers changes (a subclass trains something else).
+    fingerprint_version = FINGERPRINT_VERSION
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """The settings part of the fingerprint (a subclass adds its own keys)."""
+        return self.training_settings()
+
+    def example_fingerprint(self, example: Any) -> list[bytes]:
+        """What one training example adds to the fingerprint."""
+        parts = [json.dumps([example.session_id, example.prompt_ids, example.target_ids, example.weight]).encode()]
+        if example.target_weights is not None:  # absent from older fingerprints: their adapters stay reusable
+            parts.append(json.dumps(example.target_weights).encode())
+        return parts
+
+    def fingerprint(self, examples: Sequence[Any], valid_sessions: Sequence[Session]) -> str:
         """What the trained adapter depends on: the base weights, the training examples (token ids:
         data, knowledge and prompt format all show there), the validation prompts and truth (they
         pick the best epoch) and the training settings."""
         digest = hashlib.sha256()
-        settings = self.training_settings()
-        digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
-                                 default=str).encode())
+        digest.update(json.dumps([self.fingerprint_version, self.base.content_hash, self.fingerprint_settings()],
+                                 sort_keys=True, default=str).encode())
         for e in examples:
-            digest.update(json.dumps([e.session_id, e.prompt_ids, e.target_ids, e.weight]).encode())
-            if e.target_weights is not None:  # absent from older fingerprints: their adapters stay reusable
-                digest.update(json.dumps(e.target_weights).encode())
+            for part in self.example_fingerprint(e):
+                digest.update(part)
         views = self.views(valid_sessions, training=False)
         for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
             digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())

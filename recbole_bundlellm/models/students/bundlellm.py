@@ -81,6 +81,17 @@ def voted_prediction(session: Session, texts: Sequence[str], style: PromptStyle,
     return BundlePrediction(session.session_id, bundles, "\n---\n".join(texts), None, details)
 
 
+def with_view_details(prediction: BundlePrediction, view: StudentView) -> BundlePrediction:
+    """``prediction`` with what its session's view held: the example sessions and the count of
+    knowledge items per kind (predictions.jsonl shows what the student saw)."""
+    if view.examples:
+        prediction.details["example_sessions"] = [e.session_id for e in view.examples]
+    kinds = sorted({r.kind for r in view.knowledge()})
+    if kinds:
+        prediction.details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
+    return prediction
+
+
 def parse_prediction(session: Session, text: str, style: PromptStyle) -> BundlePrediction:
     """``text`` (the answer, its prefix included) parsed into the session's bundles; an answer
     without a usable bundle is a failed prediction with the parser's reason."""
@@ -270,10 +281,5 @@ class BundleLLM(BundleGenerator):
                 prediction = voted_prediction(session, [prefix + a for a in answers], self.style, self.vote_threshold)
             else:
                 prediction = parse_prediction(session, prefix + answers[0], self.style)
-            if view.examples:
-                prediction.details["example_sessions"] = [e.session_id for e in view.examples]
-            kinds = sorted({r.kind for r in view.knowledge()})
-            if kinds:
-                prediction.details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
-            out.append(prediction)
+            out.append(with_view_details(prediction, view))
         return out

@@ -15,7 +15,6 @@ scores are mixed in. Training and inference need no generation: one pass per ses
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -26,13 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbole_bundlellm.llm.lora import load_trainable_state, trainable_state
+from recbole_bundlellm.llm.lora import load_trainable_state, save_adapter, trainable_state
 from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fusion.representation import hidden_states, routing_block
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.students.bundle_sft import BundleSFT
-from recbole_bundlellm.models.baselines.pairwise import Grouping, grouped_prediction, session_pairs, tune_grouping
+from recbole_bundlellm.models.students.bundlellm import with_view_details
+from recbole_bundlellm.models.baselines.pairwise import (Grouping, grouped_prediction, pair_labels, session_pairs,
+                                                        tune_grouping)
 from recbole_bundlellm.progress import progress_bar
 from recbole_bundlellm.settings import SettingsError
 
@@ -144,7 +145,7 @@ class PairSFT(BundleSFT):
             if limit is not None and len(ids) > limit:  # still too long: the start of the prompt goes
                 shift = len(ids) - limit
                 ids, ends, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in ends], cut + 1
-            examples.append(PairExample(session.session_id, tuple(ids), tuple(ends), tuple(self.pair_targets(session))))
+            examples.append(PairExample(session.session_id, tuple(ids), tuple(ends), tuple(int(x) for x in pair_labels(session))))
         self.raw_training_sessions = sum(v.is_raw for v in views)
         positives = sum(sum(e.pair_labels) for e in examples)
         pairs = sum(len(e.pair_labels) for e in examples)
@@ -154,13 +155,6 @@ class PairSFT(BundleSFT):
             "tokens": sum(len(e) for e in examples), "pairs": pairs, "positive_pairs": positives,
         }
         return examples
-
-    @staticmethod
-    def pair_targets(session: Session) -> list[int]:
-        """1 for each pair (``session_pairs`` order) that some ground-truth bundle holds."""
-        items = session.item_ids
-        return [int(any(items[i] in b and items[j] in b for b in session.bundles))
-                for i, j in session_pairs(len(session))]
 
     # ------------------------------------------------------------------ the pass
 
@@ -241,13 +235,7 @@ class PairSFT(BundleSFT):
         views = self.views(sessions, training=False)
         out = []
         for session, view, prob in zip(sessions, views, self.probabilities(sessions, views)):
-            prediction = grouped_prediction(session, prob, self.grouping)
-            if view.examples:
-                prediction.details["example_sessions"] = [e.session_id for e in view.examples]
-            kinds = sorted({r.kind for r in view.knowledge()})
-            if kinds:
-                prediction.details["knowledge"] = {k: len(view.knowledge(k)) for k in kinds}
-            out.append(prediction)
+            out.append(with_view_details(grouped_prediction(session, prob, self.grouping), view))
         if self.strategy is not None:
             self.run_info["views"] = dict(self.strategy.stats)
         return out
@@ -270,17 +258,13 @@ class PairSFT(BundleSFT):
 
     # ------------------------------------------------------------------ training's bookkeeping
 
-    def fingerprint(self, examples: Sequence[PairExample], valid_sessions: Sequence[Session]) -> str:  # type: ignore[override]
-        digest = hashlib.sha256()
-        settings = {**self.training_settings(), **{k: self.config[k] for k in PAIR_KEYS}}
-        digest.update(json.dumps([FINGERPRINT_VERSION, self.base.content_hash, settings], sort_keys=True,
-                                 default=str).encode())
-        for e in examples:
-            digest.update(json.dumps([e.session_id, e.prompt_ids, e.product_spans, e.pair_labels]).encode())
-        views = self.views(valid_sessions, training=False)
-        for session, prompt in zip(valid_sessions, self.prompts(valid_sessions, views)):
-            digest.update(json.dumps([prompt, sorted(sorted(b) for b in session.bundles)]).encode())
-        return digest.hexdigest()
+    fingerprint_version = FINGERPRINT_VERSION
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        return {**self.training_settings(), **{k: self.config[k] for k in PAIR_KEYS}}
+
+    def example_fingerprint(self, example: Any) -> list[bytes]:
+        return [json.dumps([example.session_id, example.prompt_ids, example.product_spans, example.pair_labels]).encode()]
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return trainable_state(self)
@@ -293,13 +277,8 @@ class PairSFT(BundleSFT):
         from safetensors.torch import save
 
         head = {k: v.detach().cpu().contiguous() for k, v in self.pair_head.state_dict().items()}
-        return self._save_peft(folder, fingerprint, {**info, "pair_head_dim": int(self.config["pair_head_dim"])},
-                               extra={HEAD_FILE: save(head)})
-
-    def _save_peft(self, folder: Path, fingerprint: str, info: dict[str, Any], extra: dict[str, bytes]) -> Path:
-        from recbole_bundlellm.llm.lora import save_adapter
-
-        return save_adapter(self.llm, folder, self.base, fingerprint, info, extra_files=extra)
+        return save_adapter(self.llm, folder, self.base, fingerprint,
+                            {**info, "pair_head_dim": int(self.config["pair_head_dim"])}, extra_files={HEAD_FILE: save(head)})
 
     def load_adapter(self, folder: Path) -> dict[str, Any]:
         head = Path(folder) / HEAD_FILE
