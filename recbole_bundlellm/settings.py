@@ -10,6 +10,11 @@ key of their own, e.g.::
 :func:`load_settings` turns that mapping into the component's ``Settings`` dataclass. An unknown
 key is an error that names the YAML key and suggests the closest field; a value of the wrong type
 is an error that names the field and the expected type. Nothing is silently dropped.
+
+A field's allowed values are a rule of :mod:`recbole_bundlellm.rules` (the language of
+``properties/ranges.yaml``), given with :func:`ranged`; :func:`check_fields` checks them with the
+same code and message as a ranges row (``key must be <allowed>; got <value>``). A dataclass's
+``validate()`` is left for what one rule cannot say (several fields together, a URL's form).
 """
 
 from __future__ import annotations
@@ -22,12 +27,77 @@ from typing import Any, ClassVar, TypeVar, Union
 
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.lookup import did_you_mean
+from recbole_bundlellm.rules import RANGES, check_rule_spec, rule_error
 
 T = TypeVar("T")
 
 
 class SettingsError(BundleLLMError, ValueError):
     """A YAML settings block that does not match its dataclass."""
+
+
+def check_value(key: str, value: Any, rule: Mapping[str, Any], values: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`SettingsError` (key, allowed values, value) unless ``rule`` allows ``value``."""
+    error = rule_error(key, value, rule, values)
+    if error is not None:
+        raise SettingsError(error)
+
+
+def check_row(key: str, value: Any, values: Mapping[str, Any] | None = None) -> None:
+    """:func:`check_value` with the row of ``key`` in ``properties/ranges.yaml``.
+
+    ``values``: the other settings, for a bound that names another key (``freq_max_size``).
+    """
+    check_value(key, value, RANGES[key], values)
+
+
+def check_rows(values: Mapping[str, Any], prefix: str = "") -> None:
+    """Every row of ``properties/ranges.yaml`` whose key starts with ``prefix`` and that ``values``
+    holds, in the table's order (``values``: a dict or RecBole's Config)."""
+    for key in RANGES:
+        if key.startswith(prefix) and key in values:
+            check_row(key, values[key], values)
+
+
+def ranged(default: Any = dataclasses.MISSING, *, row: str | None = None, **rule: Any) -> Any:
+    """A dataclass field whose allowed values are a rule: ``ranged(0.3, min=0.1, max=0.7)``.
+
+    ``rule``: the fields of a ranges.yaml row, ``type`` left out (it comes from the annotation);
+    or ``row``: the name of a ranges.yaml row, when the field is that config key under another
+    name (then errors name the key). A mutable default is not supported (use a tuple).
+    """
+    if row is not None:
+        if rule or row not in RANGES:
+            raise ValueError(f"ranged(row={row!r}): give a known row or a rule, not both")
+    else:
+        check_rule_spec("ranged field", {"type": "float", **rule})  # a typo fails at import time
+    return dataclasses.field(default=default, metadata={"rule": dict(rule), "row": row})
+
+
+def _rule_type(tp: Any) -> str:
+    """The rule type of an annotation: ``int | None`` -> ``int``; ``Literal['a']`` / str -> ``str``."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is int:
+        return "int"
+    return "float" if tp is float else "str"
+
+
+def check_fields(obj: Any, key: str = "") -> None:
+    """Check every :func:`ranged` field of the dataclass instance ``obj``; errors name
+    ``key.field`` (or the field's ranges.yaml row)."""
+    fields = dataclasses.fields(obj)
+    values = {f.name: getattr(obj, f.name) for f in fields}
+    hints: dict[str, Any] | None = None
+    for f in fields:
+        if "rule" not in f.metadata:
+            continue
+        if f.metadata["row"] is not None:
+            check_row(f.metadata["row"], values[f.name], values)
+            continue
+        hints = hints if hints is not None else typing.get_type_hints(type(obj))
+        rule = {"type": _rule_type(hints[f.name]), **f.metadata["rule"]}
+        check_value(f"{key}.{f.name}" if key else f.name, values[f.name], rule, values)
 
 
 def _type_name(tp: Any) -> str:
@@ -91,8 +161,9 @@ def load_settings(cls: type[T], data: Mapping[str, Any] | None, key: str) -> T:
     """An instance of the dataclass ``cls`` from the YAML mapping under ``key``.
 
     Missing fields take their defaults; unknown fields and ill-typed values raise
-    :class:`SettingsError` naming ``key``. A dataclass may define ``validate(self)`` for range
-    checks; it runs last and should raise ``ValueError`` with a clear message.
+    :class:`SettingsError` naming ``key``. Then the rules of its :func:`ranged` fields are
+    checked; last, ``validate(self)`` if the dataclass has one, for checks across fields (it
+    should raise ``ValueError`` with a clear message).
     """
     if data is None:
         data = {}
@@ -109,6 +180,7 @@ def load_settings(cls: type[T], data: Mapping[str, Any] | None, key: str) -> T:
         obj = cls(**values)
     except TypeError as exc:  # a field without default that was not given
         raise SettingsError(f"settings '{key}': {exc}") from exc
+    check_fields(obj, key)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:

@@ -2,7 +2,7 @@
 
 - :mod:`.files`: reading the YAML files and the command line's overrides; the config errors;
 - :mod:`.keys`: the keys a run accepts, the unknown-key error;
-- :mod:`.ranges`: the allowed values of numeric settings (``properties/ranges.yaml``);
+- :mod:`.ranges`: the allowed values of settings (``properties/ranges.yaml``, :mod:`recbole_bundlellm.rules`);
 - :mod:`.secrets`: redacting secrets from what is written;
 - :mod:`.host`: the plugin host a configuration asks for, and the checks against it;
 - :mod:`.bundle_config`: :class:`BundleConfig`, which puts them together.

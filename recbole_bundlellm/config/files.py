@@ -15,7 +15,7 @@ from recbole_bundlellm.errors import BundleLLMError
 PROPERTIES = Path(__file__).resolve().parents[1] / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
 NEXT_ITEM_OVERALL = PROPERTIES / "next_item.yaml"
-#: The allowed values of our numeric settings (see the file's header).
+#: The allowed values of our settings (see the file's header; read by :mod:`recbole_bundlellm.rules`).
 RANGES_FILE = PROPERTIES / "ranges.yaml"
 NEXT_ITEM_SUFFIX = "_next"
 
