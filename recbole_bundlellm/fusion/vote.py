@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import check_row
 
 Bundle = frozenset[Hashable]
 #: One parsed answer: its bundles (any iterables of item ids), or ``None`` when it did not parse.
@@ -55,8 +55,7 @@ def vote(answers: Sequence[Answer], threshold: float = 0.5) -> VoteResult:
       bundled together in both, then the earliest answer.
     - No parsed answer: ``bundles`` is ``None`` (the session failed).
     """
-    if not 0 < threshold <= 1:
-        raise SettingsError(f"the vote threshold must be in (0, 1], got {threshold}")
+    check_row("vote_threshold", threshold)  # the key's ranges.yaml row: a caller may pass any number
     sets = [None if a is None else {frozenset(b) for b in a} for a in answers]
     parsed = [(i, s) for i, s in enumerate(sets) if s is not None]
     if not parsed:

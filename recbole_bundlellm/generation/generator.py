@@ -27,7 +27,7 @@ import torch
 
 from recbole_bundlellm.llm.batches import left_padded
 from recbole_bundlellm.progress import progress_bar
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import SettingsError, check_fields, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,15 @@ class GenerationConfig:
     copies. ``max_prompt_tokens`` cuts longer prompts from the left (a warning, and counted).
     """
 
-    max_new_tokens: int = 256
-    batch_size: int = 8
+    # ranged(row=...): the field is that config key (BundleLLM's) under another name; errors name the key.
+    max_new_tokens: int = ranged(256, row="max_new_tokens")
+    batch_size: int = ranged(8, row="generation_batch_size")
     do_sample: bool = False
     temperature: float = 0.7
-    top_p: float = 0.95
-    num_return_sequences: int = 1
+    top_p: float = ranged(0.95, row="top_p")
+    num_return_sequences: int = ranged(1, min=1)
     seed: int | None = None
-    max_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = ranged(None, row="max_prompt_tokens")
     # Generation of a row ends once its text contains one of these (e.g. "}" closes the answer
     # dict), so small models do not ramble on to max_new_tokens after answering.
     stop_strings: tuple[str, ...] = ()
@@ -63,19 +64,14 @@ class GenerationConfig:
     shared_prefill: bool = True
 
     def __post_init__(self) -> None:
-        # SettingsError names the config keys (BundleLLM's) these fields come from: the user's to fix.
-        if self.max_new_tokens < 1:
-            raise SettingsError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise SettingsError(f"generation_batch_size must be >= 1, got {self.batch_size}")
-        if self.num_return_sequences < 1:
-            raise SettingsError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
+        # Built in code (BundleLLM, the teacher's server), not by load_settings: the guard is here.
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """What one rule cannot say: sampling needs a temperature > 0 (greedy decoding ignores it)."""
         if self.do_sample and self.temperature <= 0:
             raise SettingsError(f"temperature must be > 0 when sampling (do_sample: true), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise SettingsError(f"max_prompt_tokens must be >= 1 or ~ for no limit, got {self.max_prompt_tokens}")
 
 
 def _cache_argument() -> str:

@@ -53,10 +53,8 @@ from torch import nn
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.baselines.neural import NeuralBundleModel
-from recbole_bundlellm.models.baselines.pairwise import FALLBACKS, pair_labels, session_pairs
-from recbole_bundlellm.settings import SettingsError
-
-CONTEXTS = ("mean", "none")
+from recbole_bundlellm.models.baselines.pairwise import pair_labels, session_pairs
+from recbole_bundlellm.settings import SettingsError, check_row, check_rows
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,10 @@ class Decoding:
     fallback: str
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.pair_quantile <= 1.0:
-            raise SettingsError(f"bbpr_pair_quantile={self.pair_quantile} is not within [0, 1]")
-        if self.fallback not in FALLBACKS:
-            raise SettingsError(f"bbpr_fallback '{self.fallback}' is not one of {', '.join(FALLBACKS)}")
+        # Built in code (from the keys and the tuning grids): the guard of the rows bbpr_pair_quantile
+        # and bbpr_fallback, with their checker.
+        check_row("bbpr_pair_quantile", self.pair_quantile)
+        check_row("bbpr_fallback", self.fallback)
 
 
 def bundle_score(pref: np.ndarray, compat: np.ndarray, members: Sequence[int]) -> float:
@@ -215,12 +213,8 @@ class BBPR(NeuralBundleModel):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
+        check_rows(config, "bbpr_")  # ranges.yaml: BundleConfig checked them; a plain mapping was not
         self.context = str(config["bbpr_context"])
-        if self.context not in CONTEXTS:
-            raise SettingsError(f"bbpr_context '{self.context}' is not one of {', '.join(CONTEXTS)}")
-        for key in ("bbpr_embedding_size", "bbpr_category_size", "bbpr_negatives", "bbpr_calibration_sessions"):
-            if int(config[key]) < 1:
-                raise SettingsError(f"{key}={config[key]} must be at least 1")
         self.decoding = Decoding(float(config["bbpr_pair_quantile"]), float(config["bbpr_gain"]),
                                  str(config["bbpr_fallback"]))
         self.calibration: list[Session] = []

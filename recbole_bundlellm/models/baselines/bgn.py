@@ -59,7 +59,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.baselines.neural import NeuralBundleModel
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import SettingsError, check_rows
 
 #: Index of the END choice among a step's candidates (item i is candidate i + 1).
 END = 0
@@ -129,28 +129,25 @@ class BGN(NeuralBundleModel):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.hidden = _positive_int(config, "bgn_hidden")
-        self.category_dim = _positive_int(config, "bgn_category_dim")
-        self.beam_size = _positive_int(config, "bgn_beam_size")
-        self.max_bundles = _positive_int(config, "bgn_max_bundles")
-        self.folds = _positive_int(config, "bgn_folds")
-        self.smoothing = _non_negative(config["bgn_smoothing"], "bgn_smoothing")
+        check_rows(config, "bgn_")  # ranges.yaml: BundleConfig checked them; a plain mapping was not
+        validate_settings(config)
+        self.hidden = int(config["bgn_hidden"])
+        self.category_dim = int(config["bgn_category_dim"])
+        self.beam_size = int(config["bgn_beam_size"])
+        self.max_bundles = int(config["bgn_max_bundles"])
+        self.folds = int(config["bgn_folds"])
+        self.smoothing = float(config["bgn_smoothing"])
         self.stats: Any = None
         self._session_stats: dict[tuple, Any] = {}
         self._counts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.shuffle_bundles = bool(config["bgn_shuffle_bundles"])
         self.dropout_p = float(config["bgn_dropout"])
-        if not 0.0 <= self.dropout_p < 1.0:
-            raise SettingsError(f"bgn_dropout={self.dropout_p} must be in [0, 1)")
-        self.diversity = _non_negative(config["bgn_diversity"], "bgn_diversity")
+        self.diversity = float(config["bgn_diversity"])
         self.threshold = _threshold(config["bgn_threshold"])
-        self.stop_probability = _probability(config["bgn_stop_probability"], "bgn_stop_probability")
-        grids = {key: list(config[key] or []) for key in TUNE_GRIDS}
-        if config["bgn_tune"] and not all(grids.values()):
-            raise SettingsError(f"bgn_tune needs non-empty {', '.join(TUNE_GRIDS)} lists")
-        self.tune_diversity = [_non_negative(v, "bgn_tune_diversity") for v in grids["bgn_tune_diversity"]]
-        self.tune_stop = [_probability(v, "bgn_tune_stop_probabilities") for v in grids["bgn_tune_stop_probabilities"]]
-        self.tune_thresholds = [_threshold(v) for v in grids["bgn_tune_thresholds"]]
+        self.stop_probability = float(config["bgn_stop_probability"])
+        self.tune_diversity = [float(v) for v in config["bgn_tune_diversity"] or []]
+        self.tune_stop = [float(v) for v in config["bgn_tune_stop_probabilities"] or []]
+        self.tune_thresholds = [_threshold(v) for v in config["bgn_tune_thresholds"] or []]
         self.run_info = {"diversity": self.diversity, "stop_probability": self.stop_probability,
                          "threshold": _show(self.threshold), "tuned": False}
 
@@ -446,32 +443,15 @@ def stop_early(decoded: Sequence[Decoded], stop_probability: float, threshold: f
     return kept
 
 
-def _positive_int(config: Any, key: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingsError(f"{key}={value!r} must be a positive integer")
-    return value
+def validate_settings(config: Any) -> None:
+    """What one ranges.yaml row cannot say: tuning (``bgn_tune``) needs every grid non-empty."""
+    if config["bgn_tune"] and not all(config[key] for key in TUNE_GRIDS):
+        raise SettingsError(f"bgn_tune needs non-empty {', '.join(TUNE_GRIDS)} lists")
 
 
-def _non_negative(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise SettingsError(f"{key} value {value!r} must be a number >= 0")
-    return float(value)
-
-
-def _probability(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise SettingsError(f"{key} value {value!r} must be a probability in (0, 1]")
-    return float(value)
-
-
-def _threshold(value: Any) -> float:
-    """A log-probability threshold; ``~`` (None) means none."""
-    if value is None:
-        return -math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(f"bgn threshold {value!r} must be a number (a log-probability) or ~ for none")
-    return float(value)
+def _threshold(value: float | None) -> float:
+    """A log-probability threshold (checked by its row); ``~`` (None) means none."""
+    return -math.inf if value is None else float(value)
 
 
 def _show(threshold: float) -> float | None:

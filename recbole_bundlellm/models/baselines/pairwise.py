@@ -41,6 +41,7 @@ import numpy as np
 
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundleGenerator, BundlePrediction
+from recbole_bundlellm.settings import check_rows, check_value
 
 #: Column names of the pair feature matrix, in order.
 PAIR_FEATURES: tuple[str, ...] = (
@@ -66,10 +67,10 @@ class Grouping:
     fallback: str
 
     def __post_init__(self) -> None:
-        if self.method not in GROUPINGS:
-            raise ValueError(f"pairwise grouping '{self.method}' is not one of {GROUPINGS}")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"pairwise fallback '{self.fallback}' is not one of {FALLBACKS}")
+        # Built in code (from Pairwise's, PairSFT's or RecBoleBundler's keys, and their tuning
+        # grids): the guard of the rows pairwise_grouping / bundler_grouping, with their checker.
+        check_value("grouping", self.method, {"type": "str", "choices": GROUPINGS})
+        check_value("grouping fallback", self.fallback, {"type": "str", "choices": FALLBACKS})
 
 
 def session_pairs(n: int) -> list[tuple[int, int]]:
@@ -308,14 +309,10 @@ class Pairwise(BundleGenerator):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
+        check_rows(config, "pairwise_")  # ranges.yaml: BundleConfig checked them; a plain mapping was not
         self.featurizer = PairFeaturizer(smoothing=float(config["pairwise_smoothing"]))
         self.grouping = Grouping(config["pairwise_grouping"], float(config["pairwise_threshold"]),
                                  config["pairwise_fallback"])
-        if config["pairwise_classifier"] not in ("hgb", "logistic"):
-            raise ValueError(f"pairwise_classifier '{config['pairwise_classifier']}' is not one of ['hgb', 'logistic']")
-        if config["pairwise_train_categories"] not in ("given", "predicted"):
-            raise ValueError(f"pairwise_train_categories '{config['pairwise_train_categories']}' "
-                             "is not one of ['given', 'predicted']")
         self.classifier: Any = None
         self.constant: float | None = None
         self.stats: CooccurrenceStats | None = None

@@ -56,9 +56,8 @@ from torch import nn
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.baselines.neural import NeuralBundleModel, SessionFeatures
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import SettingsError, check_row, check_rows
 
-FALLBACKS = ("whole", "none")
 #: Offsets of the special candidates after a batch's item slots (``n_max + END``, ``n_max + STOP``).
 END, STOP = 0, 1
 
@@ -73,8 +72,8 @@ class Decoding:
     fallback: str = "whole"
 
     def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise SettingsError(f"pog_fallback '{self.fallback}' is not one of {', '.join(FALLBACKS)}")
+        # Built in code (from the keys and the tuning grid): the guard of the row pog_fallback.
+        check_row("pog_fallback", self.fallback)
 
 
 def training_bundles(session: Session) -> list[list[int]]:
@@ -121,19 +120,12 @@ def sinusoid(length: int, dim: int, device: torch.device) -> torch.Tensor:
     return table
 
 
-def _positive_int(config: Any, key: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingsError(f"{key}={value!r} must be a positive integer")
-    return value
-
-
-def _float_list(config: Any, key: str) -> list[float]:
-    values = config[key]
-    if not isinstance(values, (list, tuple)) or not values or \
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise SettingsError(f"{key}={values!r} must be a non-empty list of numbers")
-    return [float(v) for v in values]
+def validate_settings(config: Any) -> None:
+    """What one ranges.yaml row cannot say: attention splits ``pog_d_model`` over ``pog_heads``, and
+    the sinusoidal positions fill it in sine/cosine pairs."""
+    d_model, heads = config["pog_d_model"], config["pog_heads"]
+    if d_model % heads or d_model % 2:
+        raise SettingsError(f"pog_d_model={d_model} must be even and divisible by pog_heads={heads}")
 
 
 class POG(NeuralBundleModel):
@@ -142,29 +134,21 @@ class POG(NeuralBundleModel):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.d_model = _positive_int(config, "pog_d_model")
-        self.heads = _positive_int(config, "pog_heads")
-        if self.d_model % self.heads or self.d_model % 2:
-            raise SettingsError(f"pog_d_model={self.d_model} must be even and divisible by pog_heads={self.heads}")
-        self.encoder_layers = _positive_int(config, "pog_encoder_layers")
-        self.decoder_layers = _positive_int(config, "pog_decoder_layers")
-        self.ff_dim = _positive_int(config, "pog_ff_dim")
+        check_rows(config, "pog_")  # ranges.yaml: BundleConfig checked them; a plain mapping was not
+        validate_settings(config)
+        self.d_model = int(config["pog_d_model"])
+        self.heads = int(config["pog_heads"])
+        self.encoder_layers = int(config["pog_encoder_layers"])
+        self.decoder_layers = int(config["pog_decoder_layers"])
+        self.ff_dim = int(config["pog_ff_dim"])
         self.dropout = float(config["pog_dropout"])
-        if not 0.0 <= self.dropout < 1.0:
-            raise SettingsError(f"pog_dropout={self.dropout} must be in [0, 1)")
         self.train_categories = str(config["pog_train_categories"])
-        if self.train_categories not in ("given", "predicted"):
-            raise SettingsError(f"pog_train_categories '{self.train_categories}' is not one of given, predicted")
         self._predicted: list[Session] | None = None
         self.decoding = Decoding(float(config["pog_end_bias"]), float(config["pog_stop_bias"]),
                                  str(config["pog_fallback"]))
-        fallbacks = config["pog_tune_fallbacks"]
-        if not isinstance(fallbacks, (list, tuple)) or not fallbacks:
-            raise SettingsError(f"pog_tune_fallbacks={fallbacks!r} must be a non-empty list of {', '.join(FALLBACKS)}")
-        self.tune_grid = (_float_list(config, "pog_tune_end_biases"), _float_list(config, "pog_tune_stop_biases"),
-                          [str(f) for f in fallbacks])
-        for fallback in self.tune_grid[2]:
-            Decoding(fallback=fallback)  # refuses an unknown one now, not after training
+        self.tune_grid = ([float(v) for v in config["pog_tune_end_biases"]],
+                          [float(v) for v in config["pog_tune_stop_biases"]],
+                          [str(f) for f in config["pog_tune_fallbacks"]])
         self.run_info = {"decoding": asdict(self.decoding), "tuned": False}
 
     def build(self) -> None:

@@ -35,12 +35,11 @@ from recbole_bundlellm.models.students.bundlellm import with_view_details
 from recbole_bundlellm.models.baselines.pairwise import (Grouping, grouped_prediction, pair_labels, session_pairs,
                                                         tune_grouping)
 from recbole_bundlellm.progress import progress_bar
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import SettingsError, check_row
 
 FINGERPRINT_VERSION = "pair-sft-v2"
 HEAD_FILE = "pair_head.safetensors"
 PAIR_KEYS = ("pair_head_dim", "pair_positive_weight", "pair_layer", "pair_pooling")
-POOLINGS = ("last", "mean")
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,7 @@ class PairSFT(BundleSFT):
     def __init__(self, config: Any, dataset: Any) -> None:
         if config["prompt_format"] != "tags":
             raise SettingsError("PairSFT reads each product's line of the tags prompt; set prompt_format: tags")
-        if config["pair_pooling"] not in POOLINGS:
-            raise SettingsError(f"pair_pooling '{config['pair_pooling']}' is not one of {', '.join(POOLINGS)}")
+        check_row("pair_pooling", config["pair_pooling"])  # its ranges.yaml row, for a plain mapping
         super().__init__(config, dataset)
         # The pass stops at block pair_layer: the blocks above it would cost time and add nothing.
         self.pair_block = routing_block(self.llm, int(config["pair_layer"]), "pair_layer")
