@@ -153,7 +153,7 @@ def test_freq_max_size_below_min_size_is_refused():
 def test_teacher_and_sampling_blocks_are_checked_for_every_model(tmp_path):
     from recbole_bundlellm.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="ratio must be between"):
+    with pytest.raises(SettingsError, match=r"sampling.ratio must be a number >= 0.1 and <= 0.7; got 0.95"):
         BundleConfig("Freq", "electronic", config_dict={"sampling": {"ratio": 0.95}})
     with pytest.raises(SettingsError, match="teacher.temprature'; did you mean 'temperature'"):
         BundleConfig("Floor", "electronic", config_dict={"teacher": {"temprature": 0.1}})

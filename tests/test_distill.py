@@ -57,7 +57,7 @@ def test_distill_errors_are_clear(tiny_data, tmp_path, capsys):
     base = tiny_config(tiny_data, tmp_path / "kn")
     cases = [
         ({"knowledge_types": ["patterns", "rulez"]}, "unknown extractor 'rulez'; did you mean 'rules'"),
-        ({"sampling": {"sampler": "random", "ratio": 0.9}}, "ratio must be between 0.1 and 0.7"),
+        ({"sampling": {"sampler": "random", "ratio": 0.9}}, "sampling.ratio must be a number >= 0.1 and <= 0.7; got 0.9"),
         ({"sampling": {"sampler": "randm"}}, "unknown sampler 'randm'; did you mean 'random'"),
         ({"knowledge_types": ["rules"], "teacher": {"base_url": "http://127.0.0.1:9/v1", "concurency": 2}},
          "unknown setting 'teacher.concurency'; did you mean 'concurrency'"),

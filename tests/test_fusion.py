@@ -307,7 +307,7 @@ def test_router_settings_errors_name_the_key_and_suggest():
         host.get("router", "input_awre")
     with pytest.raises(SettingsError, match="input_aware.top_k' is 4 but there are only 3 experts"):
         host.create("router", "input_aware", {"input_aware": {"top_k": 4}}).build(EXPERTS, 16)
-    with pytest.raises(SettingsError, match="temperature must be > 0"):
+    with pytest.raises(SettingsError, match="input_aware.temperature must be a number > 0; got 0"):
         host.create("router", "input_aware", {"input_aware": {"temperature": 0}})
     with pytest.raises(SettingsError, match="names 'rule', which is not an expert; did you mean 'rules'"):
         host.create("router", "fixed", {"fixed": {"weights": {"rule": 1}}}).build(EXPERTS, 16)

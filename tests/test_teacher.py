@@ -381,7 +381,7 @@ def test_settings_defaults_identity_and_public(monkeypatch):
 def test_settings_unknown_key_and_bad_values():
     with pytest.raises(SettingsError, match="did you mean 'concurrency'"):
         load_settings(TeacherSettings, {"concurency": 2}, "teacher")
-    with pytest.raises(SettingsError, match="concurrency must be >= 1"):
+    with pytest.raises(SettingsError, match="teacher.concurrency must be an integer >= 1; got 0"):
         load_settings(TeacherSettings, {"concurrency": 0}, "teacher")
     with pytest.raises(SettingsError, match="teacher.max_tokens"):
         load_settings(TeacherSettings, {"max_tokens": "many"}, "teacher")

@@ -40,7 +40,7 @@ from recbole_bundlellm.adaptation.strategy import (
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.records import KnowledgeItem
-from recbole_bundlellm.settings import SettingsError
+from recbole_bundlellm.settings import SettingsError, ranged
 
 #: How much each kind's 0..1 relevance counts when the prompt budget forces items out (the
 #: lowest weighted score goes first). Examples weigh most: a solved similar session shows the
@@ -59,35 +59,22 @@ def _weighted(items: Sequence[Retrieved], weight: float | None = None) -> list[R
             for r in items]
 
 
-def _check_counts(settings: object, names: Sequence[str]) -> None:
-    for name in names:
-        value = getattr(settings, name)
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-
-
 @dataclass(frozen=True)
 class SftSettings:
     """Settings of the ``sft`` YAML key."""
 
-    max_patterns: int = 5  # (int) most fitting patterns shown per session
-    top_rules: int = 5  # (int) most supported rules (and plugin lines) shown, per domain and kind
-
-    def validate(self) -> None:
-        _check_counts(self, ("max_patterns", "top_rules"))
+    max_patterns: int = ranged(5, min=0)  # (int) most fitting patterns shown per session
+    top_rules: int = ranged(5, min=0)  # (int) most supported rules (and plugin lines) shown, per domain and kind
 
 
 @dataclass(frozen=True)
 class IclSettings:
     """Settings of the ``icl`` and ``icl_sft`` YAML keys."""
 
-    examples: int = 3  # (int) solved training sessions retrieved per session (0: knowledge lines only)
+    examples: int = ranged(3, min=0)  # (int) solved training sessions retrieved per session (0: knowledge lines only)
     retrieval: Literal["tfidf", "embedding"] = "tfidf"  # (str) TF-IDF of titles, or the student's embeddings
-    max_patterns: int = 5  # (int) most fitting patterns shown per session
-    top_rules: int = 5  # (int) most supported rules (and plugin lines) shown, per domain and kind
-
-    def validate(self) -> None:
-        _check_counts(self, ("examples", "max_patterns", "top_rules"))
+    max_patterns: int = ranged(5, min=0)  # (int) most fitting patterns shown per session
+    top_rules: int = ranged(5, min=0)  # (int) most supported rules (and plugin lines) shown, per domain and kind
 
 
 class _KnowledgeLines(AdaptationStrategy):

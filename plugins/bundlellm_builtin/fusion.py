@@ -18,23 +18,16 @@ from recbole_bundlellm.fusion import FusionRouter, RoutingSettings
 from recbole_bundlellm.fusion.router import MlpRouter, RouterModule, StaticRouter, check_top_k
 from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.lookup import did_you_mean
-from recbole_bundlellm.settings import NoSettings, SettingsError
+from recbole_bundlellm.settings import NoSettings, SettingsError, ranged
 
 
 @dataclass(frozen=True)
 class InputAwareSettings(RoutingSettings):
     """Settings of the ``input_aware`` YAML key."""
 
-    hidden_size: int = 64  # (int) width of the MLP's hidden layer (0: a linear router)
-    dropout: float = 0.0  # (float) dropout after the hidden layer, while the router trains
+    hidden_size: int = ranged(64, min=0)  # (int) width of the MLP's hidden layer (0: a linear router)
+    dropout: float = ranged(0.0, min=0, below=1)  # (float) dropout after the hidden layer, while the router trains
     per_layer: bool = False  # (bool) one weight vector per LoRA layer instead of one per input
-
-    def validate(self) -> None:
-        super().validate()
-        if self.hidden_size < 0:
-            raise ValueError(f"hidden_size must be >= 0, got {self.hidden_size}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)

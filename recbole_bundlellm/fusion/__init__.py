@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from recbole_bundlellm.settings import Component
+from recbole_bundlellm.settings import Component, ranged
 
 if TYPE_CHECKING:
     from recbole_bundlellm.fusion.router import RouterModule
@@ -31,14 +31,9 @@ if TYPE_CHECKING:
 class RoutingSettings:
     """Settings most routers share: how scores become weights (see :func:`.router.normalise`)."""
 
-    temperature: float = 1.0  # (float) softmax temperature: above 1 flatter weights, below 1 sharper
-    top_k: int | None = None  # (int) keep the k largest weights per input, renormalised (~: all experts)
-
-    def validate(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 (or ~ for all experts), got {self.top_k}")
+    temperature: float = ranged(1.0, above=0)  # (float) softmax temperature: above 1 flatter weights, below 1 sharper
+    # (int) keep the k largest weights per input, renormalised (~: all experts)
+    top_k: int | None = ranged(None, min=1, none_means="all experts")
 
 
 class FusionRouter(Component, ABC):

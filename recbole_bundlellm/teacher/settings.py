@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from recbole_bundlellm.settings import ranged
+
 BASE_URL_ENV = "OPENAI_BASE_URL"
 #: What ``api_key_env`` must end with: a variable named for a key, never e.g. $HOME or $AWS_SESSION.
 KEY_SUFFIXES = ("_KEY", "_TOKEN")
@@ -35,64 +37,47 @@ class TeacherSettings:
     # (str) the model name sent with every request (a local server's --model_alias)
     model: str = "smollm2-135m-instruct"
     # (float) sampling temperature; 0 makes answers (nearly) deterministic
-    temperature: float = 0.0
+    temperature: float = ranged(0.0, min=0)
     # (int | None) sampling seed sent with each request; None sends none
     seed: int | None = 0
     # (int) at most this many tokens per answer
-    max_tokens: int = 256
+    max_tokens: int = ranged(256, min=1)
     # (float) seconds one HTTP request may take before it counts as a timeout (and is retried)
-    timeout: float = 120.0
+    timeout: float = ranged(120.0, above=0)
     # (int) at most this many requests in flight at once
-    concurrency: int = 2
+    concurrency: int = ranged(2, min=1)
     # (int) retries after the first attempt on timeouts, dropped connections, 429 and 5xx
-    max_retries: int = 6
+    max_retries: int = ranged(6, min=0)
     # (float) backoff: sleep uniform(0, min(backoff_max, backoff_base * 2**attempt)) seconds
-    backoff_base: float = 0.5
+    backoff_base: float = ranged(0.5, min=0)
     # (float) the longest single sleep between attempts (also caps a server's Retry-After)
-    backoff_max: float = 30.0
+    backoff_max: float = ranged(30.0, min=0)
     # (str) name of the environment variable holding the API key (the key is never in YAML); it
     # must end in _KEY or _TOKEN: its value is sent to base_url, so it cannot name just any variable
     api_key_env: str = "OPENAI_API_KEY"
     # (int) answers longer than this many characters are cut to it when stored (counted as
     # answers_truncated): a runaway answer must not fill the store
-    max_answer_chars: int = 100_000
+    max_answer_chars: int = ranged(100_000, min=1)
     # (float) estimated cost per million prompt tokens (for run summaries)
-    price_input_per_1m: float = 0.0
+    price_input_per_1m: float = ranged(0.0, min=0)
     # (float) estimated cost per million completion tokens
-    price_output_per_1m: float = 0.0
+    price_output_per_1m: float = ranged(0.0, min=0)
 
     def validate(self) -> None:
-        """Range checks; raises ``ValueError`` naming the setting."""
+        """What a bound cannot say (the ranged fields are checked by load_settings); raises
+        ``ValueError`` naming the setting."""
         if self.base_url is not None and not self.base_url.strip():
             raise ValueError("base_url must not be empty (leave it out to use $OPENAI_BASE_URL)")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         if not self.model.strip():
             raise ValueError("model must not be empty")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.backoff_base < 0:
-            raise ValueError(f"backoff_base must be >= 0, got {self.backoff_base}")
-        if self.backoff_max < 0:
-            raise ValueError(f"backoff_max must be >= 0, got {self.backoff_max}")
         if not self.api_key_env.strip():
             raise ValueError("api_key_env must name an environment variable")
         if not self.api_key_env.upper().endswith(KEY_SUFFIXES):
             raise ValueError(f"api_key_env must name a variable ending in {' or '.join(KEY_SUFFIXES)}, got "
                              f"{self.api_key_env!r}: its value is sent to the teacher endpoint, so only a key's "
                              "variable may be named")
-        if self.max_answer_chars < 1:
-            raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
-        if self.price_input_per_1m < 0 or self.price_output_per_1m < 0:
-            raise ValueError("price_input_per_1m and price_output_per_1m must be >= 0")
 
     def resolved_base_url(self) -> str:
         """``base_url``, else ``$OPENAI_BASE_URL``; a clear error when neither is set."""

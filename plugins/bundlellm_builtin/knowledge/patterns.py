@@ -27,6 +27,7 @@ from recbole_bundlellm.knowledge.extractor import (
     Teacher,
 )
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
+from recbole_bundlellm.settings import ranged
 
 PROMPT_VERSION = "patterns-v1"
 
@@ -40,25 +41,18 @@ class PatternsSettings:
     transactions whatever the ratio (at a 10 % sample, 1 % support is a single bundle).
     """
 
-    min_support: float = 0.01  # (float) minimum share of bundles holding the pattern
-    min_count: int = 2  # (int) minimum number of bundles holding the pattern
-    min_confidence: float = 0.3  # (float) minimum confidence of the pattern's best rule
+    min_support: float = ranged(0.01, above=0, max=1)  # (float) minimum share of bundles holding the pattern
+    min_count: int = ranged(2, min=1)  # (int) minimum number of bundles holding the pattern
+    min_confidence: float = ranged(0.3, min=0, max=1)  # (float) minimum confidence of the pattern's best rule
     min_size: int = 2  # (int) fewest categories in a pattern (>= 2)
     max_size: int = 5  # (int) most categories in a pattern (<= 5)
-    max_items: int = 20  # (int) how many statements aggregate returns, best first
+    max_items: int = ranged(20, min=1)  # (int) how many statements aggregate returns, best first
 
     def validate(self) -> None:
-        if not 0 < self.min_support <= 1:
-            raise ValueError(f"min_support must be in (0, 1], got {self.min_support}")
-        if self.min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        """The sizes together (one message for the chain); the ranged fields are checked before."""
         if not 2 <= self.min_size <= self.max_size <= 5:
             raise ValueError(f"pattern sizes must satisfy 2 <= min_size <= max_size <= 5, "
                              f"got min_size={self.min_size}, max_size={self.max_size}")
-        if self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {self.max_items}")
 
 
 def _quoted_list(names: Sequence[str]) -> str:

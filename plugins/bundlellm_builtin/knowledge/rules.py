@@ -42,6 +42,7 @@ from recbole_bundlellm.knowledge.extractor import (
     Teacher,
 )
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
+from recbole_bundlellm.settings import ranged
 from recbole_bundlellm.teacher.errors import TeacherError
 
 PROMPT_VERSION = "rules-v1"
@@ -77,20 +78,14 @@ _STOPWORDS = frozenset(
 class RulesSettings:
     """Settings of the ``rules`` YAML key."""
 
-    max_tokens_answer: int = 160  # (int) tokens for each bundle answer (initial and revised)
-    max_tokens_rules: int = 200  # (int) tokens for the rules answer
-    max_rules: int = 5  # (int) most rules kept per session
-    max_title_words: int = 12  # (int) product titles are cut to this many words
+    max_tokens_answer: int = ranged(160, min=1)  # (int) tokens for each bundle answer (initial and revised)
+    max_tokens_rules: int = ranged(200, min=1)  # (int) tokens for the rules answer
+    max_rules: int = ranged(5, min=1)  # (int) most rules kept per session
+    max_title_words: int = ranged(12, min=1)  # (int) product titles are cut to this many words
     revise: bool = True  # (bool) ask for a revised answer after the feedback
-    top_k: int = 10  # (int) aggregate keeps this many rules per domain
-    merge_jaccard: float = 0.6  # (float) rules whose content-word sets overlap this much are merged
-
-    def validate(self) -> None:
-        for name in ("max_tokens_answer", "max_tokens_rules", "max_rules", "max_title_words", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.merge_jaccard <= 1:
-            raise ValueError(f"merge_jaccard must be in (0, 1], got {self.merge_jaccard}")
+    top_k: int = ranged(10, min=1)  # (int) aggregate keeps this many rules per domain
+    # (float) rules whose content-word sets overlap this much are merged
+    merge_jaccard: float = ranged(0.6, above=0, max=1)
 
 
 def _clean_line(line: str) -> str:

@@ -38,6 +38,7 @@ from recbole_bundlellm.knowledge.extractor import (
     Teacher,
 )
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
+from recbole_bundlellm.settings import ranged
 
 PROMPT_VERSION = "thoughts-v1"
 
@@ -59,14 +60,9 @@ _STOPWORDS = frozenset(
 class ThoughtsSettings:
     """Settings of the ``thoughts`` YAML key."""
 
-    max_tokens: int = 200  # (int) tokens for the reasoning
-    min_words: int = 20  # (int) shortest reasoning kept, in words
-    max_title_words: int = 12  # (int) product titles are cut to this many words
-
-    def validate(self) -> None:
-        for name in ("max_tokens", "min_words", "max_title_words"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    max_tokens: int = ranged(200, min=1)  # (int) tokens for the reasoning
+    min_words: int = ranged(20, min=1)  # (int) shortest reasoning kept, in words
+    max_title_words: int = ranged(12, min=1)  # (int) product titles are cut to this many words
 
 
 def intent_words(intent: str) -> frozenset[str]:

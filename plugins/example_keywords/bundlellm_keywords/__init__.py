@@ -12,6 +12,7 @@ from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.extension.hookspecs import hookimpl
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, Teacher
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
+from recbole_bundlellm.settings import ranged
 
 _WORD = re.compile(r"[a-z][a-z0-9\-]{2,}")
 _STOP = frozenset("""and the for with from this that pack set new black white blue red pink green grey gray
@@ -22,13 +23,9 @@ inch inches size sizes men women mens womens kids one two three compatible editi
 class KeywordsSettings:
     """The YAML key ``keywords:``."""
 
-    top_k: int = 20            # (int) How many keyword pairs aggregate keeps.
-    min_sessions: int = 2      # (int) A pair must occur in at least this many sessions.
-    max_words_per_item: int = 6  # (int) Content words taken from each title.
-
-    def validate(self) -> None:
-        if self.top_k < 1 or self.min_sessions < 1 or self.max_words_per_item < 1:
-            raise ValueError("top_k, min_sessions and max_words_per_item must be >= 1")
+    top_k: int = ranged(20, min=1)            # (int) How many keyword pairs aggregate keeps.
+    min_sessions: int = ranged(2, min=1)      # (int) A pair must occur in at least this many sessions.
+    max_words_per_item: int = ranged(6, min=1)  # (int) Content words taken from each title.
 
 
 class KeywordsExtractor(KnowledgeExtractor):
