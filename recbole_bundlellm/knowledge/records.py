@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from recbole_bundlellm.settings import check_value
 from recbole_bundlellm.teacher.calls import check_field_types, stable_hash
 
 Status = Literal["ok", "failed"]
@@ -102,8 +103,8 @@ class KnowledgeItem:
     heading: str = ""
 
     def __post_init__(self) -> None:
-        if self.scope not in SCOPES:
-            raise ValueError(f"knowledge item scope '{self.scope}' is not one of {', '.join(SCOPES)}")
+        # Built in code (an extractor's aggregate) or from JSON: the guard, with the settings' checker.
+        check_value("knowledge item scope", self.scope, {"type": "str", "choices": SCOPES})
         if self.scope == "session" and self.session_id is None:
             raise ValueError("a knowledge item of scope 'session' needs its session_id")
 
