@@ -83,11 +83,13 @@ def _rule_type(tp: Any) -> str:
     return "float" if tp is float else "str"
 
 
-def check_fields(obj: Any, key: str = "") -> None:
+def check_fields(obj: Any, key: str = "", given: Mapping[str, Any] | None = None) -> None:
     """Check every :func:`ranged` field of the dataclass instance ``obj``; errors name
-    ``key.field`` (or the field's ranges.yaml row)."""
+    ``key.field`` (or the field's ranges.yaml row). ``given``: the values as the user wrote them
+    (before ints became floats), so that an error shows ``got 0``, not ``got 0.0``."""
     fields = dataclasses.fields(obj)
     values = {f.name: getattr(obj, f.name) for f in fields}
+    values.update(given or {})
     hints: dict[str, Any] | None = None
     for f in fields:
         if "rule" not in f.metadata:
@@ -180,7 +182,7 @@ def load_settings(cls: type[T], data: Mapping[str, Any] | None, key: str) -> T:
         obj = cls(**values)
     except TypeError as exc:  # a field without default that was not given
         raise SettingsError(f"settings '{key}': {exc}") from exc
-    check_fields(obj, key)
+    check_fields(obj, key, data)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
