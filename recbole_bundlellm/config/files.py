@@ -11,12 +11,11 @@ from typing import Any
 import yaml
 
 from recbole_bundlellm.errors import BundleLLMError
+from recbole_bundlellm.rules import RANGES_FILE  # noqa: F401  (the settings rules; see the file's header)
 
 PROPERTIES = Path(__file__).resolve().parents[1] / "properties"
 BUNDLE_OVERALL = PROPERTIES / "overall.yaml"
 NEXT_ITEM_OVERALL = PROPERTIES / "next_item.yaml"
-#: The allowed values of our settings (see the file's header; read by :mod:`recbole_bundlellm.rules`).
-RANGES_FILE = PROPERTIES / "ranges.yaml"
 NEXT_ITEM_SUFFIX = "_next"
 
 

@@ -64,7 +64,7 @@ class GenerationConfig:
     shared_prefill: bool = True
 
     def __post_init__(self) -> None:
-        # Built in code (BundleLLM, the teacher's server), not by load_settings: the guard is here.
+        # Built in code (BundleLLM), not by load_settings: the guard is here, with the same rules.
         check_fields(self)
         self.validate()
 
