@@ -6,12 +6,15 @@
 - Atomic folders (:func:`atomic_folder`, :func:`replace_folder`): a folder is built beside its
   target and renamed into place whole; an older one is renamed aside first and deleted after.
 - :func:`file_lock`: an exclusive ``flock`` between processes, waiting or not.
+- :func:`write_errors`: a write the filesystem refuses (disk full, file too large, read-only, quota)
+  turned into the caller's one-line error, with :func:`os_error_reason` as its reason.
 - :func:`jsonable`: any settings value as plain JSON values.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -19,7 +22,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,32 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: locks are no-ops, renames still keep folders whole
     fcntl = None  # type: ignore[assignment]
+
+
+_WHY = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
+#: The errnos only a refused write raises: whatever was written when one comes, it is the disk's
+#: state (free space, a read-only mount) that the user must change, never a bug to trace.
+REFUSED_WRITE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT})
+
+
+def os_error_reason(exc: OSError) -> str:
+    """A short lower-case reason for ``exc`` ("permission denied", "no space left on device", ...)."""
+    return _WHY.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+
+
+@contextlib.contextmanager
+def write_errors(error: Callable[[str], Exception], *,
+                 errnos: Collection[int] | None = REFUSED_WRITE) -> Iterator[None]:
+    """Raise ``error(reason)`` (:func:`os_error_reason`) from an ``OSError`` of the block whose
+    errno is in ``errnos`` (default :data:`REFUSED_WRITE`; ``None``: every ``OSError``); any other
+    one is raised as it is."""
+    try:
+        yield
+    except OSError as exc:
+        if errnos is not None and exc.errno not in errnos:
+            raise
+        raise error(os_error_reason(exc)) from exc
 
 
 def _mode_for(path: Path) -> int:

@@ -121,7 +121,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tiny_llm_path, tmp_path, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(CheckpointError, match="disk is full.*previous checkpoint"):
+    with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint"):
         save_checkpoint(path, model, optimizer, TrainingProgress("fp", 2))
     monkeypatch.undo()
     assert path.read_bytes() == before and load_checkpoint(path, model).epoch == 1

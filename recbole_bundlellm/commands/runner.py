@@ -30,7 +30,7 @@ from recbole_bundlellm.data import check_prepared
 from recbole_bundlellm.training.distributed import barrier
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.results import RunResult
-from recbole_bundlellm.fileio import atomic_folder, jsonable
+from recbole_bundlellm.fileio import REFUSED_WRITE, atomic_folder, jsonable, write_errors
 from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.training.sft_trainer import RunFolders, rank_and_world
 
@@ -56,8 +56,19 @@ def working_directory(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
+class _RunLog(logging.FileHandler):
+    """run.log: a write the disk refuses stops the run (one line, see :func:`run_with_config`)
+    instead of logging's printed traceback per record and a run that goes on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and exc.errno in REFUSED_WRITE:
+            raise exc
+        super().handleError(record)
+
+
 def _setup_logging(output_dir: Path, level: str) -> logging.Handler:
-    handler = logging.FileHandler(output_dir / "run.log", mode="w", encoding="utf-8")
+    handler = _RunLog(output_dir / "run.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -167,7 +178,11 @@ def run_with_config(config: BundleConfig, *, output_dir: str | os.PathLike | Non
                        "for the bundle models, e.g. BundleSFT)")
     if rank != 0:
         return _run_as_helper(config, out, rank)
-    with staged_folder(out) as stage:
+    # A full disk (or a read-only one, a file too large) anywhere in the stage is the user's to fix:
+    # one line; staged_folder has put `out` back as it was by then.
+    kept = "its previous contents are kept" if out.exists() else "nothing was written"
+    with write_errors(lambda why: RunError(f"cannot write the run's output folder {out}: {why}; {kept}")), \
+            staged_folder(out) as stage:
         result, trainer = _fit_and_evaluate(config, stage, out)
         barrier()  # the other processes are done reading <out>.training before it goes
         # The checkpoints are in `out` once the stage is moved there.

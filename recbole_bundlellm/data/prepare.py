@@ -50,6 +50,7 @@ from recbole_bundlellm.data.safety import (
 )
 from recbole_bundlellm.data.splits import aicl_split, check_against_aicl, seeded_split
 from recbole_bundlellm.data.task_set import load_titles, task_sessions
+from recbole_bundlellm.fileio import write_errors
 
 
 def default_raw_root() -> Path | None:
@@ -154,7 +155,10 @@ def _write_locked(built: BuiltDomain, out_root: Path, domain: str, manifest: dic
             if card is not None:
                 return card
         check_replaceable(out_root, domain)
-        write_outputs(built, out_root, domain, manifest)
+        # write_outputs builds in a temporary folder and swaps it in whole: a failed write keeps the old one.
+        kept = "the previous output is kept" if (out_root / domain).exists() else "nothing was written"
+        with write_errors(lambda why: DataError(f"cannot write {domain} under {out_root}: {why}; {kept}")):
+            write_outputs(built, out_root, domain, manifest)
     return built.card
 
 

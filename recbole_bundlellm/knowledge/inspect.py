@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from recbole_bundlellm.fileio import atomic_write_text
+from recbole_bundlellm.fileio import atomic_write_text, os_error_reason
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class
-from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, enclosing_store, os_error_reason
+from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, enclosing_store
 from recbole_bundlellm.teacher.calls import Usage
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import FileLocked, atomic_write_bytes, file_lock
+from recbole_bundlellm.fileio import FileLocked, atomic_write_bytes, file_lock, os_error_reason, write_errors
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
 from recbole_bundlellm.teacher.calls import CallRecord, now_iso
 
@@ -54,15 +54,6 @@ class StoreLocked(StoreError):
     """Another process is writing this store."""
 
 
-_WHY = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
-        errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-
-
-def os_error_reason(exc: OSError) -> str:
-    """A short lower-case reason for ``exc`` ("permission denied", "no space left on device", ...)."""
-    return _WHY.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
-
-
 def write_error(root: Path, exc: OSError, detail: str = "") -> StoreError:
     """The error of a failed write into the store at ``root``."""
     return StoreError(f"cannot write to the knowledge store {root}: {os_error_reason(exc)}"
@@ -72,10 +63,8 @@ def write_error(root: Path, exc: OSError, detail: str = "") -> StoreError:
 @contextmanager
 def store_write_errors(root: str | os.PathLike) -> Iterator[None]:
     """Turn an ``OSError`` raised while writing into the store at ``root`` into a :class:`StoreError`."""
-    try:
+    with write_errors(lambda why: StoreError(f"cannot write to the knowledge store {root}: {why}"), errnos=None):
         yield
-    except OSError as exc:
-        raise write_error(Path(root), exc) from exc
 
 
 def is_store_dir(folder: Path) -> bool:

@@ -10,7 +10,6 @@ leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ import torch
 
 from recbole_bundlellm.llm.lora import load_trainable_state, trainable_state
 from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.fileio import atomic_write_bytes
+from recbole_bundlellm.fileio import atomic_write_bytes, write_errors
 
 CHECKPOINT_FORMAT = "bundlellm-train-v1"
 
@@ -70,12 +69,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
     tensors["rng/torch"] = torch.get_rng_state()
     metadata = {"format": CHECKPOINT_FORMAT, "progress": json.dumps(asdict(progress)),
                 "param_groups": json.dumps(groups)}
-    try:
+    with write_errors(lambda why: CheckpointError(
+            f"could not write the checkpoint {path}: {why}; the previous checkpoint (if any) is kept, free space "
+            "and run the same command again to resume from it"), errnos=None):
         atomic_write_bytes(path, save(tensors, metadata=metadata))
-    except OSError as exc:
-        why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
-        raise CheckpointError(f"could not write the checkpoint {path}: {why}; the previous checkpoint (if any) is "
-                              "kept, free space and run the same command again to resume from it") from exc
     return path
 
 
