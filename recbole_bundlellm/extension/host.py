@@ -25,6 +25,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -82,6 +83,10 @@ class PluginStatus:
     components: list[str] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = None
+
+
+#: One ``register(obj)`` call of a registration hook: ``(kind, obj, file:line of the call)``.
+Staged = tuple[str, Any, str]
 
 
 @dataclass
@@ -252,16 +257,28 @@ class PluginHost:
                 self.pm.unregister(plugin)
             return self._fail(status, f"invalid plugin: {exc}", exc)
         status.hooks = sorted(impl_name for impl_name in self._hooks_of(plugin))
-        staged: list[tuple[str, Any]] = []
+        staged: list[Staged] = []
+        mistakes: list[str] = []
         try:
             for hook_name in REGISTRATION_HOOKS:
                 for impl in self._impls(hook_name, plugin):
-                    impl.function(**self._kwargs(impl, register=self._stager(hook_name, staged)))
-            self._commit(staged, name)
+                    before = len(staged)
+                    returned = impl.function(**self._kwargs(impl, register=self._stager(hook_name, staged)))
+                    mistakes.extend(_registration_mistakes(hook_name, impl.function, returned, len(staged) - before))
+            if not (mistakes and self.strict):  # strict mode refuses the plugin below: nothing is added
+                self._commit(staged, name)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
             self.pm.unregister(plugin)
             return self._fail(status, f"registration failed: {type(exc).__name__}: {exc}", exc)
-        status.components = [f"{kind}:{getattr(obj, 'name', getattr(obj, '__name__', obj))}" for kind, obj in staged]
+        status.components = [f"{kind}:{getattr(obj, 'name', getattr(obj, '__name__', obj))}"
+                             for kind, obj, _ in staged]
+        for mistake in mistakes:  # what was registered is kept, but strict mode refuses the plugin
+            text = f"plugin '{name}': {mistake}"
+            if self.strict:
+                self.pm.unregister(plugin)
+                raise PluginError(f"{text} (strict plugin mode)")
+            warnings.warn(text, PluginWarning, stacklevel=4)
+            log.warning(text)
         return None
 
     def _validation_problems(self, plugin: Any) -> list[str]:
@@ -290,7 +307,8 @@ class PluginHost:
         return problems
 
     def _fail(self, status: PluginStatus, message: str, exc: BaseException | None = None) -> None:
-        site = _failure_site(exc) if exc is not None else None
+        # A component refused at registration: the plugin's own register(...) line, not ours.
+        site = getattr(exc, "registered_at", None) or (_failure_site(exc) if exc is not None else None)
         status.status = "failed"
         status.error = _one_line(message) + (f" (at {site})" if site else "")
         if exc is not None:
@@ -335,54 +353,75 @@ class PluginHost:
         return {arg: available[arg] for arg in impl.argnames}
 
     @staticmethod
-    def _stager(hook_name: str, staged: list[tuple[str, Any]]) -> Callable[[Any], None]:
+    def _stager(hook_name: str, staged: list[Staged]) -> Callable[[Any], None]:
         kind = {"register_models": "model", "register_metrics": "metric"}.get(hook_name)
         if kind is None:
             kind = next(k for k, (h, _) in COMPONENT_KINDS.items() if h == hook_name)
 
         def register(obj: Any) -> None:
-            staged.append((kind, obj))
+            caller = sys._getframe(1)  # the plugin's register(...) line, for an error about obj
+            staged.append((kind, obj, f"{caller.f_code.co_filename}:{caller.f_lineno}"))
 
         return register
 
-    def _commit(self, staged: list[tuple[str, Any]], plugin: str) -> None:
-        """Check every staged component, then add them all (or none)."""
+    def _commit(self, staged: list[Staged], plugin: str) -> None:
+        """Check every staged component, then add them all (or none). An error carries the
+        plugin's ``register(...)`` line as ``registered_at``."""
         taken_keys = {name for comps in self.components.values() for name in comps}
         new_keys: set[str] = set()
-        for kind, obj in staged:
-            if kind == "model":
-                if not isinstance(obj, ModelSpec):
-                    raise TypeError(f"register_models must register ModelSpec objects, got {obj!r}")
-                if obj.name.lower() in {n.lower() for n in self.models.names()}:
-                    raise RegistryError(f"model name '{obj.name}' is already registered by another plugin")
-            elif kind == "metric":
-                if not isinstance(obj, type):
-                    raise TypeError(f"register_metrics must register metric classes, got {obj!r}")
-            else:
-                base = import_object(COMPONENT_KINDS[kind][1])
-                if not (isinstance(obj, type) and issubclass(obj, base)):
-                    raise TypeError(f"{COMPONENT_KINDS[kind][0]} must register subclasses of {base.__name__}, got {obj!r}")
-                name = getattr(obj, "name", None)
-                if not isinstance(name, str) or not name.isidentifier():
-                    raise TypeError(f"{obj.__name__}.name must be an identifier string, got {name!r}")
-                if not dataclasses.is_dataclass(obj.Settings):
-                    raise TypeError(f"{obj.__name__}.Settings must be a dataclass")
-                if name in taken_keys or name in new_keys:
-                    owner = next((c.plugin for comps in self.components.values() for c in comps.values()
-                                  if c.name == name), plugin)
-                    raise PluginError(f"component name '{name}' is already taken (by plugin '{owner}'); "
-                                      "names are YAML settings keys and must be unique")
-                new_keys.add(name)
-        for kind, obj in staged:
-            if kind == "model":
-                self.models.register(dataclasses.replace(obj, origin=plugin))
-            elif kind == "metric":
-                from recbole_bundlellm.evaluation.recbole_metrics import register_metric
+        for kind, obj, site in staged:
+            try:
+                self._check_staged(kind, obj, taken_keys, new_keys, plugin)
+            except Exception as exc:
+                exc.registered_at = site  # type: ignore[attr-defined]
+                raise
+        for kind, obj, site in staged:
+            try:
+                self._add_staged(kind, obj, plugin)
+            except Exception as exc:
+                exc.registered_at = site  # type: ignore[attr-defined]
+                raise
 
-                register_metric(obj, owner=self)
-                self.metrics[obj.__name__] = obj
-            else:
-                self.components[kind][obj.name] = _Component(kind, obj.name, obj, plugin)
+    def _check_staged(self, kind: str, obj: Any, taken_keys: set[str], new_keys: set[str], plugin: str) -> None:
+        """Refuse one staged component of ``kind`` that is not one, or whose name is taken."""
+        if kind == "model":
+            if not isinstance(obj, ModelSpec):
+                raise TypeError(f"register_models must register ModelSpec objects, got {obj!r}")
+            if obj.name.lower() in {n.lower() for n in self.models.names()}:
+                raise RegistryError(f"model name '{obj.name}' is already registered by another plugin")
+        elif kind == "metric":
+            # register_metric checks a metric's attributes; a component of another kind is named first.
+            other = "" if hasattr(obj, "metric_need") else _other_kind(obj, "metric")
+            if not isinstance(obj, type) or other:
+                raise TypeError(f"register_metrics must register metric classes, got {obj!r}{other}")
+        else:
+            base = import_object(COMPONENT_KINDS[kind][1])
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise TypeError(f"{COMPONENT_KINDS[kind][0]} must register subclasses of {base.__name__}, "
+                                f"got {obj!r}{_other_kind(obj, kind)}")
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not name.isidentifier():
+                raise TypeError(f"{obj.__name__}.name must be an identifier string, got {name!r}")
+            if not dataclasses.is_dataclass(obj.Settings):
+                raise TypeError(f"{obj.__name__}.Settings must be a dataclass")
+            if name in taken_keys or name in new_keys:
+                owner = next((c.plugin for comps in self.components.values() for c in comps.values()
+                              if c.name == name), plugin)
+                raise PluginError(f"component name '{name}' is already taken (by plugin '{owner}'); "
+                                  "names are YAML settings keys and must be unique")
+            new_keys.add(name)
+
+    def _add_staged(self, kind: str, obj: Any, plugin: str) -> None:
+        """Add one checked component to its registry."""
+        if kind == "model":
+            self.models.register(dataclasses.replace(obj, origin=plugin))
+        elif kind == "metric":
+            from recbole_bundlellm.evaluation.recbole_metrics import register_metric
+
+            register_metric(obj, owner=self)
+            self.metrics[obj.__name__] = obj
+        else:
+            self.components[kind][obj.name] = _Component(kind, obj.name, obj, plugin)
 
     # -- use ------------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -531,6 +570,43 @@ def format_statuses(host: PluginHost, *, tracebacks: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _registration_mistakes(hook_name: str, fn: Any, returned: Any, registered: int) -> list[str]:
+    """What a registration hook did wrong that raises nothing: it returned its components
+    instead of calling ``register``, or registered nothing at all."""
+    call = f"register(...) once per {'model' if hook_name == 'register_models' else 'component'}"
+    if returned is not None:
+        shown = _one_line(repr(returned))
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        return [f"{hook_name} returned {shown} instead of calling {call}; a returned value is not "
+                f"registered (at {_function_site(fn)})"]
+    if registered == 0:
+        return [f"{hook_name} registered nothing; call {call}, or drop the hook (at {_function_site(fn)})"]
+    return []
+
+
+#: kind -> the article and name a message gives it ("a sampler", "an extractor").
+_KIND_WORDS = {"extractor": "an extractor", "sampler": "a sampler", "strategy": "an adaptation strategy",
+               "router": "a fusion router", "metric": "a metric"}
+_KIND_HOOKS = {**{kind: hook for kind, (hook, _) in COMPONENT_KINDS.items()}, "metric": "register_metrics"}
+
+
+def _other_kind(obj: Any, kind: str) -> str:
+    """``"; X is a sampler: register it from register_samplers"`` when ``obj`` is a component of
+    another kind than ``kind``, else ``""``. It imports the base classes: call it on the way to an error."""
+    if not isinstance(obj, type):
+        return ""
+    found = None
+    for other, (_, base_path) in COMPONENT_KINDS.items():
+        if other != kind and issubclass(obj, import_object(base_path)):
+            found = other
+    if found is None and kind != "metric" and callable(getattr(obj, "calculate_metric", None)) \
+            and hasattr(obj, "metric_need"):
+        found = "metric"
+    if found is None:
+        return ""
+    return f"; {obj.__name__} is {_KIND_WORDS[found]}: register it from {_KIND_HOOKS[found]}"
+
+
 def _suggest(name: str, choices: Sequence[str]) -> str:
     """:func:`did_you_mean`, also across letter case (metric names are case-insensitive)."""
     hint = did_you_mean(name, choices)
@@ -558,11 +634,11 @@ def _names_registered_by(name: str, loader: Callable[[], Any]) -> dict[str, set[
             warnings.simplefilter("ignore")
             pm.register(loader(), name=name)
             for hook_name in REGISTRATION_HOOKS:
-                staged: list[tuple[str, Any]] = []
+                staged: list[Staged] = []
                 stage = PluginHost._stager(hook_name, staged)
                 for impl in getattr(pm.hook, hook_name).get_hookimpls():
                     impl.function(**{a: stage for a in impl.argnames if a == "register"})
-                for kind, obj in staged:
+                for kind, obj, _ in staged:
                     names.setdefault(kind, set()).add(str(getattr(obj, "name", getattr(obj, "__name__", obj))))
     except Exception:  # noqa: BLE001 - a disabled plugin may well be broken
         log.debug("could not list what disabled plugin %s provides", name, exc_info=True)

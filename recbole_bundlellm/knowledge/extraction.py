@@ -36,6 +36,18 @@ class ExtractorCrash(BundleLLMError, RuntimeError):
     """In strict mode: an extractor raised on a session (its exception is the ``__cause__``)."""
 
 
+class _WrongReturn(TypeError):
+    """``extract_session`` returned something other than an :class:`Extraction`."""
+
+
+def _a(value: Any) -> str:
+    """``a dict``, ``an int``, ``None``: what a wrong return value is, for a message."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 #: One session's outcome: the extraction (None after an extractor crash, which is logged where it
 #: happens) and the teacher unit used.
 Outcome = tuple["Extraction | None", Any]
@@ -177,19 +189,24 @@ class ExtractionRun:
     def _one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
         """Run one session; a teacher rejection becomes a failed record, an extractor crash an error."""
         try:
-            return extractor.extract_session(session, unit), unit
+            extraction = extractor.extract_session(session, unit)
+            if not isinstance(extraction, Extraction):  # caught below: a wrong type is the plugin's bug too
+                raise _WrongReturn(f"returned {_a(extraction)} on session {session.session_id}; extract_session "
+                                   "must return an Extraction (Extraction('ok', content, text) or "
+                                   "Extraction.failed(reason))")
+            return extraction, unit
         except TeacherRequestError as exc:
             # Keep what the extractor had before the rejection (e.g. the first answer's difficulty).
             return Extraction.failed(f"teacher rejected the request: {exc}", **(exc.partial or {})), unit
         except (TeacherError, StoreError):
             raise  # the endpoint or the store failed, not this session: the run stops
         except Exception as exc:  # noqa: BLE001 - a third-party extractor's bug must not kill the run
+            what = str(exc) if isinstance(exc, _WrongReturn) else \
+                f"failed on session {session.session_id}: {type(exc).__name__}: {exc}"
             if self.strict:
                 raise ExtractorCrash(f"extractor {extractor.name} (plugin {self.plugins.get(extractor.name, '?')}) "
-                                     f"failed on session {session.session_id}: {type(exc).__name__}: {exc} "
-                                     "(strict mode stops here; --debug shows the traceback)") from exc
-            log.warning("extractor %s failed on session %s: %s: %s", extractor.name, session.session_id,
-                        type(exc).__name__, exc)
+                                     f"{what} (strict mode stops here; --debug shows the traceback)") from exc
+            log.warning("extractor %s %s", extractor.name, what)
             return None, unit
 
     def _finish(self, kind: str, session: Session, outcome: Outcome, summary: KindSummary) -> None:

@@ -24,7 +24,7 @@ from recbole_bundlellm.knowledge.extractor import (
 from recbole_bundlellm.knowledge.store import KnowledgeStore
 from recbole_bundlellm.sampling.difficulty import session_difficulty
 from recbole_bundlellm.sampling.knowledge_set import KnowledgeSet
-from recbole_bundlellm.sampling.sampler import Sampler, SamplingContext, sample_size
+from recbole_bundlellm.sampling.sampler import Sampler, SamplerError, SamplingContext, sample_size
 from recbole_bundlellm.settings import settings_dict
 
 #: Difficulty of one domain: ``(difficulty per session id, source)`` as returned by
@@ -43,8 +43,8 @@ def select_sessions(sampler: Sampler, sessions: Sequence[Session], ratio: float,
                     difficulty: Mapping[str, float] | None = None) -> list[str]:
     """The ids of ``round(ratio * len(sessions))`` sessions (at least one) chosen by ``sampler``.
 
-    Raises ``ValueError`` for a ratio outside 0.1..0.7, and ``RuntimeError`` when the sampler
-    does not return exactly that many distinct ids of the given sessions.
+    Raises ``ValueError`` for a ratio outside 0.1..0.7, and :class:`SamplerError` when the sampler
+    does not return exactly that many distinct (string) ids of the given sessions.
     """
     if not sessions:
         sample_size(1, ratio)  # still reject a bad ratio
@@ -52,9 +52,14 @@ def select_sessions(sampler: Sampler, sessions: Sequence[Session], ratio: float,
     size = sample_size(len(sessions), ratio)
     context = SamplingContext(sessions, sampler_rng(sampler, seed), dict(difficulty or {}))
     chosen = list(sampler.select(context, size))
+    wrong = [c for c in chosen if not isinstance(c, str)]
+    if wrong:  # an int 3 is not the session "3": every later lookup would miss it
+        shown = ", ".join(f"{type(c).__name__} {c!r}" for c in wrong[:3]) + (", ..." if len(wrong) > 3 else "")
+        raise SamplerError(f"sampler '{sampler.name}' returned session ids that are not strings ({shown}); "
+                           "select must return the chosen sessions' session_id values, which are strings")
     known = {s.session_id for s in sessions}
     if len(chosen) != size or len(set(chosen)) != size or not set(chosen) <= known:
-        raise RuntimeError(f"sampler '{sampler.name}' returned {len(chosen)} ids ({len(set(chosen))} distinct, "
+        raise SamplerError(f"sampler '{sampler.name}' returned {len(chosen)} ids ({len(set(chosen))} distinct, "
                            f"{len(set(chosen) - known)} unknown) where {size} distinct session ids were asked for")
     return chosen
 

@@ -16,9 +16,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.settings import Component
 
 MIN_RATIO, MAX_RATIO = 0.1, 0.7
+
+
+class SamplerError(BundleLLMError, RuntimeError):
+    """A sampler's ``select`` broke its contract (ids that are not strings, not of the given
+    sessions, repeated, or too few): the plugin's to fix."""
 
 
 @dataclass(frozen=True)
