@@ -14,8 +14,7 @@ import bundlellm_keywords
 import pytest
 from bundlellm_keywords import KeywordsExtractor, KeywordsSettings
 
-from recbole_bundlellm.errors import BundleLLMError
-from recbole_bundlellm.testing import Workspace, as_record, plugin_host, prepare_tiny_data
+from recbole_bundlellm.testing import BundleLLMError, Workspace, as_record, plugin_host, prepare_tiny_data
 
 
 @pytest.fixture(scope="module")
