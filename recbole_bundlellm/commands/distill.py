@@ -228,7 +228,9 @@ def distill(config_files: Sequence[str | os.PathLike] = (), config_dict: dict[st
     ``host``: the plugin host to use (default: one built from the configuration and environment).
     ``progress``: progress bars (default: on a terminal only).
     """
-    config = BundleConfig("BundleLLM", None, list(config_files), dict(config_dict or {}), host=host)
+    # Distillation runs no model: its files are often the students' own, so any model's keys pass.
+    config = BundleConfig("BundleLLM", None, list(config_files), dict(config_dict or {}), host=host,
+                          check_model_keys=False)
     settings = resolve_distill_settings(config)
     sessions = load_training_sessions(config)
     if settings.max_sessions:

@@ -18,7 +18,7 @@ from recbole.config import Config
 
 from recbole_bundlellm.config.files import BUNDLE_OVERALL, NEXT_ITEM_OVERALL, NEXT_ITEM_SUFFIX, ConfigError, _yaml_keys
 from recbole_bundlellm.config.host import SETTINGS_BLOCKS, check_host, check_metrics, check_settings_blocks, host_for
-from recbole_bundlellm.config.keys import check_keys, known_config_keys
+from recbole_bundlellm.config.keys import check_keys, check_read_keys, known_config_keys
 from recbole_bundlellm.config.ranges import check_numeric_settings
 from recbole_bundlellm.extension.host import PluginHost
 from recbole_bundlellm.extension.registry import ModelSpec
@@ -30,6 +30,11 @@ class BundleConfig(Config):
     ``host`` is the plugin host whose models, metrics and settings keys the config resolves;
     without one, a host is built from the configuration's ``disable_plugins`` and the
     environment (:func:`host_for`). It is :attr:`host` afterwards.
+
+    A key the user set (files, ``config_dict``) that ``model`` does not read is an error naming
+    the models that do (:func:`~recbole_bundlellm.config.keys.check_read_keys`);
+    ``check_model_keys=False`` accepts any model's keys (``distill``, which runs no model, reads
+    the files that students are run with).
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class BundleConfig(Config):
         config_dict: dict[str, Any] | None = None,
         *,
         host: PluginHost | None = None,
+        check_model_keys: bool = True,
     ) -> None:
         files = [str(p) for p in config_file_list or []]
         # Both branches read each file (disable_plugins), so an unreadable one is one error naming it.
@@ -50,6 +56,7 @@ class BundleConfig(Config):
         self.host: PluginHost | None = host
         self.spec: ModelSpec = host.models.resolve(model) if isinstance(model, str) else _spec_of(model, host)
         self._user_files = files
+        self.check_model_keys = check_model_keys
         super().__init__(self.spec.model_class, dataset, files or None, config_dict)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -62,7 +69,8 @@ class BundleConfig(Config):
     def with_dataset(self, dataset: str) -> BundleConfig:
         """The same files, overrides and host for another dataset (e.g. another domain)."""
         overrides = {k: v for k, v in self.variable_config_dict.items() if k != "dataset"}
-        return BundleConfig(self.spec.name, dataset, self._user_files, overrides, host=self.host)
+        return BundleConfig(self.spec.name, dataset, self._user_files, overrides, host=self.host,
+                            check_model_keys=self.check_model_keys)
 
     def _load_cmd_line(self) -> dict[str, Any]:
         return {}
@@ -112,9 +120,15 @@ class BundleConfig(Config):
 
     def _get_final_config_dict(self) -> dict[str, Any]:
         known = set(self.internal_config_dict) | known_config_keys(self.host)
-        for path in self._user_files:
-            check_keys(_yaml_keys(Path(path)), known, f"config file {path}", self.host)
-        check_keys(self.variable_config_dict, known, "the config overrides", self.host)
+        given = [(_yaml_keys(Path(path)), f"config file {path}") for path in self._user_files]
+        given.append((set(self.variable_config_dict), "the config overrides"))
+        for keys, where in given:
+            check_keys(keys, known, where, self.host)
+        # Only keys the user set count: the defaults (RecBole's dataset and model-type files, ours,
+        # the model's own) are the model's run's.
+        if self.check_model_keys:
+            for keys, where in given:
+                check_read_keys(keys, self.spec, self.host, where, also_read=self.internal_config_dict)
         final = super()._get_final_config_dict()
         check_metrics(final, self.host)
         # RecBole's own models may read a key of ours with another meaning (CORE: `temperature`).
