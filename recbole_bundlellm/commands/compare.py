@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_bundlellm.config import BundleConfig, host_for_runs
+from recbole_bundlellm.config import BundleConfig, check_shared_keys, host_for_runs, keys_for, load_yaml_files
 from recbole_bundlellm.extension.host import PluginHost
+from recbole_bundlellm.extension.registry import ModelSpec
 from recbole_bundlellm.evaluation.results import RunResult
 from recbole_bundlellm.fileio import atomic_write_text
 from recbole_bundlellm.commands.runner import (RunError, output_folder, resolve_config, run_config, run_name_of,
@@ -28,23 +29,36 @@ def compare(config_files: Sequence[str | os.PathLike], overrides: dict[str, Any]
             floors: bool = False, host: PluginHost | None = None) -> list[RunResult]:
     """One run per config file (each with ``overrides``), then the floors on the first run's dataset.
 
-    Every configuration is resolved and checked before the first run starts.
+    ``overrides`` are shared: each run gets those its model reads, and each must be read by one
+    of the runs (the floors' included). Every configuration is resolved and checked before the
+    first run starts.
     """
     from recbole_bundlellm.models.floors.floor import FLOOR_RULES
 
     overrides = dict(overrides or {})
     # One host for every row; each config would otherwise build its own, one per run and floor.
     host = host or host_for_runs([[path] for path in config_files], overrides)
-    configs = [resolve_config([path], overrides, host=host) for path in config_files]
+    models = [_model_of(path, overrides, host) for path in config_files]
+    floor_model = host.models.resolve("Floor") if floors else None
+    check_shared_keys(overrides, [m for m in [*models, floor_model] if m is not None], host, "the overrides")
+    configs = [resolve_config([path], keys_for(overrides, model, host) if model else overrides, host=host)
+               for path, model in zip(config_files, models)]
     check_distinct_runs(config_files, configs, floors=floors)
     results = [run_with_config(config) for config in configs]
     if floors and results:
         first = results[0]
         for rule in FLOOR_RULES:
-            floor = {"data_path": str(first.data_path), "eval_max_sessions": None, **overrides,
+            floor = {"data_path": str(first.data_path), "eval_max_sessions": None,
+                     **keys_for(overrides, host.models.resolve("Floor"), host),
                      "floor_rule": rule, "run_name": f"{FLOOR_PREFIX}{rule}"}
             results.append(run_config([], floor, model="Floor", dataset=first.dataset, host=host))
     return results
+
+
+def _model_of(path: str | os.PathLike, overrides: dict[str, Any], host: PluginHost) -> ModelSpec | None:
+    """The model a config file runs (``None`` when it names none: resolving it says so)."""
+    name = overrides.get("model") or load_yaml_files([path]).get("model")
+    return host.models.resolve(str(name)) if name else None
 
 
 def check_distinct_runs(config_files: Sequence[str | os.PathLike], configs: Sequence[BundleConfig], *,

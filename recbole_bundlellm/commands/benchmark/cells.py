@@ -27,10 +27,11 @@ from typing import Any
 from recbole_bundlellm import __version__
 from recbole_bundlellm.commands.benchmark.spec import DATASET_PLACEHOLDER, BenchmarkError, BenchmarkSpec, Cell, Method, _check_file
 from recbole_bundlellm.commands.runner import resolve_config
-from recbole_bundlellm.config import BundleConfig, host_for_runs, load_yaml_files
+from recbole_bundlellm.config import BundleConfig, check_shared_keys, host_for_runs, keys_for, load_yaml_files
 from recbole_bundlellm.data.prepared import check_prepared
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.extension.host import PluginHost
+from recbole_bundlellm.extension.registry import ModelSpec
 from recbole_bundlellm.fileio import content_fingerprint, jsonable, sha256_file
 
 #: Settings that say where or how loudly a run writes, not what it computes: not in a cell's key.
@@ -139,9 +140,39 @@ def _seed_keys(spec: BenchmarkSpec, files: Sequence[str], overrides: Mapping[str
     return keys
 
 
+def _model_of(spec: BenchmarkSpec, method: Method, files: Sequence[str], host: PluginHost) -> ModelSpec | None:
+    """The model a method's cells run (``None`` when none is named: the cell's plan says so)."""
+    named = {**spec.overrides, **method.inline, **spec.cli_overrides}.get("model")
+    if not named:
+        named = load_yaml_files([f for f in files if Path(f).is_file()]).get("model")
+    return host.models.resolve(str(named)) if named else None
+
+
+def check_grid_keys(spec: BenchmarkSpec, host: PluginHost) -> None:
+    """The grid's shared keys (``overrides:``, the command line's, ``seed_keys:``) must each be read
+    by one of its methods' models; each cell then gets only those its model reads."""
+    models: list[ModelSpec] = []
+    for dataset in spec.datasets or (None,):
+        for method in spec.methods:
+            files = method.files_for(dataset)
+            try:
+                model = _model_of(spec, method, files, host) if files is not None else None
+            except BundleLLMError:  # an unknown model or unreadable file: the cell's plan names the method
+                continue
+            if model is not None and model not in models:
+                models.append(model)
+    try:
+        check_shared_keys(spec.overrides, models, host, "the benchmark's `overrides:`")
+        check_shared_keys(spec.cli_overrides, models, host, "the command line's overrides")
+        check_shared_keys(spec.seed_keys or (), models, host, "`seed_keys:`")
+    except BundleLLMError as exc:
+        raise BenchmarkError(exc.args[0]) from None
+
+
 def plan(spec: BenchmarkSpec, host: PluginHost | None = None) -> list[Cell]:
     """Every cell of the grid, each configuration resolved and its data checked (nothing runs)."""
     host = host or _host(spec)
+    check_grid_keys(spec, host)
     cells: list[Cell] = []
     datasets: Sequence[str | None] = spec.datasets or (None,)
     for dataset in datasets:
@@ -158,7 +189,13 @@ def _plan_cell(spec: BenchmarkSpec, method: Method, dataset: str | None, files: 
                host: PluginHost) -> Cell:
     where = f"method '{method.name}'" + (f" on {dataset}" if dataset else "")
     try:
-        overrides = {**spec.overrides, **method.inline, **spec.cli_overrides}
+        # The grid's shared keys reach the models that read them (check_grid_keys); the method's own
+        # keys are all its model's (BundleConfig refuses one it does not read).
+        model = _model_of(spec, method, files, host)
+        shared, cli = spec.overrides, spec.cli_overrides
+        if model is not None:
+            shared, cli = keys_for(shared, model, host), keys_for(cli, model, host)
+        overrides = {**shared, **method.inline, **cli}
         if dataset is None and any(DATASET_PLACEHOLDER in path for path in files):
             raise BenchmarkError(f"its config names {DATASET_PLACEHOLDER}, so the benchmark needs `datasets:`")
         if dataset is not None:
@@ -166,7 +203,8 @@ def _plan_cell(spec: BenchmarkSpec, method: Method, dataset: str | None, files: 
         elif not (overrides.get("dataset") or load_yaml_files(files).get("dataset")):
             raise BenchmarkError("no dataset: give the benchmark `datasets:` or the method a `dataset:`")
         for key in _seed_keys(spec, files, overrides, host):
-            overrides[key] = seed
+            if model is None or key in keys_for({key: seed}, model, host):
+                overrides[key] = seed
         if isinstance(overrides.get("data_path"), str):  # the cell's process may start elsewhere
             overrides["data_path"] = str(Path(overrides["data_path"]).resolve())
         for path in files:
