@@ -20,7 +20,9 @@ config overrides:
   Any config key can be set after the options as --key=value (the value is read as YAML), e.g.
     --eval_max_sessions=20 --metrics='[ExactF1, BestJaccard]' --teacher='{base_url: http://127.0.0.1:8088/v1}'
   Overrides win over the -c files. A settings block (teacher, sampling, each plugin component's key)
-  is merged key by key with the files' block; other keys replace the files' value."""
+  is merged key by key with the files' block; other keys replace the files' value.
+  A key you set (in a -c file or as --key=value) that the model does not read is an error naming the
+  models that read it. compare's and benchmark's overrides reach only the runs whose model reads them."""
 
 
 def _add_data_commands(sub: Any) -> None:
