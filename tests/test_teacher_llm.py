@@ -155,7 +155,8 @@ def test_user_mistakes_are_one_clear_error(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(BundleLLMError, match="no teacher endpoint: set `teacher.base_url`"):
         run("TeacherLLM", "clothing", config_dict=base, output_dir=tmp_path / "a")
     with FakeTeacherServer(shirt_and_tie) as server:
-        with pytest.raises(BundleLLMError, match="adaptation is for students"):
+        # adaptation is read by the students only: refused before the teacher's own check
+        with pytest.raises(BundleLLMError, match=r"adaptation is not read by TeacherLLM \(it is read by BundleLLM"):
             run("TeacherLLM", "clothing", config_dict={**_config(tiny_data, tmp_path / "kn", server),
                                                        "adaptation": "icl"}, output_dir=tmp_path / "b")
         with pytest.raises(TeacherError, match="does not serve model 'nope'"):
