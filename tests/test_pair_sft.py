@@ -54,9 +54,13 @@ def test_pair_sft_trains_adapters_and_head_saves_both_and_reuses_them(tiny_data,
     from safetensors.torch import load_file
 
     head = load_file(str(adapter / HEAD_FILE))
-    assert set(head) == {"norm.weight", "norm.bias", "project.weight", "project.bias", "score.0.weight",
+    assert set(head) == {"center", "scale", "calibrated", "project.weight", "project.bias", "score.0.weight",
                          "score.0.bias", "score.2.weight", "score.2.bias"}
+    assert bool(head["calibrated"]) and float(head["scale"].min()) > 0  # standardised by training products
     assert "grouping" in first.info["decoding"]  # tuned on valid
+    probe = first.info["pair_probe"]  # the head was fitted on the frozen model first (LP-FT)
+    assert probe["steps"] > 0 and probe["loss_last_tenth"] < probe["loss_first_tenth"]
+    assert "exactf1" in first.info["valid_before_training"]  # the probed head was a candidate epoch too
     again = run("PairSFT", "clothing", config_dict=overrides, output_dir="out")
     assert again.info["training"]["reused_adapter"].endswith("adapter")
     assert again.test_result == first.test_result
@@ -110,3 +114,21 @@ def test_lora_layers_adapt_only_the_blocks_below_the_one_read(tiny_data, tiny_ll
                if p.requires_grad and "lora_" in n}
     assert adapted == {"0"}  # block 1 only (0-based 0): block 2 is never run
     assert any("mlp" in n and "lora_" in n for n, _ in model.llm.named_parameters())  # all-linear, spelled out
+
+
+def test_a_killed_pair_sft_training_resumes_to_the_same_adapter_and_head(tiny_data, tiny_llm_path, tmp_path):
+    """The head is fitted on the frozen model before the adapters train: a resumed run fits it
+    again (seeded) and then loads its checkpoint, so it ends where an uninterrupted run ends."""
+    from safetensors.torch import load_file
+    from test_sft import _train_in_child
+
+    config = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST, "epochs": 3,
+              "train_batch_size": 1, "checkpoint_steps": 2, "pair_probe_steps": 20}
+    assert _train_in_child(tmp_path / "whole", config, model="PairSFT") == 0
+    assert _train_in_child(tmp_path / "killed", config, kill_after=4, model="PairSFT") == -9
+    assert _train_in_child(tmp_path / "killed", config, model="PairSFT") == 0
+    assert "resuming training from epoch" in (tmp_path / "killed" / "run.log").read_text()
+    for name in ("adapter_model.safetensors", HEAD_FILE):
+        whole = load_file(str(tmp_path / "whole" / "adapter" / name))
+        resumed = load_file(str(tmp_path / "killed" / "adapter" / name))
+        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), name

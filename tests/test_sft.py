@@ -140,14 +140,14 @@ def save_then_die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind, as on a real kill
     return out
 t.save_checkpoint = save_then_die
-run("BundleSFT", "clothing", config_dict={config!r}, output_dir=sys.argv[1])
+run({model!r}, "clothing", config_dict={config!r}, output_dir=sys.argv[1])
 """
 
 
-def _train_in_child(out: Path, config: dict, kill_after: int = 0) -> int:
+def _train_in_child(out: Path, config: dict, kill_after: int = 0, model: str = "BundleSFT") -> int:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}", "KILL_AFTER_SAVES": str(kill_after),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", _KILLED_RUN.format(config=config), str(out)], env=env,
+    return subprocess.run([sys.executable, "-c", _KILLED_RUN.format(config=config, model=model), str(out)], env=env,
                           capture_output=True, text=True).returncode
 
 

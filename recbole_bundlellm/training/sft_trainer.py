@@ -126,10 +126,15 @@ class SFTTrainer(BundleEvaluation, Trainer):
             self.timing["fit_seconds"] = time.perf_counter() - start
             self._tune(valid)
             return None, None
+        before = getattr(self.model, "before_training", None)
+        if callable(before):  # e.g. a head fitted on the frozen model first; a resumed run then loads its own
+            before(self.examples)
         self._plan()
         last = self.work_dir / LAST
         if last.is_file():
             self.resume_checkpoint(last)
+        elif callable(before) and valid_data is not None and self.eval_step > 0:
+            self._validate_prepared(valid_data)
         self._sync_from_rank0()
         result = super().fit(train_data, valid_data if self.eval_step > 0 else None, verbose=verbose,
                              saved=saved, show_progress=show_progress, callback_fn=callback_fn)
@@ -139,6 +144,15 @@ class SFTTrainer(BundleEvaluation, Trainer):
         self.model.run_info["training"] = self._training_info()
         self._tune(valid)
         return result
+
+    def _validate_prepared(self, valid_data: Any) -> None:
+        """A model prepared before training (``before_training``: e.g. a head fitted on the frozen
+        model) is scored on valid and kept as the best so far: an epoch must beat it to replace it,
+        so training on few sessions cannot end below where it started."""
+        score, result = self._valid_epoch(valid_data)
+        self.best_valid_score, self.best_valid_result = score, result
+        self.model.run_info["valid_before_training"] = {k: round(v, 4) for k, v in result.items()}
+        self._save_checkpoint(-1)
 
     def _tune(self, valid: list) -> None:
         """Let the model calibrate its decoding on valid (labels visible), after training."""
@@ -195,7 +209,12 @@ class SFTTrainer(BundleEvaluation, Trainer):
 
     def _valid_epoch(self, valid_data: Any, show_progress: bool = False) -> tuple[float, dict[str, float]]:
         start = time.perf_counter()
-        result = self.evaluate_bundles(self.evaluation_sessions(valid_data, self.config["valid_max_sessions"]))
+        sessions = self.evaluation_sessions(valid_data, self.config["valid_max_sessions"])
+        if getattr(self.model, "tunes_every_validation", False):
+            # A model whose decoding is tuned on valid (a threshold over scores) is compared across
+            # epochs as it will be used: an untuned threshold would pick the best-calibrated epoch.
+            self.model.tune(sessions)
+        result = self.evaluate_bundles(sessions)
         self.timing["valid_seconds"] = self.timing.get("valid_seconds", 0.0) + time.perf_counter() - start
         self.logger.info("valid: %s", {k: round(v, 4) for k, v in result.items()})
         return calculate_valid_score(result, self.valid_metric), result

@@ -70,7 +70,9 @@ class BundleSFT(BundleLLM):
         if config["answer_order"] not in ("session", "shuffled"):
             raise SettingsError(f"answer_order '{config['answer_order']}' is not one of session, shuffled")
         limit = config["max_seq_tokens"]
-        if self.context_tokens is not None and (limit is None or limit > self.context_tokens):
+        if limit is None and self.context_tokens is not None:  # ~: as long as the model reads
+            config["max_seq_tokens"] = limit = self.context_tokens
+        if self.context_tokens is not None and limit > self.context_tokens:
             raise SettingsError(f"max_seq_tokens={limit} exceeds the model's context of {self.context_tokens} tokens; "
                                 f"set max_seq_tokens to {self.context_tokens} or less")
         if config["label_weighting"] not in LABEL_WEIGHTINGS:
