@@ -216,7 +216,7 @@ def _plan_cell(spec: BenchmarkSpec, method: Method, dataset: str | None, files: 
         raise BenchmarkError(f"{where}: {exc if not isinstance(exc, KeyError) else exc.args[0]}") from None
     facts = {k: jsonable(config.final_config_dict.get(k)) for k in FACT_KEYS}
     return Cell(method.name, str(config["dataset"]), seed, key, files, overrides, facts,
-                (spec.cells_dir / key).resolve())
+                (spec.cells_dir / key).resolve(), method.resources)
 
 
 def _host(spec: BenchmarkSpec, strict: bool = False) -> PluginHost:
@@ -224,3 +224,28 @@ def _host(spec: BenchmarkSpec, strict: bool = False) -> PluginHost:
     groups = [[f for f in files if Path(f).is_file()] for m in spec.methods for d in (spec.datasets or (None,))
               if (files := m.files_for(d)) is not None]
     return host_for_runs(groups, {**spec.overrides, **spec.cli_overrides}, strict=strict)
+
+
+def describe_plan(spec: BenchmarkSpec, cells: Sequence[Cell], executor: str = "local") -> list[str]:
+    """``--plan``'s lines: one per cell (to run or reused, method, dataset, seed, key, resources),
+    then the totals. A cell to run whose job an earlier ``--executor submitit`` recorded says so."""
+    from recbole_bundlellm.commands.benchmark.cluster import jobs_folder, read_jobs
+
+    jobs = read_jobs(jobs_folder(spec))
+    lines = []
+    for cell in cells:
+        line = f"{'reuse  ' if cell.finished else 'to run '} {cell.label}  {cell.key}  {cell.resources.describe()}"
+        entry = jobs.get(cell.key)
+        if entry and not cell.finished:
+            line += f"  (job {entry.get('job_id')} on {entry.get('cluster')} submitted {entry.get('submitted_at')})"
+        lines.append(line)
+    todo = len({c.key for c in cells if not c.finished})
+    lines.append(f"{len(cells)} cells, {todo} to run, {sum(c.finished for c in cells)} reused; "
+                 f"folders under {spec.cells_dir}")
+    if executor == "local":
+        lines.append("executor local: the cells run one after the other on this machine (resources apply to "
+                     "--executor submitit only)")
+    else:
+        lines.append(f"executor {executor}: {todo} jobs, one per cell to run (a recorded job still running is "
+                     f"waited for, not resubmitted); job logs under {jobs_folder(spec)}")
+    return lines
