@@ -123,7 +123,8 @@ def _lora_text(config: BundleConfig, blocks: int, lowest: int, read: int) -> str
     return f"LoRA rank {config['lora_rank']} on {config['lora_target_modules']}, {where}"
 
 
-def _training(config: BundleConfig, llm: Any, cls: type, dtype: torch.dtype) -> tuple[Training, int, int]:
+def _training(config: BundleConfig, llm: Any, cls: type, dtype: torch.dtype,
+              cpu: bool = False) -> tuple[Training, int, int]:
     """The training settings of the estimate, the lowest adapted block (0-based) and the read block."""
     from recbole_bundlellm.fusion.representation import decoder_layers
 
@@ -136,7 +137,7 @@ def _training(config: BundleConfig, llm: Any, cls: type, dtype: torch.dtype) -> 
     training = Training(dtype=dtype, trained_blocks=read - lowest, adapted_inputs=width, adapted_projections=count,
                         rank=rank, lora_dropout=float(config["lora_dropout"]) if count else 0.0,
                         gradient_checkpointing=bool(config["gradient_checkpointing"]),
-                        eager_attention=kernel == "eager", lm_head=not issubclass(cls, PairSFT))
+                        eager_attention=kernel == "eager", lm_head=not issubclass(cls, PairSFT), cpu=cpu)
     return training, lowest, read
 
 
@@ -181,7 +182,7 @@ def plan_meta(config: BundleConfig, model_config: str | Path, seq_len: int | Non
     targets = int(config["max_new_tokens"]) * int(config["train_batch_size"]) if training.lm_head else 0
     batch = Batch(int(config["train_batch_size"]), int(length), targets)
     memory = estimate(llm, Shape.of(hf_config), batch, training, four_bit=bool(config["load_in_4bit"]))
-    notes.append("built on the meta device: no weights were read and nothing was timed")
+    notes.append("built on the meta device, estimated for a CUDA GPU: no weights were read and nothing was timed")
     return PlanReport(config.spec.name, f"{Path(model_config)} ({_architecture(llm)})", "meta",
                       str(dtype).removeprefix("torch."), sum(p.numel() for p in llm.parameters()),
                       sum(p.numel() for p in llm.parameters() if p.requires_grad),
@@ -233,7 +234,7 @@ def plan_with_data(config: BundleConfig, warmup_steps: int = 3) -> PlanReport:
     if not examples:
         raise PlanError("no training session has ground-truth bundles: nothing to plan")
     dtype = model.loaded_llm.loaded.dtype
-    training, lowest, read = _training(config, model.llm, cls, dtype)
+    training, lowest, read = _training(config, model.llm, cls, dtype, cpu=torch.device(model.device).type == "cpu")
     batches = epoch_batches(examples, config["train_batch_size"], config["seed"], 0)
     padded = [len(b) * max(len(examples[i]) for i in b) for b in batches]
     largest = batches[max(range(len(batches)), key=padded.__getitem__)]

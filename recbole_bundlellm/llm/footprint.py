@@ -13,8 +13,9 @@ The estimate (``bundlellm plan``) adds up, at the configured dtype, batch and se
   below are frozen and keep nothing), in dtype elements: 4h (the two norms' inputs and outputs)
   + h + 2kv (queries, keys, values) + 2h (attention output, and its input to ``o_proj``) + 4i
   (the MLP's gate, up, activation and product), plus per adapted projection its dropped-out input
-  (when ``lora_dropout`` > 0) and its rank-r intermediate; eager attention adds its probabilities,
-  ``heads x seq^2`` per sequence in float32 and in dtype. With ``gradient_checkpointing`` a block
+  (when ``lora_dropout`` > 0) with its mask (a byte on CUDA, an element on a CPU) and its rank-r
+  intermediate; eager attention (and sdpa on a CPU, whose padded batches take the math kernel)
+  adds its probabilities, ``heads x seq^2`` per sequence in float32 (and in dtype). With ``gradient_checkpointing`` a block
   keeps only its input (h) and one block's activations are rebuilt at a time. One more block's
   worth covers backward's working buffers, and the LM head runs on the target tokens only (see
   :func:`~recbole_bundlellm.llm.batches.answer_loss`): dtype + two float32 copies of the
@@ -82,6 +83,9 @@ class Training:
     gradient_checkpointing: bool
     eager_attention: bool
     lm_head: bool                # the loss reads the LM head (BundleSFT) or not (PairSFT's pair head)
+    #: Training on a CPU: dropout keeps a float mask (CUDA's fused kernel a byte), and sdpa with a
+    #: padding mask takes its math kernel, which keeps the attention probabilities as eager does.
+    cpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,11 +141,11 @@ def activation_bytes(shape: Shape, batch: Batch, training: Training) -> int:
     h, i, kv = shape.hidden, shape.intermediate, shape.kv_dim
     per_token = d * (4 * h + h + 2 * kv + 2 * h + 4 * i)
     if training.lora_dropout > 0:  # the dropped-out copy of each adapted input, and its mask
-        per_token += (d + 1) * training.adapted_inputs
+        per_token += (d + (d if training.cpu else 1)) * training.adapted_inputs
     per_token += d * training.rank * training.adapted_projections
     block = tokens * per_token
-    if training.eager_attention:
-        block += batch.sequences * shape.heads * batch.length**2 * (4 + d)
+    if training.eager_attention or training.cpu:  # softmax kept in float32 (and cast to dtype)
+        block += batch.sequences * shape.heads * batch.length**2 * (4 if d == 4 else 4 + d)
     if training.gradient_checkpointing:
         kept = training.trained_blocks * tokens * h * d + block  # the inputs, and one block rebuilt
     else:
