@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", help="write the table (.md) and results (.json) with this path stem")
 
     _add_benchmark_command(sub)
+    _add_plan_command(sub)
     sub.add_parser("models", help="list the models the registry resolves")
     experts = sub.add_parser("experts", help="list the trained LoRA experts (adapters of BundleSFT runs) of a base "
                                              "model, for RouteDK's `experts:`")
@@ -120,6 +121,29 @@ def _add_benchmark_command(sub: Any) -> None:
                             "the jobs in this process, one after the other (needs: pip install "
                             "'recbole-bundlellm[cluster]')")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_plan_command(sub: Any) -> None:
+    plan = sub.add_parser("plan", help="a student's parameters, memory, tokens per epoch and training time, "
+                                       "before training it",
+                          description="For a student that fine-tunes (BundleSFT, PairSFT, RouteDK): parameters, "
+                                      "trainable parameters, the estimated memory of a training step (weights, adapters, "
+                                      "gradients, AdamW states, activations at the longest batch), tokens per epoch "
+                                      "from the model's own training examples, and a time estimate from a few real "
+                                      "training steps. With --model-config the architecture is built on the meta "
+                                      "device (no weights, no memory, nothing timed): a model too large for this "
+                                      "machine plans here.",
+                          epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
+    plan.add_argument("--model", help="model name (overrides the config's `model`)")
+    plan.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
+    plan.add_argument("--warmup-steps", type=int, default=3,
+                      help="real training steps timed for the time estimate (default 3; 0: none)")
+    plan.add_argument("--model-config", help="a transformers config.json (or its folder): plan that architecture "
+                                             "on the meta device instead of loading llm_model and the data")
+    plan.add_argument("--seq-len", type=int, help="with --model-config: tokens per training example "
+                                                  "(default: max_seq_tokens)")
+    plan.add_argument("--json", help="also write the plan as JSON to this file")
 
 
 def _add_knowledge_commands(sub: Any) -> None:
@@ -268,6 +292,21 @@ def _benchmark(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     print(result.files["markdown"].read_text(encoding="utf-8"), end="")
     print(f"{len(result.ran)} cells run, {len(result.reused)} reused; tables: {result.files['csv']}, "
           f"{result.files['markdown']}; plots: {spec.output_dir / 'plots'}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    import json
+
+    from recbole_bundlellm.commands.plan import plan
+    from recbole_bundlellm.commands.runner import resolve_config
+
+    config = resolve_config(args.config, overrides, model=args.model, dataset=args.dataset,
+                            host=_host(args, [args.config], overrides))
+    report = plan(config, warmup_steps=args.warmup_steps, model_config=args.model_config, seq_len=args.seq_len)
+    print(report.format(), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return 0
 
 
@@ -451,6 +490,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         return _run(args, overrides)
     if args.command == "benchmark":
         return _benchmark(args, overrides)
+    if args.command == "plan":
+        return _plan(args, overrides)
     return _compare(args, overrides)
 
 
