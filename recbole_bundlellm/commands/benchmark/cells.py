@@ -36,6 +36,11 @@ from recbole_bundlellm.fileio import content_fingerprint, jsonable, sha256_file
 
 #: Settings that say where or how loudly a run writes, not what it computes: not in a cell's key.
 NOT_IN_KEY = frozenset({"output_dir", "checkpoint_dir", "run_name", "show_progress", "state", "data_path"})
+#: Opt-in settings at the value that reproduces the behaviour from before they existed: left out of
+#: a cell's key while they hold it, so adding such a setting does not make every finished cell new
+#: (gradient checkpointing computes the same gradients; a set attention kernel or a 4-bit base is in
+#: the key).
+NEUTRAL_VALUES: dict[str, Any] = {"gradient_checkpointing": False, "attn_implementation": None, "load_in_4bit": False}
 #: Bump when what a key covers changes, so old cells are not taken for new ones.
 CELL_FORMAT = "1"
 #: Settings of a cell that the report reads (reference row, sampling plot, labels).
@@ -86,7 +91,8 @@ def cell_key(config: BundleConfig) -> str:
     model's source file."""
     final = config.final_config_dict
     skip = NOT_IN_KEY | _other_models_keys(config)
-    settings = {k: jsonable(v) for k, v in final.items() if k not in skip}
+    settings = {k: jsonable(v) for k, v in final.items()
+                if k not in skip and not (k in NEUTRAL_VALUES and v == NEUTRAL_VALUES[k])}
     for key in ("knowledge_dir", "adapter_path"):  # relative to where the grid runs
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
