@@ -6,7 +6,6 @@ the tiny data."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -26,16 +25,7 @@ from recbole_bundlellm.commands.benchmark.spec import BenchmarkError, load_bench
 from recbole_bundlellm.commands.cli import main
 
 
-
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _finished(cells_dir: Path) -> dict[str, int]:
-    """Finished cell folders -> their metrics.json's modification time (ns)."""
-    return {p.name: (p / "metrics.json").stat().st_mtime_ns for p in cells_dir.iterdir()
-            if p.is_dir() and (p / "metrics.json").is_file()}
+from test_benchmark import _csv, _finished  # noqa: E402  (the grid tests' readers)
 
 
 def _grid(tmp_path: Path, tiny_data: Path, extra: str = "") -> Path:
