@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment in .venv and install everything.
 #   bash scripts/setup.sh          the project and the embedded student model
-#   bash scripts/setup.sh --test   also pytest, the embedded teacher server (llama-cpp-python,
+#   bash scripts/setup.sh --test   also pytest, submitit (the [cluster] extra: the grid's job tests),
+#                                  the embedded teacher server (llama-cpp-python,
 #                                  compiled once per machine by scripts/build_teacher_wheel.sh for a
 #                                  portable CPU baseline: about 4 minutes) and the example
 #                                  third-party plugin under plugins/example_keywords; then checks
@@ -50,7 +51,7 @@ if [ "${1:-}" = "--test" ]; then
     echo "setup: test extras are up to date"
   else
     echo "setup: installing test extras"
-    pipq install -e ".[test]"
+    pipq install -e ".[test,cluster]"   # cluster: submitit, whose local executor the grid tests run
     # Our own portable build, never pip's cached (possibly native) one.
     pipq install --no-cache-dir --force-reinstall --no-deps "$wheel"
     pipq install "$wheel[server]"

@@ -357,3 +357,20 @@ def test_a_cell_is_keyed_by_the_contents_of_the_model_it_reads(tmp_path, tiny_da
     after = keys()
     assert after["student"] != before["student"]  # the model changed: the cell runs again
     assert after["floor"] == before["floor"]  # a model that reads no LLM keeps its cell
+
+
+def test_opt_in_settings_at_their_neutral_value_leave_cell_keys_as_they_were(tiny_data, tiny_llm_path, monkeypatch):
+    """A new opt-in setting (gradient checkpointing, an attention kernel, a 4-bit base) at the value
+    that reproduces the old behaviour does not make every finished cell new; set, it does."""
+    from recbole_bundlellm.commands.benchmark import cells
+    from recbole_bundlellm.config import BundleConfig
+
+    def key(**overrides):
+        return cells.cell_key(BundleConfig("BundleSFT", "clothing", [], {
+            "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **overrides}))
+
+    default = key()
+    assert key(gradient_checkpointing=False, attn_implementation=None, load_in_4bit=False) == default
+    assert key(attn_implementation="eager") != default
+    monkeypatch.setattr(cells, "NEUTRAL_VALUES", {})
+    assert key() != default  # the neutral values are what was left out

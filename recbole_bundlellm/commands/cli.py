@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", help="write the table (.md) and results (.json) with this path stem")
 
     _add_benchmark_command(sub)
+    _add_plan_command(sub)
     sub.add_parser("models", help="list the models the registry resolves")
     experts = sub.add_parser("experts", help="list the trained LoRA experts (adapters of BundleSFT runs) of a base "
                                              "model, for RouteDK's `experts:`")
@@ -78,20 +79,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The epilog of `bundlellm benchmark`: the cluster, resources and what resumes.
+BENCHMARK_EPILOG = """\
+on a SLURM cluster:
+  bundlellm benchmark -c grid.yaml --executor submitit --plan   # what would be submitted, with resources
+  bundlellm benchmark -c grid.yaml --executor submitit          # one job per cell, waits, then the tables
+  Each cell not yet finished is one submitit job (logs and job ids under <out>/submitit). A job
+  runs the same cell function as --executor local into the same content-keyed folder, so cells
+  finished on the cluster and here are one result set. A killed or interrupted command, run again,
+  reuses finished cells and waits for jobs still queued or running (it does not resubmit them);
+  a cell whose job failed or timed out is submitted again.
+resources (grid YAML; a method's own keys win over the grid's, key by key):
+  resources: {cpus: 4, mem_gb: 16, timeout_min: 60}
+  methods:
+    - {name: SFT, config: configs/{dataset}/sft.yaml, resources: {gpus: 1, partition: gpu, slurm: {qos: high}}}
+  keys: gpus (0), cpus (1), mem_gb (the cluster's default), timeout_min (60), partition, slurm (other
+  sbatch settings: account, qos, constraint, ...). --executor local ignores them."""
+
+
 def _add_benchmark_command(sub: Any) -> None:
     bench = sub.add_parser("benchmark", help="a grid of methods x datasets x seeds: tables (CSV, Markdown) and plots; "
                                              "finished cells are reused",
                            description="A grid of methods x datasets x seeds. A finished cell is reused while its "
                                        "configuration, data, model code and the contents of what it reads (the LLM's "
                                        "weights, adapters, experts, the knowledge store) are unchanged: a model or store "
-                                       "changed in place runs its cells again. --out never overwrites tables it did not write.")
+                                       "changed in place runs its cells again. --out never overwrites tables it did not write.",
+                           epilog=BENCHMARK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("-c", "--config", default=None,
                        help="benchmark YAML (default: configs/benchmarks/baselines.yaml)")
     bench.add_argument("--seeds", help="comma-separated seeds, replacing the file's (e.g. 0,1,2)")
     bench.add_argument("--datasets", help="comma-separated datasets, replacing the file's")
     bench.add_argument("--out", help="output folder (default: the file's output_dir, else outputs/benchmarks/<name>)")
-    bench.add_argument("--plan", action="store_true", help="list the cells, finished or not; run nothing")
+    bench.add_argument("--plan", action="store_true",
+                       help="list the cells (to run or reused, method, dataset, seed, key, resources) and the "
+                            "totals; run nothing")
+    # The choices are executor.EXECUTORS (not imported here: the parser stays quick to build).
+    bench.add_argument("--executor", default="local", choices=["local", "submitit", "submitit-debug"],
+                       help="local (default): the cells one after the other on this machine, `resources:` ignored; "
+                            "submitit: one job per cell with its `resources:` (SLURM where sbatch is found, else "
+                            "submitit's local executor, all jobs at once), then waits for them; submitit-debug: "
+                            "the jobs in this process, one after the other (needs: pip install "
+                            "'recbole-bundlellm[cluster]')")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_plan_command(sub: Any) -> None:
+    plan = sub.add_parser("plan", help="a student's parameters, memory, tokens per epoch and training time, "
+                                       "before training it",
+                          description="For a student that fine-tunes (BundleSFT, PairSFT, RouteDK): parameters, "
+                                      "trainable parameters, the estimated memory of a training step (weights, adapters, "
+                                      "gradients, AdamW states, activations at the longest batch), tokens per epoch "
+                                      "from the model's own training examples, and a time estimate from a few real "
+                                      "training steps. With --model-config the architecture is built on the meta "
+                                      "device (no weights, no memory, nothing timed): a model too large for this "
+                                      "machine plans here.",
+                          epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan.add_argument("-c", "--config", action="append", default=[], help="YAML config file (repeatable, merged)")
+    plan.add_argument("--model", help="model name (overrides the config's `model`)")
+    plan.add_argument("--dataset", help="dataset name (overrides the config's `dataset`)")
+    plan.add_argument("--warmup-steps", type=int, default=3,
+                      help="real training steps timed for the time estimate (default 3; 0: none)")
+    plan.add_argument("--model-config", help="a transformers config.json (or its folder): plan that architecture "
+                                             "on the meta device instead of loading llm_model and the data")
+    plan.add_argument("--seq-len", type=int, help="with --model-config: tokens per training example "
+                                                  "(default: max_seq_tokens)")
+    plan.add_argument("--json", help="also write the plan as JSON to this file")
 
 
 def _add_knowledge_commands(sub: Any) -> None:
@@ -225,24 +277,36 @@ def _comma_list(text: str | None, kind: type, option: str) -> list[Any] | None:
 
 
 def _benchmark(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from recbole_bundlellm.commands.benchmark.cells import plan
+    from recbole_bundlellm.commands.benchmark.cells import describe_plan, plan
     from recbole_bundlellm.commands.benchmark.executor import run_benchmark
     from recbole_bundlellm.commands.benchmark.spec import DEFAULT_BENCHMARK, load_benchmark
 
     spec = load_benchmark(args.config or DEFAULT_BENCHMARK, overrides, seeds=_comma_list(args.seeds, int, "--seeds"),
                           datasets=_comma_list(args.datasets, str, "--datasets"), output_dir=args.out)
     if args.plan:
-        cells = plan(spec)
-        for cell in cells:
-            print(f"{'done   ' if cell.finished else 'to run '} {cell.label}  {cell.key}")
-        todo = len({c.key for c in cells if not c.finished})
-        print(f"{len(cells)} cells, {todo} to run; folders under {spec.cells_dir}")
+        print("\n".join(describe_plan(spec, plan(spec), args.executor)))
         return 0
     command = shlex.join(["bundlellm", *args.argv])  # the tables name it, to be rerun as is
-    result = run_benchmark(spec, strict=args.strict, progress=False if args.no_progress else None, command=command)
+    result = run_benchmark(spec, strict=args.strict, progress=False if args.no_progress else None, command=command,
+                           executor=args.executor)
     print(result.files["markdown"].read_text(encoding="utf-8"), end="")
     print(f"{len(result.ran)} cells run, {len(result.reused)} reused; tables: {result.files['csv']}, "
           f"{result.files['markdown']}; plots: {spec.output_dir / 'plots'}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    import json
+
+    from recbole_bundlellm.commands.plan import plan
+    from recbole_bundlellm.commands.runner import resolve_config
+
+    config = resolve_config(args.config, overrides, model=args.model, dataset=args.dataset,
+                            host=_host(args, [args.config], overrides))
+    report = plan(config, warmup_steps=args.warmup_steps, model_config=args.model_config, seq_len=args.seq_len)
+    print(report.format(), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return 0
 
 
@@ -426,6 +490,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: 
         return _run(args, overrides)
     if args.command == "benchmark":
         return _benchmark(args, overrides)
+    if args.command == "plan":
+        return _plan(args, overrides)
     return _compare(args, overrides)
 
 

@@ -24,6 +24,7 @@ import torch
 from recbole_bundlellm.embedded import cache_root, embedded_gguf_path
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import atomic_write_text, file_lock, replace_folder, sha256_file
+from recbole_bundlellm.llm.scaling import check_attention, four_bit_config
 from recbole_bundlellm.progress import progress_enabled
 
 # Read by huggingface_hub when it is first imported: set before transformers can be imported
@@ -238,7 +239,7 @@ class LoadedLLM:
     load_seconds: float
 
 
-_CACHE: dict[tuple[str, str, str], LoadedLLM] = {}
+_CACHE: dict[tuple[str, ...], LoadedLLM] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -307,13 +308,21 @@ def _quiet_transformers_bars() -> None:
         hf_logging.disable_progress_bar()
 
 
-def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_folder(folder: Path, device: torch.device, dtype: torch.dtype, attn_implementation: str | None = None,
+                 load_in_4bit: bool = False) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers_bars()
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
-    model.to(device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    if attn_implementation is not None:  # otherwise transformers' default (sdpa where supported)
+        kwargs["attn_implementation"] = attn_implementation
+    if load_in_4bit:
+        # bitsandbytes places the quantised weights itself; a 4-bit model refuses .to(device).
+        kwargs.update(quantization_config=four_bit_config(device, dtype), device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if not load_in_4bit:
+        model.to(device)
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -327,24 +336,31 @@ def load_llm(
     dtype: str = "auto",
     cache_dir: Path | None = None,
     use_cache: bool = True,
+    attn_implementation: str | None = None,
+    load_in_4bit: bool = False,
 ) -> LoadedLLM:
     """Load a causal LM and tokenizer from ``"embedded"``, a local HF folder or a ``.gguf`` file.
 
     The result is cached in-process by (folder, device, dtype), so later calls share one model.
     Pass ``use_cache=False`` to get a private copy, e.g. before wrapping it with LoRA adapters,
-    which modify the model in place.
+    which modify the model in place. ``attn_implementation`` (``None``: transformers' default) and
+    ``load_in_4bit`` (QLoRA's NF4 weights; CUDA and bitsandbytes only) are checked against the
+    device before anything is read (:mod:`recbole_bundlellm.llm.scaling`).
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a string or path, not {type(source).__name__}")
     resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
+    attn_implementation = check_attention(attn_implementation, resolved_device, resolved_dtype)
+    if load_in_4bit:
+        four_bit_config(resolved_device, resolved_dtype)  # refused before a GGUF is converted
     folder = resolve_model_folder(source, cache_dir)
-    key = (str(folder), str(resolved_device), str(resolved_dtype))
+    key = (str(folder), str(resolved_device), str(resolved_dtype), str(attn_implementation), str(bool(load_in_4bit)))
     if use_cache:
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
     start = time.perf_counter()
-    model, tokenizer = _load_folder(folder, resolved_device, resolved_dtype)
+    model, tokenizer = _load_folder(folder, resolved_device, resolved_dtype, attn_implementation, load_in_4bit)
     if use_cache:
         # Shared by every model of the process: read-only. A model that trains asks for its own copy.
         model.requires_grad_(False)

@@ -36,6 +36,11 @@ from recbole_bundlellm.fileio import content_fingerprint, jsonable, sha256_file
 
 #: Settings that say where or how loudly a run writes, not what it computes: not in a cell's key.
 NOT_IN_KEY = frozenset({"output_dir", "checkpoint_dir", "run_name", "show_progress", "state", "data_path"})
+#: Opt-in settings at the value that reproduces the behaviour from before they existed: left out of
+#: a cell's key while they hold it, so adding such a setting does not make every finished cell new
+#: (gradient checkpointing computes the same gradients; a set attention kernel or a 4-bit base is in
+#: the key).
+NEUTRAL_VALUES: dict[str, Any] = {"gradient_checkpointing": False, "attn_implementation": None, "load_in_4bit": False}
 #: Bump when what a key covers changes, so old cells are not taken for new ones.
 CELL_FORMAT = "1"
 #: Settings of a cell that the report reads (reference row, sampling plot, labels).
@@ -86,7 +91,8 @@ def cell_key(config: BundleConfig) -> str:
     model's source file."""
     final = config.final_config_dict
     skip = NOT_IN_KEY | _other_models_keys(config)
-    settings = {k: jsonable(v) for k, v in final.items() if k not in skip}
+    settings = {k: jsonable(v) for k, v in final.items()
+                if k not in skip and not (k in NEUTRAL_VALUES and v == NEUTRAL_VALUES[k])}
     for key in ("knowledge_dir", "adapter_path"):  # relative to where the grid runs
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
@@ -216,7 +222,7 @@ def _plan_cell(spec: BenchmarkSpec, method: Method, dataset: str | None, files: 
         raise BenchmarkError(f"{where}: {exc if not isinstance(exc, KeyError) else exc.args[0]}") from None
     facts = {k: jsonable(config.final_config_dict.get(k)) for k in FACT_KEYS}
     return Cell(method.name, str(config["dataset"]), seed, key, files, overrides, facts,
-                (spec.cells_dir / key).resolve())
+                (spec.cells_dir / key).resolve(), method.resources)
 
 
 def _host(spec: BenchmarkSpec, strict: bool = False) -> PluginHost:
@@ -224,3 +230,28 @@ def _host(spec: BenchmarkSpec, strict: bool = False) -> PluginHost:
     groups = [[f for f in files if Path(f).is_file()] for m in spec.methods for d in (spec.datasets or (None,))
               if (files := m.files_for(d)) is not None]
     return host_for_runs(groups, {**spec.overrides, **spec.cli_overrides}, strict=strict)
+
+
+def describe_plan(spec: BenchmarkSpec, cells: Sequence[Cell], executor: str = "local") -> list[str]:
+    """``--plan``'s lines: one per cell (to run or reused, method, dataset, seed, key, resources),
+    then the totals. A cell to run whose job an earlier ``--executor submitit`` recorded says so."""
+    from recbole_bundlellm.commands.benchmark.cluster import jobs_folder, read_jobs
+
+    jobs = read_jobs(jobs_folder(spec))
+    lines = []
+    for cell in cells:
+        line = f"{'reuse  ' if cell.finished else 'to run '} {cell.label}  {cell.key}  {cell.resources.describe()}"
+        entry = jobs.get(cell.key)
+        if entry and not cell.finished:
+            line += f"  (job {entry.get('job_id')} on {entry.get('cluster')} submitted {entry.get('submitted_at')})"
+        lines.append(line)
+    todo = len({c.key for c in cells if not c.finished})
+    lines.append(f"{len(cells)} cells, {todo} to run, {sum(c.finished for c in cells)} reused; "
+                 f"folders under {spec.cells_dir}")
+    if executor == "local":
+        lines.append("executor local: the cells run one after the other on this machine (resources apply to "
+                     "--executor submitit only)")
+    else:
+        lines.append(f"executor {executor}: {todo} jobs, one per cell to run (a recorded job still running is "
+                     f"waited for, not resubmitted); job logs under {jobs_folder(spec)}")
+    return lines

@@ -9,9 +9,11 @@ A benchmark file::
     reference: "floor: whole session"  # the row the others are tested against (default: the
                                        # whole-session floor when the grid has it)
     overrides: {eval_max_sessions: ~}  # every cell (a method's own keys win over these)
+    resources: {cpus: 4, timeout_min: 60}  # each cell's job under --executor submitit (see .resources)
     output_dir: outputs/benchmarks/baselines   # the default: outputs/benchmarks/<name>
     methods:
       - {name: Freq, model: Freq}                        # inline: a display name and config keys
+      - {name: SFT, model: BundleSFT, resources: {gpus: 1}}   # its jobs' resources, over the grid's
       - {name: Pairwise, config: configs/{dataset}/pairwise.yaml}   # file(s), {dataset} filled in
       - configs/electronic/studies/format/*.yaml         # a file or a glob: one method per file
 
@@ -39,18 +41,20 @@ from typing import Any
 
 import yaml
 
+from recbole_bundlellm.commands.benchmark.resources import RESOURCES_KEY, Resources, merged
 from recbole_bundlellm.config import load_yaml_files
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.evaluation.bundle_metrics import METRIC_KEYS
 from recbole_bundlellm.lookup import did_you_mean
+from recbole_bundlellm.settings import SettingsError, load_settings
 
 #: The benchmark `bundlellm benchmark` runs without -c.
 DEFAULT_BENCHMARK = Path("configs/benchmarks/baselines.yaml")
 DEFAULT_SEEDS = (0, 1, 2)
 #: Keys of a method entry that are not config keys.
-_METHOD_KEYS = ("name", "config", "seeds")
+_METHOD_KEYS = ("name", "config", "seeds", RESOURCES_KEY)
 _TOP_KEYS = ("name", "description", "methods", "datasets", "seeds", "reference", "overrides", "output_dir",
-             "seed_keys", "plot_metrics")
+             "seed_keys", "plot_metrics", RESOURCES_KEY)
 DATASET_PLACEHOLDER = "{dataset}"
 
 
@@ -68,6 +72,8 @@ class Method:
     seeds: tuple[int, ...] | None = None
     #: Files per dataset, for a glob with ``{dataset}``: the method has cells only there.
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: What each of its cells' jobs asks a cluster for (``--executor submitit`` only).
+    resources: Resources = field(default_factory=Resources)
 
     def files_for(self, dataset: str | None) -> tuple[str, ...] | None:
         """The method's config files on ``dataset``; ``None`` when it has no cell there."""
@@ -112,6 +118,7 @@ class Cell:
     overrides: dict[str, Any]
     facts: dict[str, Any]
     folder: Path
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def finished(self) -> bool:
@@ -166,13 +173,27 @@ def _name_of_file(path: str) -> str:
     return str(run_name) if run_name else Path(path).stem
 
 
-def _methods_of_entry(entry: Any, index: int, datasets: tuple[str, ...] | None) -> list[Method]:
+def _resources(grid: Mapping[str, Any] | None, own: Any, where: str) -> Resources:
+    """The method's resources over the grid's, checked (an unknown key names the closest one)."""
+    if own is not None and not isinstance(own, Mapping):
+        known = ", ".join(f.name for f in dataclasses.fields(Resources))
+        raise BenchmarkError(f"`{where}` must be a mapping of {known}; got {own!r}")
+    try:
+        return load_settings(Resources, merged(grid, own), where)
+    except SettingsError as exc:
+        raise BenchmarkError(str(exc)) from None
+
+
+def _methods_of_entry(entry: Any, index: int, datasets: tuple[str, ...] | None,
+                      grid_resources: Mapping[str, Any] | None = None) -> list[Method]:
     where = f"methods[{index}]"
     if isinstance(entry, str):
+        resources = _resources(grid_resources, None, RESOURCES_KEY)
         if glob.has_magic(entry):
-            return _glob_methods(entry, where, datasets)
+            return [dataclasses.replace(m, resources=resources) for m in _glob_methods(entry, where, datasets)]
         _check_file(entry, where)
-        return [Method(_name_of_file(entry) if DATASET_PLACEHOLDER not in entry else Path(entry).stem, (entry,))]
+        return [Method(_name_of_file(entry) if DATASET_PLACEHOLDER not in entry else Path(entry).stem, (entry,),
+                       resources=resources)]
     if not isinstance(entry, dict):
         raise BenchmarkError(f"{where} must be a config file path or a mapping (name, config, config keys), "
                              f"got {type(entry).__name__}")
@@ -190,7 +211,8 @@ def _methods_of_entry(entry: Any, index: int, datasets: tuple[str, ...] | None) 
     if not name:
         raise BenchmarkError(f"{where} needs a `name:` (its files name their dataset with {DATASET_PLACEHOLDER})")
     seeds = _int_list(entry["seeds"], f"{where}.seeds") if entry.get("seeds") is not None else None
-    return [Method(str(name), files, inline, seeds)]
+    resources = _resources(grid_resources, entry.get(RESOURCES_KEY), f"{where}.{RESOURCES_KEY}")
+    return [Method(str(name), files, inline, seeds, resources=resources)]
 
 
 def _glob_methods(pattern: str, where: str, datasets: tuple[str, ...] | None) -> list[Method]:
@@ -232,7 +254,9 @@ def load_benchmark(path: str | os.PathLike, overrides: Mapping[str, Any] | None 
     entries = data.get("methods")
     if not isinstance(entries, list) or not entries:
         raise BenchmarkError(f"benchmark file {path} needs `methods:`, a list of config files or mappings")
-    methods = [m for i, entry in enumerate(entries) for m in _methods_of_entry(entry, i, grid_datasets)]
+    grid_resources = data.get(RESOURCES_KEY)
+    _resources(None, grid_resources, RESOURCES_KEY)  # the grid's own mistakes are named as the grid's
+    methods = [m for i, entry in enumerate(entries) for m in _methods_of_entry(entry, i, grid_datasets, grid_resources)]
     if seeds:  # the command line's seeds are every method's
         methods = [dataclasses.replace(m, seeds=None) for m in methods]
     names = [m.name for m in methods]

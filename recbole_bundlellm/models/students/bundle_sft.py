@@ -35,6 +35,7 @@ from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
+from recbole_bundlellm.llm.scaling import enable_gradient_checkpointing, prepare_four_bit_for_training
 from recbole_bundlellm.models.students.bundlellm import BundleLLM
 from recbole_bundlellm.settings import SettingsError
 
@@ -52,6 +53,12 @@ TRAINING_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules
                  "max_prompt_tokens")
 #: Training settings added later: in the fingerprint only when set, so older adapters stay reusable.
 LATER_TRAINING_KEYS = ("lora_layers",)
+#: Added later too, in the fingerprint only when on: 4-bit base weights train another adapter.
+#: Not fingerprinted at all, like llm_device and llm_dtype: gradient_checkpointing (the same
+#: computation, recomputed; the same loss) and attn_implementation (the same attention, another
+#: kernel: differences at rounding level; an adapter trained with flash attention on a GPU must
+#: stay reusable where only sdpa or eager exists).
+LATER_TRAINING_FLAGS = ("load_in_4bit",)
 FINGERPRINT_VERSION = "sft-v1"
 #: valid_metric (RecBole's lower-cased class name) -> its key in compute_bundle_metrics' summary.
 METRIC_SUMMARY_KEYS = {"exactf1": "exact_f1", "bestjaccard": "best_jaccard", "exactprecision": "exact_precision",
@@ -81,7 +88,14 @@ class BundleSFT(BundleLLM):
             raise SettingsError("label_weighting weighs the labels of a tags answer; set prompt_format: tags "
                                 "or label_weighting: none")
         self.full_finetune = bool(config["full_finetune"])
+        if config["load_in_4bit"]:
+            if self.full_finetune:
+                raise SettingsError("load_in_4bit (QLoRA) trains adapters on frozen 4-bit weights; "
+                                    "full_finetune cannot train them: set one of the two to False")
+            prepare_four_bit_for_training(loaded.model)
         self.llm = self.trainable_model(loaded.model, config)  # a submodule: RecBole's .to() and train() reach it
+        if config["gradient_checkpointing"]:
+            enable_gradient_checkpointing(self.llm)
         self.generator.model = self.llm
         self.run_info["parameters"] = count_parameters(self.llm)
         self.run_info["base_model"] = {"path": self.base.path, "content_hash": self.base.content_hash}
@@ -205,6 +219,7 @@ class BundleSFT(BundleLLM):
         """The settings an adapter's training depends on (fingerprinted, and recorded with it)."""
         settings = {k: self.config[k] for k in TRAINING_KEYS}
         settings.update({k: self.config[k] for k in LATER_TRAINING_KEYS if self.config[k] is not None})
+        settings.update({k: True for k in LATER_TRAINING_FLAGS if self.config[k]})
         return settings
 
     #: Changes when what a fingerprint covers changes (a subclass trains something else).

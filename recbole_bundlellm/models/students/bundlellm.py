@@ -130,6 +130,8 @@ class BundleLLM(BundleGenerator):
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).removeprefix("torch."),
             "load_seconds": round(loaded.load_seconds, 2),
+            # The kernel transformers actually chose (its default when attn_implementation is ~).
+            "attn_implementation": getattr(loaded.model.config, "_attn_implementation", None),
             "prompt_version": self.style.version,
             "max_prompt_tokens": config["max_prompt_tokens"],
         }
@@ -177,7 +179,8 @@ class BundleLLM(BundleGenerator):
         device = str(config["device"]) if config["llm_device"] == "auto" else config["llm_device"]
         # str(): `llm_model: 5` in YAML is a (missing) path, not a programming error.
         loaded = load_llm(str(config["llm_model"]), device=device, dtype=config["llm_dtype"],
-                          use_cache=not self.owns_llm)
+                          use_cache=not self.owns_llm, attn_implementation=config["attn_implementation"],
+                          load_in_4bit=bool(config["load_in_4bit"]))
         self.loaded_llm = _Shared(loaded)
         return loaded
 
