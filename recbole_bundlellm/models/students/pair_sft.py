@@ -69,9 +69,9 @@ class PairHead(torch.nn.Module):
     over its own dimensions (a layer norm) keeps them dominant, so every product looks alike and
     the loss stays at its prior. The head therefore standardises each dimension with statistics
     measured on training products (:meth:`calibrate`, kept as buffers and saved with the head),
-    then compares unit-length states: the cosine of two standardised states already ranks
-    same-bundle pairs before any training (a frozen probe: AUC 0.65 at block 16 on Electronic's
-    valid pairs, against 0.56 with the last token's layer-normed state)."""
+    then compares unit-length states: the cosine of two standardised line means at block 16
+    already ranks Electronic's valid pairs at AUC 0.65 before any training, and a logistic
+    regression on them reaches 0.70 (``benchmarks/pair_signal/probe.py``)."""
 
     def __init__(self, hidden: int, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -163,15 +163,16 @@ class PairSFT(BundleSFT):
         limit = self.config["max_seq_tokens"]
         examples, trimmed, cut = [], 0, 0
         for session, view in zip(labelled, views):
-            ids, ends = self._encode(session, view)
+            ids, spans = self._encode(session, view)
             if limit is not None and len(ids) > limit and view.items:
                 view, dropped = fit_budget(session, view, lambda s, v: len(self._encode(s, v)[0]), limit)
-                ids, ends = self._encode(session, view)
+                ids, spans = self._encode(session, view)
                 trimmed += dropped
             if limit is not None and len(ids) > limit:  # still too long: the start of the prompt goes
                 shift = len(ids) - limit
-                ids, ends, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in ends], cut + 1
-            examples.append(PairExample(session.session_id, tuple(ids), tuple(ends), tuple(int(x) for x in pair_labels(session))))
+                ids, spans, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in spans], cut + 1
+            labels = tuple(int(x) for x in pair_labels(session))
+            examples.append(PairExample(session.session_id, tuple(ids), tuple(spans), labels))
         self.raw_training_sessions = sum(v.is_raw for v in views)
         self.calibration_examples = examples
         positives = sum(sum(e.pair_labels) for e in examples)
