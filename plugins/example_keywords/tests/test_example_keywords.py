@@ -43,7 +43,7 @@ def test_settings_are_read_from_one_yaml_key_and_checked():
     with plugin_host(bundlellm_keywords, builtins=False) as host:
         extractor = host.create("extractor", "keywords", {"keywords": {"top_k": 3}})
         assert extractor.settings == KeywordsSettings(top_k=3)
-        with pytest.raises(BundleLLMError, match="top_k, min_sessions and max_words_per_item must be >= 1"):
+        with pytest.raises(BundleLLMError, match=r"keywords.top_k must be an integer >= 1; got 0"):
             host.create("extractor", "keywords", {"keywords": {"top_k": 0}})
         with pytest.raises(BundleLLMError, match="unknown setting 'keywords.top'; did you mean 'top_k'"):
             host.create("extractor", "keywords", {"keywords": {"top": 3}})
