@@ -92,28 +92,22 @@ def test_the_builtin_and_example_plugins_load_without_a_warning():
 
 
 # -- a component registered as the wrong kind -------------------------------------------------
-def test_a_wrong_kind_registration_names_the_plugins_own_line():
+@pytest.mark.parametrize("hook, component, says", [
+    ("register_metrics", "_Quiet", ("_Quiet is a sampler", "register_samplers")),
+    ("register_samplers", "_ReturnsADict", ("_ReturnsADict is an extractor", "register_knowledge_extractors")),
+])
+def test_a_wrong_kind_registration_names_the_plugins_own_line(hook, component, says):
     lines = []
 
-    def register_metrics(register):
+    def register_wrong(register):
         lines.append(sys._getframe().f_lineno + 1)
-        register(_Quiet)  # a sampler, registered as a metric
+        register(globals()[component])  # a component of another kind
 
     with pytest.raises(PluginError) as caught:
-        plugin_host(_plugin("mixup", register_metrics=register_metrics), builtins=False)
+        plugin_host(_plugin("mixup", **{hook: register_wrong}), builtins=False)
     message = str(caught.value)
     assert f"(at {__file__}:{lines[0]})" in message, message
-    assert "_Quiet is a sampler" in message and "register_samplers" in message
-
-    def register_samplers(register):
-        lines.append(sys._getframe().f_lineno + 1)
-        register(_ReturnsADict)  # an extractor, registered as a sampler
-
-    with pytest.raises(PluginError) as caught:
-        plugin_host(_plugin("mixup2", register_samplers=register_samplers), builtins=False)
-    message = str(caught.value)
-    assert f"(at {__file__}:{lines[1]})" in message, message
-    assert "_ReturnsADict is an extractor" in message and "register_knowledge_extractors" in message
+    assert all(part in message for part in says), message
 
 
 # -- a sampler whose ids are not strings -----------------------------------------------------
