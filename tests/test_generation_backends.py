@@ -200,6 +200,32 @@ def test_openai_backend_sends_the_students_prompt_and_a_rerun_asks_nothing(tiny_
         assert _predictions(again.output_dir) == preds
 
 
+def test_a_run_stopped_by_a_server_that_is_down_resumes_asking_only_what_it_lacks(tiny_data, tmp_path):
+    down = {"session": None}
+
+    def script(messages):
+        products = messages[-1]["content"]
+        if down["session"] is None:
+            down["session"] = products  # the first prompt asked is answered, the next one fails
+        elif down["session"] != products and down["session"] != "up":
+            return Answer.error(503, "overloaded")
+        return Answer(SHIRT_AND_TIE)
+
+    with FakeTeacherServer(script, model="student") as server:
+        config = {"data_path": str(tiny_data), "generation_backend": "openai",
+                  "openai": _openai(server, concurrency=1)}
+        with pytest.raises(GenerationError, match=r"failed 2 attempts.*http_503.*answers received are kept in .*out\.answers: run the "
+                                                  r"same command again to resume"):
+            run("BundleLLM", "clothing", config_dict=config, output_dir=tmp_path / "out")
+        assert not (tmp_path / "out").exists()  # the failed run left no output folder
+        before = len(server.requests)  # the answered prompt, then the failing one and its retry
+        down["session"] = "up"
+        again = run("BundleLLM", "clothing", config_dict=config, output_dir=tmp_path / "out")
+        generation = _info(again.output_dir)["generation"]
+        assert (generation["calls_made"], generation["calls_cached"]) == (1, 1)  # only the unanswered prompt
+        assert len(server.requests) == before + 1
+
+
 def test_openai_backend_samples_with_one_seed_per_answer_and_reports_rejections(tmp_path):
     def script(messages):
         if "bad" in messages[-1]["content"]:

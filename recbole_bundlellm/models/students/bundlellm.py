@@ -136,7 +136,7 @@ class BundleLLM(BundleGenerator):
         # Created (its settings checked) before any weights load; opened at the first generation.
         self.backend: GenerationBackend = self._make_backend(config)
         self._backend_open = False
-        self.run_info = {"generation_backend": self.backend.name}
+        self.run_info = {"generation_backend": self.backend.describe()}
         self.loaded_llm: _Shared | None = None
         self.tokenizer: Any = None
         self.context_tokens: int | None = None
