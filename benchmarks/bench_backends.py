@@ -24,7 +24,8 @@ Run it when the CPU is free (about 2 x 1 minute on 2 idle cores; the prepared da
     .venv/bin/python benchmarks/bench_backends.py --sessions 3 --out /tmp/backends_smoke.json
 
 ``--server-threads N`` gives llama.cpp N threads (default: every core, at most 8, as ``bundlellm
-teacher serve``); ``--concurrency`` is the requests in flight (the embedded server answers one at a
+teacher serve``; on a machine busy with other work use 1: llama.cpp's threads busy-wait on each
+other, and a 3-session smoke run took 139 s with 2 threads against 14 s with 1); ``--concurrency`` is the requests in flight (the embedded server answers one at a
 time and queues the rest); ``--work DIR`` keeps the two runs' output folders (default: a
 temporary folder, removed).
 """
@@ -107,8 +108,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_backends-") as tmp:
         work = (args.work or Path(tmp)).resolve()
-        overrides: dict[str, Any] = {"data_path": str(Path(args.data_path).resolve()), "eval_max_sessions": args.sessions,
-                                     "show_progress": False}
+        overrides: dict[str, Any] = {"data_path": str(Path(args.data_path).resolve()),
+                                     "eval_max_sessions": args.sessions, "show_progress": False}
         transformers, local = one_run("transformers", overrides, work / "transformers")
         threads = args.server_threads or default_n_threads()
         started = time.perf_counter()
@@ -131,7 +132,8 @@ def main() -> None:
         "command": "python benchmarks/bench_backends.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "llama_cpp_python": importlib.metadata.version("llama_cpp_python")},
+                    "torch_threads": torch.get_num_threads(),
+                    "llama_cpp_python": importlib.metadata.version("llama_cpp_python")},
         "settings": {"config": str(CONFIG.relative_to(REPO)), "sessions": args.sessions,
                      "concurrency": args.concurrency, "server_threads": threads, **overrides},
         "backends": {"transformers": transformers, "openai": served},

@@ -214,8 +214,8 @@ def test_a_run_stopped_by_a_server_that_is_down_resumes_asking_only_what_it_lack
     with FakeTeacherServer(script, model="student") as server:
         config = {"data_path": str(tiny_data), "generation_backend": "openai",
                   "openai": _openai(server, concurrency=1)}
-        with pytest.raises(GenerationError, match=r"failed 2 attempts.*http_503.*answers received are kept in .*out\.answers: run the "
-                                                  r"same command again to resume"):
+        with pytest.raises(GenerationError, match=r"failed 2 attempts.*http_503.*answers received are kept in "
+                                                  r".*out\.answers: run the same command again to resume"):
             run("BundleLLM", "clothing", config_dict=config, output_dir=tmp_path / "out")
         assert not (tmp_path / "out").exists()  # the failed run left no output folder
         before = len(server.requests)  # the answered prompt, then the failing one and its retry
