@@ -59,8 +59,9 @@ class OpenAIBackendSettings:
     # LoRA adapter served with --lora-modules NAME=PATH; required
     model: str | None = None
     # (str) the environment variable holding the server's API key (never the key itself); it
-    # must end in _KEY or _TOKEN; unset: no key (local servers need none)
-    api_key_env: str = "OPENAI_API_KEY"
+    # must end in _KEY or _TOKEN; unset: no key (local servers need none). Not the teacher's
+    # OPENAI_API_KEY by default: that key would be sent to whichever server serves the student
+    api_key_env: str = "STUDENT_API_KEY"
     # (int) requests in flight at once (the server batches them)
     concurrency: int = ranged(8, min=1)
     # (float) seconds one request may take before it counts as a timeout (and is retried)
