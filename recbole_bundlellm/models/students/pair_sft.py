@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from recbole_bundlellm.llm.lora import load_trainable_state, save_adapter, train
 from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fusion.representation import base_model_only, hidden_states, routing_block
+from recbole_bundlellm.generation.chat import render_chat
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.students.bundle_sft import BundleSFT
 from recbole_bundlellm.models.students.bundlellm import with_view_details
@@ -125,6 +126,8 @@ def product_line_spans(text: str, offsets: Sequence[tuple[int, int]], n: int) ->
 class PairSFT(BundleSFT):
     """The student LLM with LoRA adapters and a pair head, trained on same-bundle pair labels."""
 
+    in_process_only: ClassVar[str | None] = "reads the student's hidden states in this process (it generates no text)"
+
     def __init__(self, config: Any, dataset: Any) -> None:
         if config["prompt_format"] != "tags":
             raise SettingsError("PairSFT reads each product's line of the tags prompt; set prompt_format: tags")
@@ -152,7 +155,7 @@ class PairSFT(BundleSFT):
 
     def _encode(self, session: Session, view: StudentView) -> tuple[list[int], list[tuple[int, int]]]:
         """The prompt's token ids and the first and last token of each product's line."""
-        text = self.generator.render(self.prompts([session], [view])[0])
+        text = render_chat(self.tokenizer, self.prompts([session], [view])[0])
         templated = bool(getattr(self.tokenizer, "chat_template", None))
         encoded = self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
         ids = list(encoded["input_ids"])

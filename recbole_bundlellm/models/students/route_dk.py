@@ -23,6 +23,7 @@ with the loss on answer tokens, through the same :class:`~recbole_bundlellm.trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +43,8 @@ from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import RepresentationCache
+from recbole_bundlellm.generation.backend import GenerationContext
+from recbole_bundlellm.generation.chat import cut_prompt, prompt_token_ids
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.students.bundle_sft import METRIC_SUMMARY_KEYS, BundleSFT
 from recbole_bundlellm.settings import SettingsError
@@ -59,6 +62,9 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 
 class RouteDK(BundleSFT):
     """Frozen LoRA experts mixed per input by a router (only the router trains)."""
+
+    in_process_only: ClassVar[str | None] = ("mixes its LoRA experts per input inside the student's forward pass "
+                                             "in this process (a per-batch context)")
 
     #: The model whose runs train the experts, and an ``experts:`` mapping of such runs (error messages).
     expert_model = "BundleSFT"
@@ -101,8 +107,13 @@ class RouteDK(BundleSFT):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.generator.batch_context = self._routed_batch
+        #: The token ids the student read for each prompt of the last generation (cut as the backend cuts them).
+        self.prompt_ids_read: list[list[int]] = []
         self.run_info["parameters"] = count_parameters(self)  # the router's, as the experts are frozen
+
+    def generation_context(self) -> GenerationContext:
+        """BundleSFT's, with each batch generating under its prompts' routing weights."""
+        return dataclasses.replace(super().generation_context(), batch_context=self._routed_batch)
 
     # ------------------------------------------------------------------ training
 
@@ -188,7 +199,7 @@ class RouteDK(BundleSFT):
 
     @contextlib.contextmanager
     def _routed_batch(self, token_ids: Sequence[Sequence[int]]) -> Iterator[None]:
-        """Generation of one batch under its prompts' routing weights (the generator calls this)."""
+        """Generation of one batch under its prompts' routing weights (the backend calls this)."""
         if self.merged_weights is not None:  # one merged adapter: peft's own forward, no mixture
             yield
             return
@@ -210,10 +221,12 @@ class RouteDK(BundleSFT):
     def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
         """The routed answers (``vote_samples`` of them), plus with ``vote_experts`` one greedy
         answer per expert alone: the vote then also weighs what each kind of knowledge says."""
+        limit = self.generation.max_prompt_tokens
+        self.prompt_ids_read = [cut_prompt(prompt_token_ids(self.tokenizer, p), limit) for p in prompts]
         texts = super().answers(prompts)
         if not self.config["vote_experts"]:
             return texts
-        config = self.generator.config
+        config = self.generation
         saved = (config.do_sample, config.num_return_sequences)
         config.do_sample, config.num_return_sequences = False, 1
         try:
@@ -246,7 +259,7 @@ class RouteDK(BundleSFT):
 
     def routed_prompt_ids(self) -> Sequence[Sequence[int]]:
         """The prompt token ids of the last call's sessions, in order (the keys of ``routed``)."""
-        return self.generator.last_prompt_ids
+        return self.prompt_ids_read
 
     def write_artifacts(self, folder: Path) -> None:
         """``routing.png``: each expert's weight across the test sessions (the runner calls this)."""
@@ -294,7 +307,7 @@ class RouteDK(BundleSFT):
         best = max(range(len(candidates)), key=lambda i: (scores[i], -i))  # ties: the earlier candidate
         self.router = StaticRouter(kinds, self.router.input_size, candidates[best])
         self._merge([float(w) for w in self.router.weights])
-        self.generator.reset_stats()
+        self.backend.reset_stats()
         return {"weights": dict(zip(kinds, self.merged_weights or [])), metric: round(scores[best], 4),
                 "grid": [{"weights": list(c), metric: round(s, 4)} for c, s in zip(candidates, scores)]}
 
