@@ -86,7 +86,9 @@ class BatchExtraction:
     def extract(self, todo: Mapping[str, Sequence[Session]], summaries: Mapping[str, KindSummary]) -> None:
         """Run each kind's extractor on its sessions in ``todo`` until every one is stored."""
         for job in self.runner.open_jobs():  # a killed run's batches: polled again, not paid twice
-            self._take(self.runner.finish(job, resumed=True))
+            resumed = self.runner.finish(job, resumed=True)
+            if resumed is not None:
+                self._take(resumed)
         pending = {kind: list(sessions) for kind, sessions in todo.items() if sessions}
         stalled = 0
         while pending:
@@ -95,6 +97,7 @@ class BatchExtraction:
                 break
             limit = self.client.settings.batch_max_requests
             outcome = self.runner.finish(self.runner.submit(list(needs.values())[:limit]))
+            assert outcome is not None  # only a killed run's job can be dropped
             self._take(outcome)
             # A batch that ran nothing (expired untouched) is tried again, but not for ever.
             stalled = 0 if outcome.stored or outcome.failed else stalled + 1

@@ -13,9 +13,9 @@ before the next one starts:
    keyed as a synchronous call would be (so a later synchronous run finds them all).
 
 Why it is safe to kill: a run killed while polling finds the batch ``created`` and polls the
-same id again; killed between upload and creation, it first looks for a batch of that input
-file (``batches.list``) before creating one; killed before the upload ends, the calls are still
-missing from the store and go into the next batch. Nothing finished is paid for twice.
+same id again; killed between creating the batch and logging its id, it finds the batch made of
+its input file (``batches.list``) and polls that; killed earlier, no batch exists, nothing was
+paid, and the calls (still missing from the store) go into the next batch. Nothing is paid twice.
 
 A line that failed (an error status, or no usable completion) is not stored: the caller asks it
 again synchronously, with the client's retries, so a request the endpoint rejects for good
@@ -149,7 +149,7 @@ class BatchRunner:
         return [job for job in batch_jobs(self.log.batch_events()).values() if job.open]
 
     def submit(self, calls: Sequence[PreparedCall]) -> BatchJob:
-        """Write, upload and create one batch of ``calls`` (distinct keys); returns it created."""
+        """Write and upload one batch of ``calls`` (distinct keys); :meth:`finish` creates and runs it."""
         if not calls:
             raise ValueError("a batch needs at least one call")
         keys = [call.key for call in calls]
@@ -160,22 +160,35 @@ class BatchRunner:
         self.log.put_batch_event({"local_id": local_id, "event": "written", "keys": keys, "n": len(keys),
                                   "at": now_iso()})
         job = BatchJob(local_id, keys, "written")
-        self._advance(job, look_first=False)
+        self._upload(job)
         return job
 
-    def finish(self, job: BatchJob, *, resumed: bool = False) -> BatchOutcome:
-        """Bring ``job`` to its end: upload and create it if it is not yet, poll it, store its answers.
+    def finish(self, job: BatchJob, *, resumed: bool = False) -> BatchOutcome | None:
+        """Bring ``job`` to its end: create it if it is not yet, poll it, store its answers.
 
-        ``resumed``: the job is a killed run's (counted as resumed, not created).
+        ``resumed``: the job is a killed run's. Such a job is polled again when its batch exists on
+        the endpoint (logged, or found by its input file); one that never got that far cost
+        nothing and is abandoned (None): the calls still missing go into the next batch, as the
+        configuration now asks them.
         """
         started = time.monotonic()
         try:
             if resumed:
+                if job.state == "uploaded":
+                    assert job.input_file_id is not None
+                    found = self._batch_of_file(job.input_file_id)  # created, but killed before logging its id
+                    if found is not None:
+                        self._log_created(job, str(found.id))
+                if job.state != "created":
+                    self._done(job, BatchOutcome(job.batch_id or "", "abandoned"))
+                    log.info("%s: dropped batch %s of a killed run: it was never created (nothing paid)",
+                             self.client.where(), job.local_id)
+                    return None
                 with self.client.stats_lock:
                     self.client.stats.batches_resumed += 1
-                log.info("%s: resuming batch %s (%s, %d requests)", self.client.where(), job.batch_id or job.local_id,
-                         job.state, len(job.keys))
-            self._advance(job, look_first=resumed)
+                log.info("%s: resuming batch %s (%d requests)", self.client.where(), job.batch_id, len(job.keys))
+            else:
+                self._create(job)
             batch = self._poll(job)
             return self._read_back(job, batch)
         finally:
@@ -183,37 +196,38 @@ class BatchRunner:
                 self.client.stats.batch_seconds += time.monotonic() - started
 
     # -- steps ------------------------------------------------------------------------------------
-    def _advance(self, job: BatchJob, *, look_first: bool) -> None:
-        """Upload and create ``job`` as far as it has not been; ``look_first``: a killed run's job
-        found uploaded is first looked for among the endpoint's batches."""
+    def _upload(self, job: BatchJob) -> None:
+        """Upload ``job``'s input file (step ``uploaded``)."""
         api = self.client.api
-        if job.state == "written":
-            self.client.check_model()
-            data = self.log.read_batch_file(f"{job.local_id}.input.jsonl")
-            uploaded, _ = self.client.with_retries(
-                lambda: api.files.create(file=(f"{job.local_id}.jsonl", data, "application/jsonl"), purpose="batch"),
-                "the batch input upload (POST /files; does this endpoint have the Files and Batches APIs? "
-                "teacher.mode: sync needs neither)", rejected=TeacherBatchError)
-            job.input_file_id, job.state = str(uploaded.id), "uploaded"
-            self.log.put_batch_event({"local_id": job.local_id, "event": "uploaded", "input_file_id": job.input_file_id,
-                                      "at": now_iso()})
-        if job.state == "uploaded":
-            assert job.input_file_id is not None
-            # A killed run may have created it after the upload, before logging the id.
-            batch = self._batch_of_file(job.input_file_id) if look_first else None
-            if batch is None:
-                input_file_id = job.input_file_id
-                batch, _ = self.client.with_retries(
-                    lambda: api.batches.create(input_file_id=input_file_id, endpoint=ENDPOINT,
-                                               completion_window=COMPLETION_WINDOW,
-                                               metadata={"bundlellm_batch": job.local_id}),
-                    "the batch (POST /batches)", rejected=TeacherBatchError)
-                with self.client.stats_lock:
-                    self.client.stats.batches_created += 1
-            job.batch_id, job.state = str(batch.id), "created"
-            self.log.put_batch_event({"local_id": job.local_id, "event": "created", "batch_id": job.batch_id,
-                                      "at": now_iso()})
-            log.info("%s: batch %s created (%d requests)", self.client.where(), job.batch_id, len(job.keys))
+        self.client.check_model()
+        data = self.log.read_batch_file(f"{job.local_id}.input.jsonl")
+        uploaded, _ = self.client.with_retries(
+            lambda: api.files.create(file=(f"{job.local_id}.jsonl", data, "application/jsonl"), purpose="batch"),
+            "the batch input upload (POST /files; does this endpoint have the Files and Batches APIs? "
+            "teacher.mode: sync needs neither)", rejected=TeacherBatchError)
+        job.input_file_id, job.state = str(uploaded.id), "uploaded"
+        self.log.put_batch_event({"local_id": job.local_id, "event": "uploaded", "input_file_id": job.input_file_id,
+                                  "at": now_iso()})
+
+    def _create(self, job: BatchJob) -> None:
+        """Create the batch of ``job``'s uploaded file (step ``created``)."""
+        if job.state == "created":
+            return
+        assert job.state == "uploaded" and job.input_file_id is not None
+        input_file_id = job.input_file_id
+        batch, _ = self.client.with_retries(
+            lambda: self.client.api.batches.create(input_file_id=input_file_id, endpoint=ENDPOINT,
+                                                   completion_window=COMPLETION_WINDOW,
+                                                   metadata={"bundlellm_batch": job.local_id}),
+            "the batch (POST /batches)", rejected=TeacherBatchError)
+        with self.client.stats_lock:
+            self.client.stats.batches_created += 1
+        self._log_created(job, str(batch.id))
+        log.info("%s: batch %s created (%d requests)", self.client.where(), job.batch_id, len(job.keys))
+
+    def _log_created(self, job: BatchJob, batch_id: str) -> None:
+        job.batch_id, job.state = batch_id, "created"
+        self.log.put_batch_event({"local_id": job.local_id, "event": "created", "batch_id": batch_id, "at": now_iso()})
 
     def _batch_of_file(self, input_file_id: str) -> Any | None:
         """The batch already made of this input file (newest first, the first page), or None."""
