@@ -142,6 +142,9 @@ def test_a_distillation_killed_while_polling_resumes_the_same_batch(tiny_data, t
                 proc.kill()
         jobs = list(batch_jobs(KnowledgeStore(store).batch_events()).values())
         assert [(job.batch_id, job.state) for job in jobs] == [("batch_1", "created")]
+        from recbole_bundlellm.knowledge.inspect import overview
+
+        assert "batch batch_1 (created, 9 requests) is still open" in overview(KnowledgeStore(store))
         assert KnowledgeStore(store).calls() == []
         polls_before = server.polls["batch_1"]
         server.batch_polls = 0  # the endpoint finishes it now

@@ -251,11 +251,11 @@ class TeacherClient:
         while True:
             call = self.prepare(messages, max_tokens=max_tokens, temperature=temperature, schema=schema)
             try:
-                return self.complete_prepared(call)
+                return self._complete_prepared(call)
             except _FormatRefused:
                 continue  # the form moved on (or to free text, a new key): ask again
 
-    def complete_prepared(self, call: PreparedCall) -> tuple[CallRecord, bool]:
+    def _complete_prepared(self, call: PreparedCall) -> tuple[CallRecord, bool]:
         """:meth:`complete` of a prepared call (raises ``_FormatRefused`` when its form is refused)."""
         key = call.key
         stored = self.store.get_call(key)
@@ -493,8 +493,7 @@ class TeacherClient:
             index = DIALECTS.index(call.dialect) if call.dialect in DIALECTS else len(DIALECTS)
             if self._dialect == index:  # the first thread refused in this form moves on; the others follow
                 self._dialect = index + 1
-                self.stats.structured_refusals += 1
-                self.stats.errors["structured_refused"] = self.stats.errors.get("structured_refused", 0) + 1
+                self.stats.structured_refusals += 1  # not in errors: the call goes on, in another form
                 following = DIALECTS[self._dialect] if self._dialect < len(DIALECTS) else "text"
                 self.stats.structured_format = following
                 log.warning("%s refused response_format %r (%s); asking %s from now on", self._where(),
