@@ -60,11 +60,14 @@ RULES_REQUEST = (
     "not about these products. Answer as a numbered list, one short sentence per rule."
 )
 
-#: A bundle answer as JSON (OpenAI's strict form): each bundle a list of product names.
-#: :meth:`RulesExtractor.response_schema` narrows the names to the session's products.
+#: A bundle answer as JSON (OpenAI's strict form): at least one bundle, each a list of at least
+#: two product names (the prompt's definition of a bundle; without the bounds the embedded
+#: teacher often answers ``{"bundles": []}``). :meth:`RulesExtractor.response_schema` narrows the
+#: names to the session's products.
 ANSWER_SCHEMA: Mapping[str, Any] = MappingProxyType({
     "type": "object",
-    "properties": {"bundles": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}},
+    "properties": {"bundles": {"type": "array", "minItems": 1,
+                               "items": {"type": "array", "minItems": 2, "items": {"type": "string"}}}},
     "required": ["bundles"],
     "additionalProperties": False,
 })
@@ -180,8 +183,9 @@ class RulesExtractor(KnowledgeExtractor):
         if turn != "answer":
             return super().response_schema(turn, session)
         products = [f"product{i + 1}" for i in range(len(session.item_ids))]
-        bundle = {"type": "array", "items": {"type": "string", "enum": products}}
-        schema = {**ANSWER_SCHEMA, "properties": {"bundles": {"type": "array", "items": bundle}}}
+        bundles = dict(ANSWER_SCHEMA["properties"]["bundles"])
+        bundles["items"] = {**bundles["items"], "items": {"type": "string", "enum": products}}
+        schema = {**ANSWER_SCHEMA, "properties": {"bundles": bundles}}
         return ResponseSchema(f"{self.name}_answer", schema)
 
     def extract_session(self, session: Session, teacher: Teacher | None) -> Extraction:
