@@ -14,7 +14,8 @@ Only ``rules`` declares a schema (its two bundle answers are JSON; its rules lis
 and keeps its fingerprint: its ``on`` run reuses the ``off`` records and makes no call, which the
 result says rather than paying for the same answers twice.
 
-The run for the record (about 40 minutes on 2 idle cores; the CPU should be otherwise free)::
+The run for the record (the CPU otherwise free; 3 sessions took 63 s off and 28 s on with one
+llama.cpp thread beside other work, so 100 take roughly 30-50 minutes)::
 
     BUNDLELLM_DATA=$PWD/dataset OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_structured.py --sessions 100
 

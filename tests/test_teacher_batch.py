@@ -75,6 +75,14 @@ def test_batch_distillation_end_to_end_then_a_sync_run_makes_no_call(tiny_data, 
         assert again.kinds["rules"].ok == 9 and again.kinds["rules"].new == 9
 
 
+def test_batches_hold_at_most_batch_max_requests(tiny_data, tmp_path):
+    with FakeTeacherServer(answer) as server:
+        summary = distill([], config(tiny_data, tmp_path / "kn", server, ["thoughts"], batch_max_requests=4),
+                          progress=False)
+    assert [b["request_counts"]["total"] for b in server.batches.values()] == [4, 4, 1]
+    assert summary.kinds["thoughts"].records == 9 and server.requests == []
+
+
 def test_explicit_batch_prices_win(tiny_data, tmp_path):
     settings = load_settings(TeacherSettings, {"price_input_per_1m": 2.0, "price_batch_input_per_1m": 1.5,
                                                "price_output_per_1m": 8.0}, "teacher")
