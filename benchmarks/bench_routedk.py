@@ -54,18 +54,18 @@ DEFAULT_EXPERTS = ["base=outputs/electronic/studies/format/raw_sft",
 
 def timed_generation(model: RouteDK, sessions: list) -> dict:
     model.representations.clear()  # the router's input is part of its cost
-    model.generator.reset_stats()
+    model.backend.reset_stats()
     start = time.perf_counter()
     predictions = model.generate_bundles(sessions)
     seconds = time.perf_counter() - start
     return {"seconds": round(seconds, 2), "seconds_per_session": round(seconds / len(sessions), 4),
             "failed": sum(p.failed for p in predictions),
-            "new_tokens": int(model.generator.stats["new_tokens"]),
-            "prompt_passes_shared": int(model.generator.stats["shared_prefills"])}
+            "new_tokens": int(model.backend.stats["new_tokens"]),
+            "prompt_passes_shared": int(model.backend.stats["shared_prefills"])}
 
 
 def sampled(model: RouteDK, sessions: list, k: int, shared: bool) -> dict:
-    config = model.generator.config
+    config = model.generation
     saved = (config.do_sample, config.num_return_sequences, config.shared_prefill)
     config.do_sample, config.num_return_sequences, config.shared_prefill = k > 1, k, shared
     try:
@@ -142,9 +142,9 @@ def main() -> None:
         "settings": {k: config[k] for k in ("generation_batch_size", "max_new_tokens", "routing_pooling")},
     }
     result["router"] = timed_generation(model, test)
-    prompt_ids = [list(p) for p in model.generator.last_prompt_ids]
+    prompt_ids = [list(p) for p in model.prompt_ids_read]
     model.representations(prompt_ids)  # cached: the next generation pays for the mixture alone
-    model.generator.reset_stats()
+    model.backend.reset_stats()
     start = time.perf_counter()
     model.generate_bundles(test)
     cached_seconds = round(time.perf_counter() - start, 2)

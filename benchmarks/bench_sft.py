@@ -79,13 +79,13 @@ def train_steps(model: BundleSFT, examples: list, batches: int, batch_size: int,
 def generation_speed(model: BundleSFT, sessions: list, batch_size: int) -> dict:
     out = {}
     for label, size in (("batched", batch_size), ("batch_1", 1)):
-        model.generator.config.batch_size = size
+        model.generation.batch_size = size
         start = time.perf_counter()
         model.generate_bundles(sessions)
         seconds = time.perf_counter() - start
         out[label] = {"batch_size": size, "sessions_per_second": round(len(sessions) / seconds, 3),
                       "seconds": round(seconds, 2)}
-    model.generator.config.batch_size = batch_size
+    model.generation.batch_size = batch_size
     return out
 
 
@@ -124,7 +124,7 @@ def main() -> None:
     test = without_labels(sessions_from_dataset(test_data.dataset)[: args.sessions])
     result["generation_unmerged"] = generation_speed(model, test, config["generation_batch_size"])
     model.llm = model.llm.merge_and_unload()
-    model.generator.model = model.llm
+    model.restart_backend()  # the next generation opens it with the merged student
     result["generation_merged"] = generation_speed(model, test, config["generation_batch_size"])
     result["peak_rss_gb"] = round(peak_rss_gb(), 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

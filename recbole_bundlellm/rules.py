@@ -22,6 +22,7 @@ of an error, and :mod:`recbole_bundlellm.settings` raises it.
 
 from __future__ import annotations
 
+import difflib
 import operator
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -133,7 +134,20 @@ def rule_error(key: str, value: Any, rule: Mapping[str, Any], values: Mapping[st
     """The one-line error for ``value`` of ``key`` (key, allowed values, value), or None when allowed."""
     if is_allowed(rule, value, values):
         return None
-    return f"{key} must be {allowed_text(rule, values)}; got {value!r}"
+    return f"{key} must be {allowed_text(rule, values)}; got {value!r}{_closest_choice(rule, value)}"
+
+
+def _closest_choice(rule: Mapping[str, Any], value: Any) -> str:
+    """``"; did you mean 'x'?"`` for a misspelt string choice (as unknown keys get), else ``""``.
+
+    Written out here (not :func:`recbole_bundlellm.lookup.did_you_mean`): this module imports
+    nothing of the package; the text is the same.
+    """
+    choices = [c for c in rule.get("choices") or () if isinstance(c, str)]
+    if not isinstance(value, str) or not choices:
+        return ""
+    close = difflib.get_close_matches(value, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -206,7 +206,7 @@ class NoSettings:
 
 
 class Component:
-    """Base of every plugin component (extractor, sampler, strategy, router).
+    """Base of every plugin component (extractor, sampler, strategy, router, generation backend).
 
     ``name`` is how configs refer to it and also the YAML key of its settings; ``Settings`` is a
     dataclass with defaults that the plugin host fills with :func:`load_settings`.

@@ -25,6 +25,8 @@ FAST_SETTINGS: dict[str, dict] = {
     "BGN": {"epochs": 2},
     "RouteDK": {"max_new_tokens": 6, "epochs": 1, "train_batch_size": 4, "label_bias_grid": [],
                 "input_aware": {"hidden_size": 4}},
+    "PairRouteDK": {"epochs": 1, "train_batch_size": 4, "pair_layer": -1, "routing_layer": -1,
+                    "input_aware": {"hidden_size": 4}},
 }
 
 
@@ -37,8 +39,17 @@ def _trained_expert(tiny_data, tiny_llm_path, tmp_path) -> dict:
     return {"experts": {"base": str(out)}}
 
 
+def _trained_pair_expert(tiny_data, tiny_llm_path, tmp_path) -> dict:
+    """A model mixing PairSFT experts (PairRouteDK) gets one, trained a step by PairSFT on the tiny data."""
+    out = tmp_path / "pair_expert"
+    run("PairSFT", "clothing", output_dir=str(out), config_dict={
+        "data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **FAST_SETTINGS["PairSFT"],
+        "eval_step": 0, "pair_probe_steps": 10})
+    return {"experts": {"base": str(out)}}
+
+
 #: Models that need something built first (what a user would have run before them).
-PREPARE = {"RouteDK": _trained_expert}
+PREPARE = {"RouteDK": _trained_expert, "PairRouteDK": _trained_pair_expert}
 
 
 #: What a model that asks a teacher (``needs_teacher = True`` on its class) is answered with: a
@@ -55,7 +66,7 @@ def _needs_teacher(model: str) -> bool:
 
 
 def test_the_builtin_models_are_all_covered():
-    assert {"Freq", "BundleLLM", "BundleSFT", "PairSFT", "RouteDK", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
+    assert {"Freq", "BundleLLM", "BundleSFT", "PairSFT", "RouteDK", "PairRouteDK", "Floor", "Pairwise", "TeacherLLM", "RecBoleBundler", "BBPR", "POG", "BGN"} <= set(_bundle_models())
     assert _needs_teacher("TeacherLLM") and not _needs_teacher("BundleLLM")
 
 

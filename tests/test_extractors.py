@@ -76,8 +76,8 @@ class ScriptedTeacher:
         self.calls: list[dict[str, Any]] = []
 
     def chat(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
-             temperature: float | None = None) -> str:
-        self.calls.append({"messages": [dict(m) for m in messages], "max_tokens": max_tokens})
+             temperature: float | None = None, schema: Any = None) -> str:
+        self.calls.append({"messages": [dict(m) for m in messages], "max_tokens": max_tokens, "schema": schema})
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

@@ -67,7 +67,7 @@ def test_plugin_host_with_or_without_the_builtins_and_the_installed_plugins():
 
     with plugin_host() as builtins_only:
         assert {s.name for s in builtins_only.statuses} == {"models", "metrics", "patterns", "rules", "thoughts",
-                                                             "samplers", "adaptation", "fusion"}
+                                                             "samplers", "adaptation", "fusion", "generation"}
     with plugin_host(installed=True) as everything:
         assert "keywords" in everything.names("extractor")
     with plugin_host(bundlellm_keywords, builtins=False) as alone:

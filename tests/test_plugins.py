@@ -24,7 +24,7 @@ from recbole_bundlellm.extension.host import (
 from recbole_bundlellm.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
-BUILTIN = {"models", "metrics", "patterns", "rules", "thoughts", "samplers", "adaptation", "fusion"}
+BUILTIN = {"models", "metrics", "patterns", "rules", "thoughts", "samplers", "adaptation", "fusion", "generation"}
 BUNDLELLM = [sys.executable, "-m", "recbole_bundlellm.commands.cli"]
 
 
@@ -312,7 +312,7 @@ def test_a_failing_lifecycle_hook_warns_or_fails_in_strict(tiny_data, tmp_path, 
 def test_every_hook_is_documented_with_its_exact_signature():
     docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     hooks = hookspecs.hook_names()
-    assert len(hooks) == 11
+    assert len(hooks) == 12
     for name in hooks:
         signature = hookspecs.hook_signature(name)
         assert f"`{signature}`" in docs, f"docs/plugins.md lacks the exact signature `{signature}`"

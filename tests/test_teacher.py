@@ -216,7 +216,8 @@ def test_stats_cost_and_json(fault_proxy, teacher_settings, tmp_path):
     assert TeacherStats().to_json() == {"calls_made": 0, "calls_cached": 0, "retries": 0, "errors": {},
                                         "usage": {"prompt_tokens": 0, "completion_tokens": 0,
                                                   "total_tokens": 0}, "call_seconds": 0.0,
-                                        "answers_truncated": 0}
+                                        "answers_truncated": 0, "structured_calls": 0,
+                                        "structured_refusals": 0, "structured_format": None}
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -370,7 +371,8 @@ def test_settings_defaults_identity_and_public(monkeypatch):
                              "teacher")
     assert settings.model == DEFAULT_ALIAS
     assert settings.temperature == 0.0 and isinstance(settings.temperature, float)
-    assert settings.identity() == {"model": DEFAULT_ALIAS, "temperature": 0.0, "seed": 0, "max_tokens": 256}
+    assert settings.identity() == {"model": DEFAULT_ALIAS, "temperature": 0.0, "seed": 0, "max_tokens": 256,
+                                   "structured_outputs": "auto"}
     public = settings.public()
     assert public["base_url"] == "http://127.0.0.1:9/v1" and public["concurrency"] == 2
     json.dumps(public)

@@ -29,8 +29,8 @@ def host():
 def test_a_key_only_other_models_read_is_one_error_naming_them():
     with pytest.raises(UnreadKeyError) as caught:
         BundleConfig("Freq", "electronic", config_dict={"lora_rank": 4})
-    assert str(caught.value) == ("lora_rank is not read by Freq (it is read by BundleSFT, PairSFT, RouteDK); "
-                                 "remove it from the config overrides")
+    assert str(caught.value) == ("lora_rank is not read by Freq (it is read by BundleSFT, PairRouteDK, "
+                                 "PairSFT, RouteDK); remove it from the config overrides")
     assert isinstance(caught.value, SettingsError) and isinstance(caught.value, ConfigKeyError)
 
 
@@ -39,7 +39,8 @@ def test_an_adapter_given_to_the_prompted_student_is_refused(tmp_path):
     path = tmp_path / "student.yaml"
     path.write_text("adapter_path: outputs/electronic/sft/adapter\n")
     with pytest.raises(UnreadKeyError, match=r"^adapter_path is not read by BundleLLM \(it is read by BundleSFT, "
-                                             r"PairSFT, RouteDK\); remove it from config file .*student.yaml$"):
+                                             r"PairRouteDK, PairSFT, RouteDK\); remove it from config file "
+                                             r".*student.yaml$"):
         BundleConfig("BundleLLM", "electronic", [path])
 
 
@@ -47,15 +48,17 @@ def test_the_command_line_says_it_in_one_line(tiny_data, capsys):
     argv = ["run", "--model=Freq", "--dataset=clothing", f"--data_path={tiny_data}", "--lora_rank=4"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("error: lora_rank is not read by Freq (it is read by BundleSFT, PairSFT, RouteDK); "
-                   "remove it from the config overrides")
+    assert err == ("error: lora_rank is not read by Freq (it is read by BundleSFT, PairRouteDK, "
+                   "PairSFT, RouteDK); remove it from the config overrides")
 
 
 def test_the_students_chain_shares_its_keys(host):
-    # BundleSFT.yaml extends BundleLLM.yaml, PairSFT.yaml and RouteDK.yaml extend both.
-    for model in ("BundleSFT", "PairSFT", "RouteDK"):
+    # BundleSFT.yaml extends BundleLLM.yaml, PairSFT.yaml and RouteDK.yaml extend both; PairRouteDK.yaml
+    # extends all four.
+    for model in ("BundleSFT", "PairSFT", "RouteDK", "PairRouteDK"):
         assert {"llm_model", "lora_rank", "adapter_path", "temperature"} <= keys_read_by(host.models.resolve(model), host)
-    assert readers_of("llm_model", host) == ["BundleLLM", "BundleSFT", "PairSFT", "RouteDK"]
+    assert readers_of("llm_model", host) == ["BundleLLM", "BundleSFT", "PairRouteDK", "PairSFT",
+                                             "RouteDK"]
     config = BundleConfig("PairSFT", "electronic", config_dict={"llm_model": "embedded", "lora_rank": 4})
     assert config["lora_rank"] == 4
 
@@ -123,7 +126,8 @@ def test_a_shared_benchmark_override_no_method_reads_is_refused(tiny_data, tmp_p
     methods = "  - {name: Freq, model: Freq}\n  - {name: floor, model: Floor}\n"
     path = _grid(tmp_path, tiny_data, ", lora_rank: 4", methods)
     with pytest.raises(BenchmarkError, match=r"^lora_rank in the benchmark's `overrides:` is read by none of its "
-                                             r"models \(Freq, Floor; it is read by BundleSFT, PairSFT, RouteDK\)$"):
+                                             r"models \(Freq, Floor; it is read by BundleSFT, PairRouteDK, "
+                                             r"PairSFT, RouteDK\)$"):
         plan(load_benchmark(path, output_dir=tmp_path / "o"))
     path = _grid(tmp_path, tiny_data, "", methods)
     assert main(["benchmark", "-c", str(path), "--plan", "--out", str(tmp_path / "o"), "--llm_model=x"]) == 2
@@ -161,7 +165,7 @@ def test_a_shared_compare_override_no_run_reads_is_refused(tiny_data, tmp_path, 
     assert main(["compare", str(freq), "--lora_rank=4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("error: lora_rank in the overrides is read by none of its models (Freq; "
-                   "it is read by BundleSFT, PairSFT, RouteDK)")
+                   "it is read by BundleSFT, PairRouteDK, PairSFT, RouteDK)")
     # with --floors the floors are runs too: their own key is read
     with pytest.raises(UnreadKeyError, match="read by none of its models \\(Freq, Floor;"):
         from recbole_bundlellm.commands.compare import compare

@@ -1,5 +1,5 @@
-"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, PairSFT, RouteDK, Floor, Pairwise, RecBoleBundler,
-TeacherLLM and the classical baselines BBPR, POG, BGN)."""
+"""Plugin ``models``: the built-in bundle models (Freq, BundleLLM, BundleSFT, PairSFT, RouteDK, PairRouteDK, Floor,
+Pairwise, RecBoleBundler, TeacherLLM and the classical baselines BBPR, POG, BGN)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
                        (_STUDENTS / "BundleLLM.yaml", _STUDENTS / "BundleSFT.yaml", _STUDENTS / "RouteDK.yaml"),
                        "recbole_bundlellm.training.sft_trainer:SFTTrainer",
                        description="RouteDK: frozen LoRA experts (base, rules, thoughts, ...) mixed per input by a learned router"))
+    register(ModelSpec("PairRouteDK", "recbole_bundlellm.models.students.pair_route_dk:PairRouteDK",
+                       (_STUDENTS / "BundleLLM.yaml", _STUDENTS / "BundleSFT.yaml", _STUDENTS / "PairSFT.yaml",
+                        _STUDENTS / "RouteDK.yaml", _STUDENTS / "PairRouteDK.yaml"),
+                       "recbole_bundlellm.training.sft_trainer:SFTTrainer",
+                       description="RouteDK over PairSFT experts: their adapters and pair heads mixed per input by a learned router"))
     register(ModelSpec("Floor", "recbole_bundlellm.models.floors.floor:Floor", (_FLOORS / "Floor.yaml",), _TRAINER,
                        description="label-free floors: whole session, first two, adjacent or random pairs"))
     register(ModelSpec("Pairwise", "recbole_bundlellm.models.baselines.pairwise:Pairwise", (_BASELINES / "Pairwise.yaml",),

@@ -5,7 +5,9 @@
 1. resolve the configuration once (:func:`resolve_distill_settings`): extractors, their
    fingerprints, the teacher's and the sampling settings, checked before any teacher call;
 2. read the *training* sessions only, with their bundles and intents, through RecBole's dataset;
-3. extract each knowledge type through the store (:class:`~recbole_bundlellm.knowledge.extraction.ExtractionRun`);
+3. extract each knowledge type through the store (:class:`~recbole_bundlellm.knowledge.extraction.ExtractionRun`;
+   with ``teacher.mode: batch`` the teacher kinds together, through batches:
+   :class:`~recbole_bundlellm.knowledge.batch.BatchExtraction`);
 4. if ``sampling`` is set, select sessions with the sampler and write the knowledge set;
 5. write and return a summary (records per type, failures, calls made vs served from the store,
    tokens, estimated cost, time).
@@ -38,7 +40,7 @@ from recbole_bundlellm.sampling.sampler import Sampler
 from recbole_bundlellm.sampling.settings import SamplingSettings
 from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.calls import canonical_json, now_iso
-from recbole_bundlellm.teacher.errors import TeacherUnavailable
+from recbole_bundlellm.teacher.errors import TeacherBatchError, TeacherUnavailable
 from recbole_bundlellm.teacher.settings import TeacherSettings
 
 
@@ -134,13 +136,22 @@ class Distillation:
                 {k: len(v) for k, v in pending.items()},
                 s.teacher.public() if s.teacher else None,
                 asdict(s.sampling) if s.sampling else None))
-            for kind in s.extractors:
-                self._run_kind(extraction, kind, pending[kind], summaries, client)
+            batched = s.teacher is not None and s.teacher.mode == "batch"
+            for kind, extractor in s.extractors.items():
+                if not (batched and extractor.needs_teacher):
+                    self._run_kind(extraction, kind, pending[kind], summaries, client)
+            batch_seconds = 0.0
+            if batched:
+                t0 = time.perf_counter()
+                self._run_batch(extraction, {k: pending[k] for k, e in s.extractors.items() if e.needs_teacher},
+                                summaries, client)
+                batch_seconds = time.perf_counter() - t0
             for kind in s.extractors:
                 extraction.count(kind, sessions, summaries[kind])
             notes: list[str] = []
             kset_path, kset_counts = self._sample(sessions, summaries, notes) if s.sampling else (None, {})
-        teacher_seconds = sum(summaries[k].seconds for k, e in s.extractors.items() if e.needs_teacher)
+        # Batch mode: the teacher kinds share the batches, so the phase's wall time is theirs.
+        teacher_seconds = batch_seconds or sum(summaries[k].seconds for k, e in s.extractors.items() if e.needs_teacher)
         summary = DistillSummary(s.domain, str(self.store.root), len(sessions), summaries,
                                  self._teacher_summary(client, teacher_seconds),
                                  time.perf_counter() - start, kset_path, kset_counts, started_at, notes)
@@ -167,6 +178,27 @@ class Distillation:
             calls = client.stats.calls_made if client is not None else 0
             raise DistillInterrupted(f"interrupted: the store {root} keeps the {records} records and {calls} "
                                      "teacher calls this run finished; run the same command again to resume") from exc
+
+    def _run_batch(self, extraction: ExtractionRun, todo: Mapping[str, Sequence[Session]],
+                   summaries: Mapping[str, KindSummary], client: Any) -> None:
+        """The teacher kinds through batches; a stop says what is kept and that the batch resumes."""
+        from recbole_bundlellm.knowledge.batch import BatchExtraction
+
+        root = self.store.root
+        try:
+            BatchExtraction(extraction, client, self.store, self.progress).extract(todo, summaries)
+        except (TeacherUnavailable, TeacherBatchError) as exc:
+            raise DistillError(f"{exc}\nThe store {root} keeps every answer fetched and every record; run the same "
+                               "command again to resume (a batch still running is polled again, not paid twice).") \
+                from exc
+        except StoreError as exc:
+            raise DistillError(f"{exc}\nThe store {root} keeps every call and record written before "
+                               "this error; once it can be written again, run the same command to resume.") from exc
+        except KeyboardInterrupt as exc:
+            records = sum(ks.new for ks in summaries.values())
+            raise DistillInterrupted(f"interrupted: the store {root} keeps the {records} records this run finished and "
+                                     "the id of any batch still running on the endpoint; run the same command again "
+                                     "to resume (that batch is polled again, not paid twice)") from exc
 
     def _sample(self, sessions: Sequence[Session], summaries: Mapping[str, KindSummary],
                 notes: list[str]) -> tuple[str, dict[str, int]]:
@@ -214,8 +246,8 @@ class Distillation:
         settings = self.settings.teacher
         assert settings is not None
         out = client.stats.to_json(settings)
-        made = out["calls_made"]
-        out.update(model=settings.model, concurrency=settings.concurrency,
+        made = out["calls_made"] + client.stats.batch_calls  # answers fetched, by HTTP call or batch
+        out.update(model=settings.model, concurrency=settings.concurrency, mode=settings.mode,
                    teacher_seconds=round(seconds, 3),
                    calls_per_second=round(made / seconds, 4) if seconds > 0 and made else 0.0)
         return out

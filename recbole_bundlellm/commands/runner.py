@@ -218,6 +218,8 @@ def _fit_and_evaluate(config: BundleConfig, stage: Path, out: Path) -> tuple[Run
         train_data, valid_data, test_data = data_preparation(config, dataset_obj)
         init_seed(config["seed"], config["reproducibility"])
         model_obj = spec.model_class(config, train_data.dataset)
+        if hasattr(model_obj, "run_folder"):  # a bundle model keeps its resumable state beside `out`
+            model_obj.run_folder = out
         # An LLM student says where it lives (llm_device may differ from RecBole's device).
         model_obj = model_obj.to(getattr(model_obj, "device", None) or config["device"])
         # RecBole's trainers and ours that train weights reload the best epoch before testing.

@@ -5,7 +5,7 @@ A key the user set (a ``-c`` file, an override) must be read by the run's model:
 keys (a student's chain, e.g. BundleLLM.yaml → BundleSFT.yaml), the keys every run reads (RecBole's
 data/training/evaluation keys, ``properties/overall.yaml``, the extractor and sampler blocks) and
 the settings blocks of the components the model chooses (``adaptation`` → strategy blocks,
-``fusion_router`` → router blocks). Otherwise the key is set and silently ignored: an error
+``fusion_router`` → router blocks, ``generation_backend`` → backend blocks). Otherwise the key is set and silently ignored: an error
 naming the models that do read it (:func:`check_read_keys`). Overrides shared by several runs (a
 benchmark's ``overrides:``, ``compare``'s) reach only the runs that read them
 (:func:`keys_for`), and must be read by one of them (:func:`check_shared_keys`)."""
@@ -34,7 +34,7 @@ _CONFIG_READ = re.compile(r"""config(?:\[\s*|\.get\(\s*)["']([A-Za-z_][A-Za-z_0-
 #: Component kinds whose settings blocks only a model that chooses a component reads, with the key
 #: that chooses it. The other kinds' blocks (extractor, sampler) are read by `distill` and by any
 #: student's ``knowledge_use`` from the same files, so every run accepts them.
-_CHOSEN_BY = {"strategy": "adaptation", "router": "fusion_router"}
+_CHOSEN_BY = {"strategy": "adaptation", "router": "fusion_router", "backend": "generation_backend"}
 
 
 class UnreadKeyError(ConfigKeyError, SettingsError):

@@ -18,6 +18,7 @@ import pluggy
 if TYPE_CHECKING:  # annotations only: importing these here would import RecBole and torch
     from recbole_bundlellm.adaptation import AdaptationStrategy
     from recbole_bundlellm.fusion import FusionRouter
+    from recbole_bundlellm.generation.backend import GenerationBackend
     from recbole_bundlellm.knowledge.summary import DistillPlan, DistillSummary
     from recbole_bundlellm.knowledge.extractor import KnowledgeExtractor
     from recbole_bundlellm.knowledge.records import KnowledgeRecord
@@ -105,6 +106,22 @@ def register_fusion_routers(register: Callable[[type[FusionRouter]], None]) -> N
 
     :param register: call ``register(RouterClass)`` once per router; its ``name`` is the
         router's config name and the YAML key of its settings.
+    """
+
+
+@hookspec
+def register_generation_backends(register: Callable[[type[GenerationBackend]], None]) -> None:
+    """Register generation backends (subclasses of
+    :class:`recbole_bundlellm.generation.backend.GenerationBackend`).
+
+    A backend answers the student's chat prompts: ``open(context)`` once with a
+    :class:`~recbole_bundlellm.generation.backend.GenerationContext` (the model's decoding
+    settings and, for a backend whose ``in_process`` is true, the student's model and tokenizer),
+    then ``generate(prompts)`` gives per prompt a list of completions; batching, stop strings,
+    retries and caching are its own. ``stats`` and ``describe()`` go to the run's metrics.
+
+    :param register: call ``register(BackendClass)`` once per backend; its ``name`` is the value
+        of ``generation_backend`` and the YAML key of its settings.
     """
 
 

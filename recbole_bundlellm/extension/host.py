@@ -55,6 +55,7 @@ COMPONENT_KINDS: dict[str, tuple[str, str]] = {
     "sampler": ("register_samplers", "recbole_bundlellm.sampling.sampler:Sampler"),
     "strategy": ("register_adaptation_strategies", "recbole_bundlellm.adaptation:AdaptationStrategy"),
     "router": ("register_fusion_routers", "recbole_bundlellm.fusion:FusionRouter"),
+    "backend": ("register_generation_backends", "recbole_bundlellm.generation.backend:GenerationBackend"),
 }
 REGISTRATION_HOOKS = ("register_models", "register_metrics", *(h for h, _ in COMPONENT_KINDS.values()))
 
@@ -425,7 +426,7 @@ class PluginHost:
 
     # -- use ------------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
-        """Registered component names of one kind (extractor, sampler, strategy, router)."""
+        """Registered component names of one kind (extractor, sampler, strategy, router, backend)."""
         return sorted(self.components[kind])
 
     def get(self, kind: str, name: str) -> type:
@@ -465,7 +466,7 @@ class PluginHost:
 
     def disabled_owner(self, name: str, kind: str | None = None) -> str | None:
         """The disabled plugin that provides ``name`` as a ``kind`` (extractor, sampler, strategy,
-        router, metric or model; ``None``: any component, i.e. a settings key), or None.
+        router, backend, metric or model; ``None``: any component, i.e. a settings key), or None.
 
         Asked only on the way to an error: it imports the disabled plugins then, in a throwaway
         plugin manager that keeps nothing. A disabled plugin that cannot be imported is taken to
@@ -586,7 +587,7 @@ def _registration_mistakes(hook_name: str, fn: Any, returned: Any, registered: i
 
 #: kind -> the article and name a message gives it ("a sampler", "an extractor").
 _KIND_WORDS = {"extractor": "an extractor", "sampler": "a sampler", "strategy": "an adaptation strategy",
-               "router": "a fusion router", "metric": "a metric"}
+               "router": "a fusion router", "backend": "a generation backend", "metric": "a metric"}
 _KIND_HOOKS = {**{kind: hook for kind, (hook, _) in COMPONENT_KINDS.items()}, "metric": "register_metrics"}
 
 

@@ -125,18 +125,28 @@ class ExpertStore:
         return out
 
 
-def _with_run_config(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Adapters saved before their record named the knowledge: take it from the run's config.yaml."""
-    if "knowledge_use" in info or not (folder.parent / "config.yaml").is_file():
-        return info
+def run_config(folder: Path) -> dict[str, Any] | None:
+    """The configuration (``config.yaml``) of the run whose ``adapter/`` is ``folder``; ``None``
+    where there is none, or it cannot be read."""
+    path = Path(folder).parent / "config.yaml"
+    if not path.is_file():
+        return None
     import yaml
 
     try:
-        config = yaml.safe_load((folder.parent / "config.yaml").read_text(encoding="utf-8")) or {}
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _with_run_config(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Adapters saved before their record named the knowledge: take it from the run's config.yaml."""
+    config = None if "knowledge_use" in info else run_config(folder)
+    if config is None:
         return info
     return {**info, "knowledge_use": list(config.get("knowledge_use") or []), "run_name": config.get("run_name"),
             "adaptation": config.get("adaptation")}
 
 
-__all__ = ["Expert", "ExpertStore", "adapter_folder", "default_kind", "resolve_expert"]
+__all__ = ["Expert", "ExpertStore", "adapter_folder", "default_kind", "resolve_expert", "run_config"]

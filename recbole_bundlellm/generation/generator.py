@@ -1,4 +1,4 @@
-"""Batched chat generation with a local causal LM.
+"""Batched chat generation with a local causal LM: the engine of the ``transformers`` backend.
 
 Prompts are chat message lists. They are rendered with the tokenizer's chat template, sorted by
 length so each batch pads little, left-padded, generated in batches and returned in the
@@ -18,60 +18,18 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
+from recbole_bundlellm.generation.backend import BatchContext, GenerationConfig, Messages
+from recbole_bundlellm.generation.chat import cut_prompt, encode_texts, prompt_token_ids, render_chat
 from recbole_bundlellm.llm.batches import left_padded
 from recbole_bundlellm.progress import progress_bar
-from recbole_bundlellm.settings import SettingsError, check_fields, ranged
 
 logger = logging.getLogger(__name__)
-
-Messages = Sequence[dict[str, str]]
-BatchContext = Callable[[Sequence[Sequence[int]]], AbstractContextManager]
-
-
-@dataclass
-class GenerationConfig:
-    """How to generate: lengths, batching and (optional) seeded sampling.
-
-    ``batch_size`` counts prompts per ``model.generate`` call; when sampling, each prompt takes
-    ``num_return_sequences`` rows of that batch. Greedy decoding returns that many identical
-    copies. ``max_prompt_tokens`` cuts longer prompts from the left (a warning, and counted).
-    """
-
-    # ranged(row=...): the field is that config key (BundleLLM's) under another name; errors name the key.
-    max_new_tokens: int = ranged(256, row="max_new_tokens")
-    batch_size: int = ranged(8, row="generation_batch_size")
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = ranged(0.95, row="top_p")
-    num_return_sequences: int = ranged(1, min=1)
-    seed: int | None = None
-    max_prompt_tokens: int | None = ranged(None, row="max_prompt_tokens")
-    # Generation of a row ends once its text contains one of these (e.g. "}" closes the answer
-    # dict), so small models do not ramble on to max_new_tokens after answering.
-    stop_strings: tuple[str, ...] = ()
-    # Added to these tokens' logits at every step (as the OpenAI API's logit_bias): a decoding
-    # calibration, e.g. against an answer shape a fine-tuned student over-predicts.
-    logit_bias: dict[int, float] | None = None
-    # With sampling and num_return_sequences > 1, run each prompt through the model once and
-    # give its key/value cache to all of its samples (False: HF's way, the prompt K times).
-    shared_prefill: bool = True
-
-    def __post_init__(self) -> None:
-        # Built in code (BundleLLM), not by load_settings: the guard is here, with the same rules.
-        check_fields(self)
-        self.validate()
-
-    def validate(self) -> None:
-        """What one rule cannot say: sampling needs a temperature > 0 (greedy decoding ignores it)."""
-        if self.do_sample and self.temperature <= 0:
-            raise SettingsError(f"temperature must be > 0 when sampling (do_sample: true), got {self.temperature}")
 
 
 def _cache_argument() -> str:
@@ -155,26 +113,12 @@ class BatchGenerator:
         self.stats["seconds"] = 0.0
 
     def render(self, messages: Messages) -> str:
-        """The prompt text for one chat: the chat template, or a plain ``role: content`` join.
-
-        A final assistant message is a started answer that the model continues (its text is
-        not repeated in the completion).
-        """
-        if isinstance(messages, str):
-            raise TypeError("a prompt is a list of {'role': ..., 'content': ...} messages, not a str")
-        started = bool(messages) and messages[-1]["role"] == "assistant"
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=not started,
-                continue_final_message=started,
-            )
-        lines = [f"{m['role']}: {m['content']}" for m in messages]
-        return "\n".join(lines if started else [*lines, "assistant:"])
+        """The prompt text for one chat (:func:`~recbole_bundlellm.generation.chat.render_chat`)."""
+        return render_chat(self.tokenizer, messages)
 
     def prompt_ids(self, messages: Messages) -> list[int]:
         """The token ids of one rendered prompt, never cut (what training and token budgets measure)."""
-        templated = bool(getattr(self.tokenizer, "chat_template", None))
-        return list(self.tokenizer(self.render(messages), add_special_tokens=not templated)["input_ids"])
+        return prompt_token_ids(self.tokenizer, messages)
 
     def generate(self, prompts: Sequence[Messages], *, progress: bool | None = None,
                  desc: str = "generating") -> list[list[str]]:
@@ -241,16 +185,12 @@ class BatchGenerator:
         return ids
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        # A chat template already writes the special tokens; adding BOS again would double it.
-        templated = bool(getattr(self.tokenizer, "chat_template", None))
-        encoded = self.tokenizer(texts, add_special_tokens=not templated, padding=False)
-        token_ids = [list(ids) for ids in encoded["input_ids"]]
+        token_ids = encode_texts(self.tokenizer, texts)
         limit = self.config.max_prompt_tokens
         if limit is not None:
             truncated = sum(len(ids) > limit for ids in token_ids)
             if truncated:
-                # Keep the end: the generation prompt and the latest turn matter most.
-                token_ids = [ids[-limit:] for ids in token_ids]
+                token_ids = [cut_prompt(ids, limit) for ids in token_ids]
                 self.stats["truncated_prompts"] += truncated
                 logger.warning(
                     "truncated %d of %d prompts from the left to %d tokens",
@@ -392,3 +332,7 @@ class _StopOnStrings:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         done = [any(stop in text for stop in self.stops) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+#: GenerationConfig lives with the backend contract (it is every backend's); imported from here too.
+__all__ = ["BatchGenerator", "GenerationConfig"]

@@ -120,7 +120,7 @@ class ExtractionRun:
         try:
             if not extractor.needs_teacher:
                 for session in todo:
-                    self._finish(kind, session, self._one(extractor, session, None), summary)
+                    self.store_outcome(kind, session, self.extract_one(extractor, session, None), summary)
                     bar.update(1)
                 return
             self._extract_concurrently(kind, extractor, todo, summary, bar)
@@ -136,7 +136,7 @@ class ExtractionRun:
         def submit_next() -> None:
             session = next(queue, None)
             if session is not None:
-                running[workers.submit(self._one, extractor, session, self.client.for_unit())] = session
+                running[workers.submit(self.extract_one, extractor, session, self.client.for_unit())] = session
 
         try:
             for _ in range(self.concurrency):
@@ -167,7 +167,7 @@ class ExtractionRun:
             except BaseException as exc:  # noqa: BLE001 - stop after the others are stored
                 failure = failure or exc
             else:
-                self._finish(kind, running[future], outcome, summary)
+                self.store_outcome(kind, running[future], outcome, summary)
                 bar.update(1)
             del running[future]
         return failure
@@ -182,11 +182,11 @@ class ExtractionRun:
         """Store the outcomes of the sessions in ``running`` that finished without an error."""
         for future, session in list(running.items()):
             if future.done() and future.exception() is None:
-                self._finish(kind, session, future.result(), summary)
+                self.store_outcome(kind, session, future.result(), summary)
                 bar.update(1)
                 del running[future]
 
-    def _one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
+    def extract_one(self, extractor: KnowledgeExtractor, session: Session, unit: Any) -> Outcome:
         """Run one session; a teacher rejection becomes a failed record, an extractor crash an error."""
         try:
             extraction = extractor.extract_session(session, unit)
@@ -209,7 +209,8 @@ class ExtractionRun:
             log.warning("extractor %s %s", extractor.name, what)
             return None, unit
 
-    def _finish(self, kind: str, session: Session, outcome: Outcome, summary: KindSummary) -> None:
+    def store_outcome(self, kind: str, session: Session, outcome: Outcome, summary: KindSummary) -> None:
+        """Store one session's outcome as its record (an extractor crash is counted, not stored)."""
         extraction, unit = outcome
         if extraction is None:
             summary.errors += 1
@@ -221,6 +222,8 @@ class ExtractionRun:
             provenance.update(teacher_model=unit.model, teacher_response_models=list(unit.response_models),
                               calls=list(unit.call_keys),
                               calls_made=unit.calls_made, calls_cached=unit.calls_cached,
+                              **{name: getattr(unit, name) for name in ("calls_batched", "calls_structured")
+                                 if getattr(unit, name, 0)},
                               usage={"prompt_tokens": unit.usage.prompt_tokens,
                                      "completion_tokens": unit.usage.completion_tokens})
         record = KnowledgeRecord(kind, self.domain, session.session_id, self.fingerprints[kind], extraction.status,

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from recbole_bundlellm.fileio import atomic_write_text, os_error_reason
 from recbole_bundlellm.knowledge.records import KnowledgeRecord, reason_class
 from recbole_bundlellm.knowledge.store import KnowledgeStore, StoreError, enclosing_store
+from recbole_bundlellm.teacher.batch import batch_jobs
 from recbole_bundlellm.teacher.calls import Usage
 
 
@@ -46,6 +47,13 @@ def overview(store: KnowledgeStore) -> str:
         reasons = Counter(reason_class(r.reason) for r in recs if not r.ok)
         top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         lines.append(f"{domain:12s} {kind:10s} {fp:16s} {ok:6d} {len(recs) - ok:7d}  {top}")
+    jobs = list(batch_jobs(store.batch_events()).values())
+    if jobs:
+        open_jobs = [job for job in jobs if job.open]
+        lines.append(f"batches: {len(jobs)} ({len(jobs) - len(open_jobs)} done)")
+        for job in open_jobs:
+            lines.append(f"batch {job.batch_id or job.local_id} ({job.state}, {len(job.keys)} requests) is still open: "
+                         "run the same `bundlellm distill` again to resume it")
     for aside in sorted(store.root.glob("*.jsonl.damaged")):
         lines.append(f"damaged lines moved aside: {aside.name} (kept for inspection; the store no longer reads them)")
     sets = sorted((store.root / "sets").glob("*.json"))

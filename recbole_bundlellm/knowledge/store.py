@@ -4,6 +4,8 @@ Layout of a store folder::
 
     calls.jsonl      one completed teacher call per line (CallRecord), keyed by request hash
     records.jsonl    one knowledge record per line (KnowledgeRecord), keyed by record_id
+    batches.jsonl    batch mode: one line per step of a batch (written, uploaded, created, done)
+    batches/         batch mode: each batch's requests as sent (JSONL) and as prepared (to resume)
     sets/            knowledge sets derived by sampling (rewritten atomically; recomputable)
     runs/            one JSON summary per distillation run
     .lock            held (flock) by the process writing the store
@@ -41,6 +43,7 @@ from typing import Any
 from recbole_bundlellm.errors import BundleLLMError
 from recbole_bundlellm.fileio import FileLocked, atomic_write_bytes, file_lock, os_error_reason, write_errors
 from recbole_bundlellm.knowledge.records import KnowledgeRecord
+from recbole_bundlellm.teacher.batch import batch_event
 from recbole_bundlellm.teacher.calls import CallRecord, now_iso
 
 log = logging.getLogger(__name__)
@@ -211,6 +214,7 @@ class KnowledgeStore:
         self._lock = threading.Lock()
         self._calls: dict[str, CallRecord] = {}
         self._records: dict[str, KnowledgeRecord] = {}
+        self._batch_events: list[dict[str, Any]] = []
         self._writing = False
         self._logs: dict[str, _AppendLog] = {}
         self.reload()
@@ -223,12 +227,17 @@ class KnowledgeStore:
     def records_path(self) -> Path:
         return self.root / "records.jsonl"
 
+    @property
+    def batches_path(self) -> Path:
+        return self.root / "batches.jsonl"
+
     def reload(self, repair: bool = False) -> None:
         """(Re)read both files. With ``repair`` (the caller holds the write lock), cut off a torn
         last line and move damaged lines aside; without, damaged lines make it take the lock to do
         so, or raise :class:`StoreError` naming file and line when it cannot."""
         files = {self.calls_path: _read_lines(self.calls_path, CallRecord.from_json, "teacher call"),
-                 self.records_path: _read_lines(self.records_path, KnowledgeRecord.from_json, "knowledge record")}
+                 self.records_path: _read_lines(self.records_path, KnowledgeRecord.from_json, "knowledge record"),
+                 self.batches_path: _read_lines(self.batches_path, batch_event, "batch event")}
         damaged = [(path, lines) for path, lines in files.items() if lines.damaged]
         if damaged and not repair:
             try:
@@ -250,6 +259,7 @@ class KnowledgeStore:
         for _, rec in files[self.records_path].good:
             records.setdefault(rec.record_id, rec)
         self._calls, self._records = calls, records
+        self._batch_events = [event for _, event in files[self.batches_path].good]
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -276,7 +286,8 @@ class KnowledgeStore:
             with self._lock:
                 self._writing = True
                 self._logs = {"calls": _AppendLog(self.calls_path, self.fsync),
-                              "records": _AppendLog(self.records_path, self.fsync)}
+                              "records": _AppendLog(self.records_path, self.fsync),
+                              "batches": _AppendLog(self.batches_path, self.fsync)}
             try:
                 yield self
             finally:
@@ -311,6 +322,38 @@ class KnowledgeStore:
 
     def calls(self) -> list[CallRecord]:
         return list(self._calls.values())
+
+    # -- batches (teacher.mode: batch) ----------------------------------------------------------
+    def batch_events(self) -> list[dict[str, Any]]:
+        """The steps of every batch, in the order they were written (see :mod:`~recbole_bundlellm.teacher.batch`)."""
+        return list(self._batch_events)
+
+    def put_batch_event(self, event: dict[str, Any]) -> None:
+        """Append one step of a batch, durably (before the step that depends on it)."""
+        batch_event(event)  # a wrong event is a bug here, not a damaged line on the next open
+        with self._lock:
+            self._append("batches", event)
+            self._batch_events.append(dict(event))
+
+    def write_batch_file(self, name: str, data: bytes) -> Path:
+        """Write ``batches/<name>`` atomically (a batch's requests, before it is uploaded)."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"not a batch file name: {name!r}")
+        if not self._writing:
+            raise StoreError("write to the knowledge store outside `with store.writer():`")
+        path = self.root / "batches" / name
+        with store_write_errors(self.root):
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(path, data)
+        return path
+
+    def read_batch_file(self, name: str) -> bytes:
+        """The bytes of ``batches/<name>`` (:class:`StoreError` when it is gone)."""
+        path = self.root / "batches" / name
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {os_error_reason(exc)}") from exc
 
     # -- knowledge records --------------------------------------------------------------------
     def get_record(self, rid: str) -> KnowledgeRecord | None:

@@ -81,6 +81,16 @@ class DistillSummary:
                 f"{t.get('retries', 0)} retries, tokens {t.get('usage', {}).get('prompt_tokens', 0)} in / "
                 f"{t.get('usage', {}).get('completion_tokens', 0)} out, est. cost {t.get('cost', 0.0):.4f}, "
                 f"{t.get('calls_per_second', 0.0):.2f} calls/s at concurrency {t.get('concurrency', '-')}")
+            b = t.get("batch")
+            if b:
+                lines.append(f"batch: {b.get('calls', 0)} answers from {b.get('batches_created', 0)} new and "
+                             f"{b.get('batches_resumed', 0)} resumed batches, {b.get('line_errors', 0)} failed lines "
+                             f"asked again synchronously, tokens {b.get('usage', {}).get('prompt_tokens', 0)} in / "
+                             f"{b.get('usage', {}).get('completion_tokens', 0)} out at batch prices "
+                             f"(est. {b.get('cost', 0.0):.4f} of the cost), {b.get('seconds', 0.0):.1f} s")
+            if t.get("structured_refusals"):
+                lines.append(f"structured outputs: refused {t['structured_refusals']}x by the endpoint; asked "
+                             f"{t.get('structured_format')} from then on")
         if self.knowledge_set:
             counts = ", ".join(f"{k} {v}" for k, v in self.knowledge_set_counts.items())
             lines.append(f"knowledge set: {self.knowledge_set} ({counts})")

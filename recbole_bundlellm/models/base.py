@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import recbole_bundlellm  # noqa: F401  (compat patches before recbole)
@@ -43,6 +44,9 @@ class BundleGenerator(AbstractRecommender):
 
     type = ModelType.GENERAL
     input_type = InputType.POINTWISE
+    #: The run's output folder, set by the runner before fitting (``None`` outside a run): what
+    #: must outlive a killed run (a served student's answers) is kept beside it.
+    run_folder: Path | None = None
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -133,6 +135,47 @@ def check_field_types(obj: Any, types: dict[str, Any]) -> None:
         value = getattr(obj, name)
         if not isinstance(value, expected):
             raise TypeError(f"field '{name}' is a {type(value).__name__}")
+
+
+_SCHEMA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ResponseSchema:
+    """A JSON Schema an answer must follow (OpenAI structured outputs), with its name.
+
+    ``name``: letters, digits, ``_`` and ``-``, at most 64 (OpenAI's rule). ``schema``: a JSON
+    Schema that OpenAI's strict mode accepts (every object lists all its properties in
+    ``required`` and sets ``"additionalProperties": false``). The answer still arrives as text and
+    is read by the extractor's own parser, so a free-text answer (an endpoint that refuses
+    ``response_format``) is read the same way.
+    """
+
+    name: str
+    schema: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _SCHEMA_NAME_RE.match(self.name):
+            raise ValueError(f"a response schema's name must be 1-64 letters, digits, '_' or '-', got {self.name!r}")
+        if not isinstance(self.schema, Mapping) or not self.schema:
+            raise ValueError(f"response schema {self.name!r}: the schema must be a non-empty JSON Schema mapping")
+        object.__setattr__(self, "schema", _plain_json(self.schema))  # read-only mappings, tuples -> JSON
+
+    def response_format(self) -> dict[str, Any]:
+        """``{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`` (plain JSON;
+        what OpenAI is sent and what the call key holds)."""
+        return {"type": "json_schema",
+                "json_schema": {"name": self.name, "schema": json.loads(canonical_json(self.schema)), "strict": True}}
+
+
+def _plain_json(obj: Any) -> Any:
+    """``obj`` with every mapping a dict and every tuple a list (a schema written with
+    ``MappingProxyType`` must hash and serialize as the plain JSON it stands for)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_json(v) for v in obj]
+    return obj
 
 
 def call_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:

@@ -12,27 +12,35 @@ the ``openai`` client only: it is never part of a stored request, a log line or 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
-from recbole_bundlellm.teacher.calls import CallCache, CallRecord, TeacherReply, Usage, call_key, now_iso
+from recbole_bundlellm.teacher.calls import (CallCache, CallRecord, ResponseSchema, TeacherReply, Usage, call_key,
+                                             canonical_json, now_iso)
 from recbole_bundlellm.teacher.errors import (TeacherCredentialsRefused, TeacherError, TeacherRequestError,
-                                               TeacherUnavailable)
+                                               TeacherStructuredOutputsRefused, TeacherUnavailable)
 from recbole_bundlellm.teacher.settings import TeacherSettings, redact_url
 
 log = logging.getLogger(__name__)
 
 Message = dict[str, str]
+_T = TypeVar("_T")
 # Sent when the key variable is unset: local servers ignore the key, but the SDK insists on one.
 NO_KEY = "sk-no-key"
+#: The forms of ``response_format`` tried, in order, before free text: OpenAI's ``json_schema``
+#: (also llama.cpp's llama-server, vLLM, Ollama), then ``json_object`` with a ``schema`` (what
+#: llama-cpp-python's server, the embedded teacher, honours: it answers the first with HTTP 500).
+DIALECTS = ("json_schema", "json_object")
 
 
 @dataclass
@@ -46,10 +54,21 @@ class TeacherStats:
     usage: Usage = field(default_factory=Usage)  # tokens of the calls made
     call_seconds: float = 0.0  # summed latency of the calls made (successful attempts)
     answers_truncated: int = 0  # answers longer than max_answer_chars, cut to it when stored
+    structured_calls: int = 0  # calls made (or batched) with a response_format (an extractor's schema)
+    structured_refusals: int = 0  # response_format forms the endpoint refused (each remembered, then not sent)
+    structured_format: str | None = None  # the form asked last: json_schema, json_object, text (refused), off
+    batch_calls: int = 0  # answers fetched from finished batches (and stored); not in calls_made
+    batch_usage: Usage = field(default_factory=Usage)  # their tokens (priced at the batch prices)
+    batches_created: int = 0  # batches this process created
+    batches_resumed: int = 0  # batches found in the store (a killed run's) and polled again, not paid twice
+    batch_line_errors: int = 0  # batched requests that failed (asked again synchronously)
+    batch_seconds: float = 0.0  # wall time spent uploading, polling and downloading batches
 
     def cost(self, settings: TeacherSettings) -> float:
-        """Estimated cost of the calls made, at the settings' per-million-token prices."""
-        return self.usage.cost(settings.price_input_per_1m, settings.price_output_per_1m)
+        """Estimated cost of the calls made (at the settings' per-million-token prices) and
+        batched (at the batch prices, :meth:`TeacherSettings.batch_prices`)."""
+        return (self.usage.cost(settings.price_input_per_1m, settings.price_output_per_1m)
+                + self.batch_usage.cost(*settings.batch_prices()))
 
     def to_json(self, settings: TeacherSettings | None = None) -> dict[str, Any]:
         """A JSON-friendly summary; with ``settings``, the estimated cost too."""
@@ -63,10 +82,62 @@ class TeacherStats:
                       "total_tokens": self.usage.total_tokens},
             "call_seconds": round(self.call_seconds, 3),
             "answers_truncated": self.answers_truncated,
+            "structured_calls": self.structured_calls,
+            "structured_refusals": self.structured_refusals,
+            "structured_format": self.structured_format,
         }
+        if self.batch_calls or self.batches_created or self.batches_resumed or self.batch_line_errors:
+            out["batch"] = {"calls": self.batch_calls, "batches_created": self.batches_created,
+                            "batches_resumed": self.batches_resumed, "line_errors": self.batch_line_errors,
+                            "usage": {"prompt_tokens": self.batch_usage.prompt_tokens,
+                                      "completion_tokens": self.batch_usage.completion_tokens,
+                                      "total_tokens": self.batch_usage.total_tokens},
+                            "seconds": round(self.batch_seconds, 3)}
         if settings is not None:
             out["cost"] = self.cost(settings)
+            if "batch" in out:
+                out["batch"]["cost"] = self.batch_usage.cost(*settings.batch_prices())
         return out
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """One request as the client will send it: its key, messages, the hashed parameters and the
+    ``response_format`` form (None: free text)."""
+
+    key: str
+    messages: list[Message]
+    params: dict[str, Any]
+    schema: ResponseSchema | None = None
+    dialect: str | None = None
+
+
+class _FormatRefused(Exception):
+    """Internal: the endpoint refused this ``response_format`` form; ask again in the next one."""
+
+
+_FORMAT_WORDS = ("response_format", "json_schema", "structured output")
+_UNSUPPORTED_WORDS = ("unsupported", "not supported", "not implemented")
+
+
+def refuses_response_format(exc: openai.APIStatusError) -> bool:
+    """Whether an error answer to a request with ``response_format`` refuses that parameter.
+
+    400 / 422 naming it (or "unsupported ... format"); 500 naming it: llama-cpp-python's server
+    reports a request it cannot validate as HTTP 500, which is no transient failure.
+    """
+    text = f"{exc.message} {exc.body}".lower()
+    names_it = any(word in text for word in _FORMAT_WORDS)
+    if exc.status_code in (400, 422):
+        return names_it or ("format" in text and any(word in text for word in _UNSUPPORTED_WORDS))
+    return exc.status_code == 500 and names_it
+
+
+def sent_response_format(schema: ResponseSchema, dialect: str) -> dict[str, Any]:
+    """The ``response_format`` sent for ``schema`` in the form ``dialect`` (one of :data:`DIALECTS`)."""
+    if dialect == "json_schema":
+        return schema.response_format()
+    return {"type": "json_object", "schema": json.loads(canonical_json(schema.schema))}
 
 
 def _status_reason(exc: openai.APIStatusError) -> str:
@@ -125,6 +196,10 @@ class TeacherClient:
         self._rng = random.Random()
         self._model_checked = False
         self._model_lock = threading.Lock()
+        # The response_format form asked next (an index into DIALECTS; len(DIALECTS): free text,
+        # every form refused). Remembered for the client's life: one refusal per form, not per call.
+        self._dialect = 0
+        self.stats.structured_format = "off" if settings.structured_outputs == "off" else DIALECTS[0]
 
     # -- requests -------------------------------------------------------------------------------
     def request_params(self, *, max_tokens: int | None = None, temperature: float | None = None) -> dict[str, Any]:
@@ -135,16 +210,54 @@ class TeacherClient:
             "max_tokens": int(self.settings.max_tokens if max_tokens is None else max_tokens),
         }
 
+    def prepare(self, messages: list[Message], *, max_tokens: int | None = None, temperature: float | None = None,
+                schema: ResponseSchema | None = None) -> PreparedCall:
+        """The request for ``messages`` as it would be sent now: key, parameters, ``response_format``.
+
+        With a ``schema`` (and ``structured_outputs`` not ``off``, and not refused by this
+        endpoint), ``params["response_format"]`` holds its OpenAI form, so a structured answer
+        and a free-text one never share a key; without, the key is what it always was.
+        """
+        messages = [dict(m) for m in messages]
+        params = self.request_params(max_tokens=max_tokens, temperature=temperature)
+        dialect = self._dialect_for(schema)
+        if dialect is not None:
+            assert schema is not None
+            params["response_format"] = schema.response_format()
+        return PreparedCall(call_key(self.model, messages, params), messages, params, schema, dialect)
+
+    def _dialect_for(self, schema: ResponseSchema | None) -> str | None:
+        if schema is None or self.settings.structured_outputs == "off":
+            return None
+        with self._stats_lock:
+            index = self._dialect
+        return DIALECTS[index] if index < len(DIALECTS) else None
+
+    def lookup(self, call: PreparedCall) -> CallRecord | None:
+        """The stored answer to ``call``, or None (no HTTP)."""
+        return self.store.get_call(call.key)
+
     def complete(self, messages: list[Message], *, max_tokens: int | None = None,
-                 temperature: float | None = None) -> tuple[CallRecord, bool]:
+                 temperature: float | None = None, schema: ResponseSchema | None = None) -> tuple[CallRecord, bool]:
         """The call record answering ``messages`` and whether it came from the store.
+
+        ``schema``: ask for an answer following it (see :meth:`prepare`); an endpoint that
+        refuses ``response_format`` is asked again in the next form, then (``structured_outputs:
+        auto``) in free text, and that is remembered for the client's life.
 
         Raises :class:`TeacherRequestError` when the endpoint rejects this request for good and
         :class:`TeacherUnavailable` when it keeps failing after every retry.
         """
-        messages = [dict(m) for m in messages]
-        params = self.request_params(max_tokens=max_tokens, temperature=temperature)
-        key = call_key(self.model, messages, params)
+        while True:
+            call = self.prepare(messages, max_tokens=max_tokens, temperature=temperature, schema=schema)
+            try:
+                return self._complete_prepared(call)
+            except _FormatRefused:
+                continue  # the form moved on (or to free text, a new key): ask again
+
+    def _complete_prepared(self, call: PreparedCall) -> tuple[CallRecord, bool]:
+        """:meth:`complete` of a prepared call (raises ``_FormatRefused`` when its form is refused)."""
+        key = call.key
         stored = self.store.get_call(key)
         if stored is not None:
             self._count(cached=True)
@@ -167,7 +280,7 @@ class TeacherClient:
                 future.set_result(stored)
                 self._count(cached=True)
                 return stored, True
-            record = self._request(key, messages, params)
+            record = self._request(call)
             self.store.put_call(record)
             future.set_result(record)
             return record, False
@@ -179,20 +292,57 @@ class TeacherClient:
                 self._inflight.pop(key, None)
 
     def chat(self, messages: list[Message], *, max_tokens: int | None = None,
-             temperature: float | None = None) -> str:
+             temperature: float | None = None, schema: ResponseSchema | None = None) -> str:
         """The answer text (the :class:`~recbole_bundlellm.knowledge.extractor.Teacher` protocol)."""
-        record, _ = self.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        record, _ = self.complete(messages, max_tokens=max_tokens, temperature=temperature, schema=schema)
         return record.text
 
     def reply(self, messages: list[Message], *, max_tokens: int | None = None,
-              temperature: float | None = None) -> TeacherReply:
+              temperature: float | None = None, schema: ResponseSchema | None = None) -> TeacherReply:
         """The answer with its finish reason and usage; the same cache and errors as :meth:`chat`."""
-        record, cached = self.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        record, cached = self.complete(messages, max_tokens=max_tokens, temperature=temperature, schema=schema)
         return TeacherReply.of_call(record, cached)
 
     def for_unit(self) -> UnitTeacher:
         """A teacher view that records the calls of one extraction unit (one session)."""
         return UnitTeacher(self)
+
+    # -- batch mode (teacher/batch.py) ------------------------------------------------------------
+    @property
+    def api(self) -> openai.OpenAI:
+        """The ``openai`` client (its own retries off: :meth:`with_retries` retries)."""
+        return self._client
+
+    @property
+    def stats_lock(self) -> threading.Lock:
+        """Held while :attr:`stats` is changed (worker threads share it)."""
+        return self._stats_lock
+
+    def where(self) -> str:
+        """``teacher <url> (model <name>)`` for messages (the URL without credentials)."""
+        return self._where()
+
+    def batch_record(self, call: PreparedCall, body: dict[str, Any], batch_id: str) -> CallRecord:
+        """The call record of a batch result line's completion ``body`` (counted as a batched
+        call); :class:`TeacherRequestError` when it holds no usable completion."""
+        from openai.types.chat import ChatCompletion
+
+        # Built as the SDK builds a synchronous answer (leniently): the same record either way.
+        response: Any = ChatCompletion.construct(**body)
+        try:
+            if not isinstance(response.choices, list):
+                raise TypeError("choices is not a list")
+            record = self._record(call, response, 0.0, 1, batch_id=batch_id)
+        except (AttributeError, TypeError) as exc:
+            self._count(error="bad_response")
+            raise TeacherRequestError(f"{self._where()}: batch {batch_id} answered {call.key} with a body that is "
+                                      f"not a chat completion ({exc})") from None
+        with self._stats_lock:
+            self.stats.batch_calls += 1
+            self.stats.batch_usage.add(record.usage)
+            if call.dialect is not None:
+                self.stats.structured_calls += 1
+        return record
 
     # -- internals ------------------------------------------------------------------------------
     def _count(self, *, cached: bool = False, error: str | None = None, retry: bool = False,
@@ -208,6 +358,8 @@ class TeacherClient:
                 self.stats.calls_made += 1
                 self.stats.usage.add(made.usage)
                 self.stats.call_seconds += made.latency_s
+                if "response_format" in made.request.get("params", {}):
+                    self.stats.structured_calls += 1
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -255,21 +407,44 @@ class TeacherClient:
             return []
         return [str(m.id) for m in (getattr(page, "data", None) or []) if getattr(m, "id", None)]
 
-    def _request(self, key: str, messages: list[Message], params: dict[str, Any]) -> CallRecord:
-        self.check_model()  # before the first call over HTTP; calls served from the store need none
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
-                                  "temperature": params["temperature"], "max_tokens": params["max_tokens"]}
+    def request_body(self, call: PreparedCall) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``call`` (also a batch line's ``body``)."""
+        params = call.params
+        body: dict[str, Any] = {"model": self.model, "messages": call.messages,
+                                "temperature": params["temperature"], "max_tokens": params["max_tokens"]}
         if params["seed"] is not None:
-            kwargs["seed"] = params["seed"]
+            body["seed"] = params["seed"]
+        if call.dialect is not None and call.schema is not None:
+            body["response_format"] = sent_response_format(call.schema, call.dialect)
+        return body
+
+    def _request(self, call: PreparedCall) -> CallRecord:
+        self.check_model()  # before the first call over HTTP; calls served from the store need none
+        kwargs = self.request_body(call)
+
+        def create() -> tuple[Any, float]:
+            with self._slots:
+                started = time.monotonic()
+                response = self._client.chat.completions.create(**kwargs)
+                return response, time.monotonic() - started
+
+        (response, latency), attempts = self.with_retries(create, "the request", call=call)
+        return self._record(call, response, latency, attempts)
+
+    def with_retries(self, fn: Callable[[], _T], what: str, *, call: PreparedCall | None = None,
+                     rejected: type[TeacherError] = TeacherRequestError) -> tuple[_T, int]:
+        """``fn()`` (one API request) with this client's retries: its result and the attempts made.
+
+        Timeouts, dropped connections, 408, 429 and 5xx are retried with backoff; 401/403 raise
+        :class:`TeacherCredentialsRefused` at once; another 400-class answer raises ``rejected``
+        (``what`` names the request in its message); with a ``call`` whose ``response_format`` the
+        endpoint refuses, the refusal is remembered and ``_FormatRefused`` raised.
+        """
         max_attempts = self.settings.max_retries + 1
         for attempt in range(max_attempts):
             retry_after: float | None = None
             try:
-                with self._slots:
-                    started = time.monotonic()
-                    response = self._client.chat.completions.create(**kwargs)
-                    latency = time.monotonic() - started
-                return self._record(key, messages, params, response, latency, attempt + 1)
+                return fn(), attempt + 1
             except openai.APITimeoutError as exc:  # before APIConnectionError: it is a subclass
                 reason, error = "timeout", exc
             except openai.APIConnectionError as exc:
@@ -284,17 +459,19 @@ class TeacherClient:
             except openai.RateLimitError as exc:
                 reason, error, retry_after = _status_reason(exc), exc, _retry_after(exc)
             except openai.APIStatusError as exc:
+                if call is not None and call.dialect is not None and refuses_response_format(exc):
+                    self._format_refused(call, exc)  # raises
                 # 408 (the server's own request timeout) is as transient as a client-side timeout.
                 if exc.status_code < 500 and exc.status_code != 408:
                     self._count(error=_status_reason(exc))
-                    raise TeacherRequestError(
-                        f"{self._where()} rejected the request (HTTP {exc.status_code}): "
+                    raise rejected(
+                        f"{self._where()} rejected {what} (HTTP {exc.status_code}): "
                         f"{self._scrub(str(exc.message))}") from None
                 reason, error, retry_after = _status_reason(exc), exc, _retry_after(exc)
             except openai.APIError as exc:  # e.g. a 200 whose body is not a completion
                 self._count(error="bad_response")
-                raise TeacherRequestError(f"{self._where()} sent an unusable answer: "
-                                          f"{self._scrub(str(exc))}") from None
+                raise rejected(f"{self._where()} sent an unusable answer: "
+                               f"{self._scrub(str(exc))}") from None
             self._count(error=reason)
             if attempt + 1 >= max_attempts:
                 raise TeacherUnavailable(
@@ -307,8 +484,31 @@ class TeacherClient:
             time.sleep(sleep)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record(self, key: str, messages: list[Message], params: dict[str, Any], response: Any,
-                latency: float, attempts: int) -> CallRecord:
+    def _format_refused(self, call: PreparedCall, exc: openai.APIStatusError) -> None:
+        """Remember that the endpoint refuses ``call``'s form; raise ``_FormatRefused`` (ask again in
+        the next form or in free text), or, with ``structured_outputs: on`` and no form left,
+        :class:`TeacherStructuredOutputsRefused`."""
+        why = f"HTTP {exc.status_code}: {self._scrub(' '.join(str(exc.message).split())[:200])}"
+        with self._stats_lock:
+            index = DIALECTS.index(call.dialect) if call.dialect in DIALECTS else len(DIALECTS)
+            if self._dialect == index:  # the first thread refused in this form moves on; the others follow
+                self._dialect = index + 1
+                self.stats.structured_refusals += 1  # not in errors: the call goes on, in another form
+                following = DIALECTS[self._dialect] if self._dialect < len(DIALECTS) else "text"
+                self.stats.structured_format = following
+                log.warning("%s refused response_format %r (%s); asking %s from now on", self._where(),
+                            call.dialect, why, f"with response_format {following!r}" if following != "text"
+                            else "in free text")
+            exhausted = self._dialect >= len(DIALECTS)
+        if exhausted and self.settings.structured_outputs == "on":
+            raise TeacherStructuredOutputsRefused(
+                f"{self._where()} refuses structured outputs (response_format; {why}); set "
+                "teacher.structured_outputs: auto to ask such an endpoint in free text, or off") from None
+        raise _FormatRefused()
+
+    def _record(self, call: PreparedCall, response: Any, latency: float, attempts: int,
+                batch_id: str | None = None) -> CallRecord:
+        """The call record of a response (a chat completion, of a synchronous call or a batch line)."""
         if isinstance(response, (str, bytes)):  # the client hands back a body it cannot read as JSON
             self._count(error="bad_response")
             text = response.decode(errors="replace") if isinstance(response, bytes) else response
@@ -327,10 +527,16 @@ class TeacherClient:
             text = text[:self.settings.max_answer_chars]
             with self._stats_lock:
                 self.stats.answers_truncated += 1
+        request: dict[str, Any] = {"model": self.model, "messages": call.messages, "params": call.params}
+        if call.dialect is not None and call.dialect != DIALECTS[0] and call.schema is not None:
+            # Not part of the key (the schema is): which form this endpoint was asked in.
+            request["response_format_sent"] = sent_response_format(call.schema, call.dialect)
+        if batch_id is not None:
+            request["batch_id"] = batch_id
         record = CallRecord(
-            key=key,
+            key=call.key,
             model=self.model,
-            request={"model": self.model, "messages": messages, "params": params},
+            request=request,
             text=text,
             finish_reason=choice.finish_reason,
             usage=Usage(prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
@@ -340,8 +546,9 @@ class TeacherClient:
             attempts=attempts,
             response_model=str(getattr(response, "model", None) or "") or None,
         )
-        self._count(made=record)
-        log.debug("%s: call %s in %.2f s (%d+%d tokens, %d attempt(s))", self._where(), key, latency,
+        if batch_id is None:
+            self._count(made=record)
+        log.debug("%s: call %s in %.2f s (%d+%d tokens, %d attempt(s))", self._where(), call.key, latency,
                   record.usage.prompt_tokens, record.usage.completion_tokens, attempts)
         return record
 
@@ -360,23 +567,34 @@ class UnitTeacher:
         self.usage = Usage()
         self.calls_made = 0
         self.calls_cached = 0
+        self.calls_batched = 0  # answers fetched by a batch of this run (batch mode), not in calls_cached
+        self.calls_structured = 0  # answers asked with a response_format
         self.response_models: list[str] = []  # the models that answered its calls, as the endpoint said
 
     def chat(self, messages: list[Message], *, max_tokens: int | None = None,
-             temperature: float | None = None) -> str:
+             temperature: float | None = None, schema: ResponseSchema | None = None) -> str:
         """The answer text; errors as :meth:`TeacherClient.complete`."""
-        return self.reply(messages, max_tokens=max_tokens, temperature=temperature).text
+        return self.reply(messages, max_tokens=max_tokens, temperature=temperature, schema=schema).text
 
     def reply(self, messages: list[Message], *, max_tokens: int | None = None,
-              temperature: float | None = None) -> TeacherReply:
+              temperature: float | None = None, schema: ResponseSchema | None = None) -> TeacherReply:
         """The answer with its finish reason and usage (a cached reply keeps the original call's);
         errors as :meth:`TeacherClient.complete`."""
-        record, cached = self._client.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        record, cached = self._client.complete(messages, max_tokens=max_tokens, temperature=temperature,
+                                               schema=schema)
+        return self.used(record, cached)
+
+    def used(self, record: CallRecord, cached: bool, *, batched: bool = False) -> TeacherReply:
+        """Count ``record`` as one answer this unit used (``batched``: fetched by a batch of this run)."""
         self.call_keys.append(record.key)
         self.usage.add(record.usage)
         if record.response_model and record.response_model not in self.response_models:
             self.response_models.append(record.response_model)
-        if cached:
+        if "response_format" in record.request.get("params", {}):
+            self.calls_structured += 1
+        if batched:
+            self.calls_batched += 1
+        elif cached:
             self.calls_cached += 1
         else:
             self.calls_made += 1

@@ -44,3 +44,13 @@ class TeacherUnavailable(TeacherError):
 class TeacherCredentialsRefused(TeacherUnavailable):
     """The endpoint refused the credentials (HTTP 401 / 403): every later call would be refused
     too, so whatever asks the teacher (distill, TeacherLLM) stops at once."""
+
+
+class TeacherStructuredOutputsRefused(TeacherError):
+    """``teacher.structured_outputs: on`` and the endpoint refuses ``response_format`` in every
+    form: a configuration problem, so the distillation stops (``auto`` would ask in free text)."""
+
+
+class TeacherBatchError(TeacherError):
+    """Batch mode cannot go on: the endpoint has no Files / Batches API, a batch failed its
+    validation or was cancelled. The distillation stops; every answer already fetched is stored."""

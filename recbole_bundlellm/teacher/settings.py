@@ -62,6 +62,24 @@ class TeacherSettings:
     price_input_per_1m: float = ranged(0.0, min=0)
     # (float) estimated cost per million completion tokens
     price_output_per_1m: float = ranged(0.0, min=0)
+    # (str) JSON answers (an extractor's declared schema) asked with response_format: auto (sent;
+    # an endpoint that refuses it is remembered and asked in free text), on (sent; a refusal stops
+    # the run), off (never sent: the requests of stores made before structured outputs existed)
+    structured_outputs: str = ranged("auto", choices=["auto", "on", "off"])
+    # (str) sync: one HTTP request per call as an extractor asks; batch: the calls a distillation
+    # still needs go through the Files and Batches APIs (cheaper, slower; resumable)
+    mode: str = ranged("sync", choices=["sync", "batch"])
+    # (float) batch mode: seconds between two looks at a running batch
+    batch_poll_interval: float = ranged(30.0, above=0)
+    # (int) batch mode: at most this many requests per batch (OpenAI's limit is 50000); more wait
+    # for the next batch
+    batch_max_requests: int = ranged(50_000, min=1)
+    # (float | None) batch mode: cost per million prompt tokens of a batched call; ~ = half of
+    # price_input_per_1m (the usual batch discount)
+    price_batch_input_per_1m: float | None = ranged(None, min=0, none_means="half of price_input_per_1m")
+    # (float | None) batch mode: cost per million completion tokens of a batched call; ~ = half of
+    # price_output_per_1m
+    price_batch_output_per_1m: float | None = ranged(None, min=0, none_means="half of price_output_per_1m")
 
     def validate(self) -> None:
         """What a bound cannot say (the ranged fields are checked by load_settings); raises
@@ -91,9 +109,22 @@ class TeacherSettings:
         return url.rstrip("/")
 
     def identity(self) -> dict[str, Any]:
-        """What makes answers differ (part of knowledge fingerprints): never URL or key."""
+        """What makes answers differ (part of knowledge fingerprints): never URL or key.
+
+        ``structured_outputs`` counts only for extractors that declare a schema (see
+        :func:`~recbole_bundlellm.knowledge.extractor.extractor_fingerprint`); ``mode`` never
+        does: a batched answer is the same call as a synchronous one.
+        """
         return {"model": self.model, "temperature": self.temperature, "seed": self.seed,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, "structured_outputs": self.structured_outputs}
+
+    def batch_prices(self) -> tuple[float, float]:
+        """(input, output) cost per million tokens of a batched call: the batch prices when set,
+        else half the synchronous ones (OpenAI's and Anthropic's batch discount)."""
+        price_in = self.price_input_per_1m / 2 if self.price_batch_input_per_1m is None else self.price_batch_input_per_1m
+        price_out = (self.price_output_per_1m / 2 if self.price_batch_output_per_1m is None
+                     else self.price_batch_output_per_1m)
+        return price_in, price_out
 
     def public(self) -> dict[str, Any]:
         """JSON-friendly settings for logs and run summaries (no secrets: the key is not a field)."""

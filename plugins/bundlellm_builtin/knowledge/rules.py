@@ -9,6 +9,10 @@ Per training session, in one conversation with the teacher:
 4. the teacher is shown the correct answer and asked for a short numbered list of *general*
    rules for finding bundles (not about this session).
 
+The bundle answers (turns 1 and 3) are JSON: they are asked with a schema (``response_schema``:
+``{"bundles": [["product1", "product3"], ...]}``, each entry one of the session's products), which
+an endpoint with structured outputs holds the answer to; the answer parser reads it as it reads a
+free-text dict. The rules (turn 4) are a numbered list of sentences, asked in free text.
 The rules are parsed defensively; a session without one usable rule is failed (raw answers kept).
 ``difficulty`` = 1 - exact F1 of the teacher's *first* answer, kept even on failed records, is
 what :meth:`RulesExtractor.difficulty` tells the difficulty sampler. ``aggregate`` merges
@@ -19,8 +23,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bundlellm_builtin.knowledge.feedback import (
@@ -43,6 +48,7 @@ from recbole_bundlellm.knowledge.extractor import (
 )
 from recbole_bundlellm.knowledge.records import KnowledgeItem, KnowledgeRecord
 from recbole_bundlellm.settings import ranged
+from recbole_bundlellm.teacher.calls import ResponseSchema
 from recbole_bundlellm.teacher.errors import TeacherError
 
 PROMPT_VERSION = "rules-v1"
@@ -53,6 +59,18 @@ RULES_REQUEST = (
     "Now write up to {n} general rules you learned for finding bundles in any shopping session, "
     "not about these products. Answer as a numbered list, one short sentence per rule."
 )
+
+#: A bundle answer as JSON (OpenAI's strict form): at least one bundle, each a list of at least
+#: two product names (the prompt's definition of a bundle; without the bounds the embedded
+#: teacher often answers ``{"bundles": []}``). :meth:`RulesExtractor.response_schema` narrows the
+#: names to the session's products.
+ANSWER_SCHEMA: Mapping[str, Any] = MappingProxyType({
+    "type": "object",
+    "properties": {"bundles": {"type": "array", "minItems": 1,
+                               "items": {"type": "array", "minItems": 2, "items": {"type": "string"}}}},
+    "required": ["bundles"],
+    "additionalProperties": False,
+})
 
 #: A usable rule has this many words at least / at most.
 MIN_RULE_WORDS, MAX_RULE_WORDS = 4, 40
@@ -157,6 +175,18 @@ class RulesExtractor(KnowledgeExtractor):
     version: ClassVar[str] = PROMPT_VERSION
     Settings: ClassVar[type] = RulesSettings
     needs_teacher: ClassVar[bool] = True
+    response_schemas: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({"answer": ANSWER_SCHEMA})
+
+    def response_schema(self, turn: str, session: Session) -> ResponseSchema | None:
+        """``answer``: :data:`ANSWER_SCHEMA` with the product names of ``session`` as the only values
+        (so a constrained teacher names no product that does not exist)."""
+        if turn != "answer":
+            return super().response_schema(turn, session)
+        products = [f"product{i + 1}" for i in range(len(session.item_ids))]
+        bundles = dict(ANSWER_SCHEMA["properties"]["bundles"])
+        bundles["items"] = {**bundles["items"], "items": {"type": "string", "enum": products}}
+        schema = {**ANSWER_SCHEMA, "properties": {"bundles": bundles}}
+        return ResponseSchema(f"{self.name}_answer", schema)
 
     def extract_session(self, session: Session, teacher: Teacher | None) -> Extraction:
         """Run the loop; content keys: ``answers`` (raw text per turn), ``initial_bundles``,
@@ -172,7 +202,8 @@ class RulesExtractor(KnowledgeExtractor):
         truth = truth_positions(session)
 
         messages: list[Message] = build_messages(session, max_title_words=s.max_title_words)
-        first = teacher.chat(list(messages), max_tokens=s.max_tokens_answer)
+        answer_schema = self.response_schema("answer", session)
+        first = teacher.chat(list(messages), max_tokens=s.max_tokens_answer, schema=answer_schema)
         first_parse = parse_bundles(first, n_items)
         initial_bundles = None if first_parse.failed else [list(b) for b in first_parse.bundles]
         initial_f1 = exact_f1(initial_bundles, truth)
@@ -214,7 +245,8 @@ class RulesExtractor(KnowledgeExtractor):
         rules_request = RULES_REQUEST.format(answer=answer_dict(session), n=s.max_rules)
         if s.revise and not feedback.all_correct:
             messages.append({"role": "user", "content": feedback_text})
-            revised = teacher.chat(list(messages), max_tokens=s.max_tokens_answer)
+            revised = teacher.chat(list(messages), max_tokens=s.max_tokens_answer,
+                                   schema=self.response_schema("answer", session))
             revised_parse = parse_bundles(revised, n_items)
             revised_bundles = None if revised_parse.failed else [list(b) for b in revised_parse.bundles]
             content["answers"]["revised"] = revised

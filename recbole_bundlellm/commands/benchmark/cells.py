@@ -40,7 +40,8 @@ NOT_IN_KEY = frozenset({"output_dir", "checkpoint_dir", "run_name", "show_progre
 #: a cell's key while they hold it, so adding such a setting does not make every finished cell new
 #: (gradient checkpointing computes the same gradients; a set attention kernel or a 4-bit base is in
 #: the key).
-NEUTRAL_VALUES: dict[str, Any] = {"gradient_checkpointing": False, "attn_implementation": None, "load_in_4bit": False}
+NEUTRAL_VALUES: dict[str, Any] = {"gradient_checkpointing": False, "attn_implementation": None, "load_in_4bit": False,
+                                  "generation_backend": "transformers"}
 #: Bump when what a key covers changes, so old cells are not taken for new ones.
 CELL_FORMAT = "1"
 #: Settings of a cell that the report reads (reference row, sampling plot, labels).

@@ -15,7 +15,7 @@ import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,6 +33,7 @@ from recbole_bundlellm.llm.lora import (
 )
 from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.generation.chat import prompt_token_ids
 from recbole_bundlellm.generation.prompt import NO_BUNDLE, TAG_LABELS, answer_text
 from recbole_bundlellm.llm import LoadedLLM, model_content_hash
 from recbole_bundlellm.llm.scaling import enable_gradient_checkpointing, prepare_four_bit_for_training
@@ -69,6 +70,8 @@ class BundleSFT(BundleLLM):
     """The student LLM with trainable LoRA adapters (or every weight, ``full_finetune``)."""
 
     owns_llm = True
+    in_process_only: ClassVar[str | None] = ("fine-tunes the student in this process and generates with the "
+                                             "weights it trains")
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
@@ -96,7 +99,6 @@ class BundleSFT(BundleLLM):
         self.llm = self.trainable_model(loaded.model, config)  # a submodule: RecBole's .to() and train() reach it
         if config["gradient_checkpointing"]:
             enable_gradient_checkpointing(self.llm)
-        self.generator.model = self.llm
         self.run_info["parameters"] = count_parameters(self.llm)
         self.run_info["base_model"] = {"path": self.base.path, "content_hash": self.base.content_hash}
         self.raw_training_sessions = 0
@@ -180,7 +182,7 @@ class BundleSFT(BundleLLM):
 
     def _prompt_ids(self, session: Session, view: StudentView) -> list[int]:
         """The token ids of the prompt ``session`` is trained on, seen through ``view``."""
-        return self.generator.prompt_ids(self.prompts([session], [view])[0])
+        return prompt_token_ids(self.tokenizer, self.prompts([session], [view])[0])
 
     def _target(self, answer: str, eos: str) -> tuple[list[int], list[str | None]]:
         """The target's token ids and, with ``label_weighting``, each token's label class in a
@@ -287,19 +289,19 @@ class BundleSFT(BundleLLM):
                 bias = {t: split_bias for t in letters}
                 if none_id is not None:
                     bias[none_id] = none_bias
-                self.generator.config.logit_bias = bias or None
+                self.generation.logit_bias = bias or None
                 pred = [None if p.failed else [frozenset(b) for b in p.bundles] for p in self.generate_bundles(hidden)]
                 scores[(none_bias, split_bias)] = compute_bundle_metrics(pred, truth, items)[metric]
         best = max(scores, key=lambda k: (scores[k], -abs(k[0]) - abs(k[1])))  # ties: the smaller bias
         bias = {t: best[1] for t in letters}
         if none_id is not None:
             bias[none_id] = best[0]
-        self.generator.config.logit_bias = bias or None
+        self.generation.logit_bias = bias or None
         chosen = {"none_bias": best[0], "new_bundle_bias": best[1], metric: round(scores[best], 4),
                   "unbiased": round(scores[(0.0, 0.0)], 4) if (0.0, 0.0) in scores else None,
                   "grid": {f"{k[0]:g},{k[1]:g}": round(v, 4) for k, v in scores.items()}}
         self.run_info["decoding"] = chosen
-        self.generator.reset_stats()
+        self.backend.reset_stats()
         return chosen
 
     # ------------------------------------------------------------------ adapters

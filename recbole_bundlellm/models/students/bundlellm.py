@@ -2,7 +2,10 @@
 
 What the prompt holds besides the session is the adaptation strategy's choice (``adaptation:``):
 none (``prompt_mode`` zero-/one-shot), or ``icl`` (retrieved solved sessions and knowledge).
-The LLM is the process-wide shared copy: this model never changes it (no adapters, no flags).
+Who answers is the generation backend (``generation_backend``): ``transformers`` generates with
+the process-wide shared copy of the LLM (this model never changes it: no adapters, no flags);
+``openai`` asks an OpenAI-compatible server that serves the student, and no weights are loaded
+here. Either way the prompts and the parser are the same.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from recbole_bundlellm.adaptation import EXAMPLE, AdaptationContext, AdaptationStrategy, Retrieved, StudentView
 from recbole_bundlellm.data.sessions import Session
+from recbole_bundlellm.extension.host import PluginError
+from recbole_bundlellm.generation.backend import (STATE_SUFFIX, GenerationBackend, GenerationConfig, GenerationContext,
+                                                  check_in_process)
+from recbole_bundlellm.generation.chat import prompt_token_ids
 from recbole_bundlellm.generation.examples import NearestSessions
-from recbole_bundlellm.generation.generator import BatchGenerator, GenerationConfig
 from recbole_bundlellm.generation.parser import parse_answer
 from recbole_bundlellm.generation.prompt import PROMPT_FORMATS, PromptStyle, build_messages, view_messages
 from recbole_bundlellm.llm import LoadedLLM, load_llm
@@ -113,49 +120,60 @@ class _Shared:
 
 
 class BundleLLM(BundleGenerator):
-    """The student LLM as a RecBole model: prompt → batched generation → parsed bundles."""
+    """The student LLM as a RecBole model: prompt → generation backend → parsed bundles."""
 
     #: False: the shared in-process LLM, never modified. A subclass that trains loads its own copy.
     owns_llm = False
+    #: Why this model needs the student's weights in this process whatever ``generation_backend``
+    #: says (``None``: any backend serves it; a backend of another process is refused otherwise).
+    in_process_only: ClassVar[str | None] = None
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.prompt_mode = check_prompt_mode(config)
         self.style = prompt_style(config)
         self.strategy = self._make_strategy(config)
-        loaded = self._load(config)
-        self.run_info = {
-            "source": loaded.source,
-            "path": str(loaded.path),
-            "device": str(loaded.device),
-            "dtype": str(loaded.dtype).removeprefix("torch."),
-            "load_seconds": round(loaded.load_seconds, 2),
-            # The kernel transformers actually chose (its default when attn_implementation is ~).
-            "attn_implementation": getattr(loaded.model.config, "_attn_implementation", None),
-            "prompt_version": self.style.version,
-            "max_prompt_tokens": config["max_prompt_tokens"],
-        }
+        # Created (its settings checked) before any weights load; opened at the first generation.
+        self.backend: GenerationBackend = self._make_backend(config)
+        self._backend_open = False
+        self.run_info = {"generation_backend": self.backend.describe()}
+        self.loaded_llm: _Shared | None = None
+        self.tokenizer: Any = None
+        self.context_tokens: int | None = None
+        if self.backend.in_process:
+            loaded = self._load(config)
+            self.run_info.update({
+                "source": loaded.source,
+                "path": str(loaded.path),
+                "device": str(loaded.device),
+                "dtype": str(loaded.dtype).removeprefix("torch."),
+                "load_seconds": round(loaded.load_seconds, 2),
+                # The kernel transformers actually chose (its default when attn_implementation is ~).
+                "attn_implementation": getattr(loaded.model.config, "_attn_implementation", None),
+            })
+            self.tokenizer = loaded.tokenizer
+            self.context_tokens = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0) or None
+        elif config["max_prompt_tokens"] is not None:
+            # The budget counts the student's tokens here; silently ignoring it would change the prompts.
+            raise SettingsError(f"max_prompt_tokens counts the student's tokens in this process; generation_backend: "
+                                f"{self.backend.name} loads no tokenizer here: remove max_prompt_tokens")
+        self.run_info.update({"prompt_version": self.style.version, "max_prompt_tokens": config["max_prompt_tokens"]})
         if self.strategy is not None:
             self.run_info["adaptation"] = self.strategy.name
-        self.tokenizer = loaded.tokenizer
-        self.context_tokens = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0) or None
         # Ranges checked by BundleConfig (properties/ranges.yaml): K >= 1, threshold in (0, 1].
         self.vote_samples, self.vote_threshold = int(config["vote_samples"]), float(config["vote_threshold"])
-        self.generator = BatchGenerator(
-            self.student,
-            loaded.tokenizer,
-            GenerationConfig(
-                max_new_tokens=config["max_new_tokens"],
-                batch_size=config["generation_batch_size"],
-                # K voted answers are K samples (at `temperature`) of one prompt sharing its prefill.
-                do_sample=bool(config["do_sample"]) or self.vote_samples > 1,
-                temperature=config["temperature"],
-                top_p=config["top_p"],
-                num_return_sequences=self.vote_samples,
-                seed=config["seed"],
-                max_prompt_tokens=self._prompt_limit(config),
-                stop_strings=tuple(config["stop_strings"] or ()),
-            ),
+        #: The decoding settings, this model's own: the backend reads them at every call.
+        self.generation = GenerationConfig(
+            max_new_tokens=config["max_new_tokens"],
+            batch_size=config["generation_batch_size"],
+            # K voted answers are K samples (at `temperature`) of one prompt sharing its prefill.
+            do_sample=bool(config["do_sample"]) or self.vote_samples > 1,
+            temperature=config["temperature"],
+            top_p=config["top_p"],
+            num_return_sequences=self.vote_samples,
+            seed=config["seed"],
+            max_prompt_tokens=self._prompt_limit(config),
+            stop_strings=tuple(config["stop_strings"] or ()),
         )
         self.examples: NearestSessions | None = None
 
@@ -186,13 +204,57 @@ class BundleLLM(BundleGenerator):
 
     @property
     def student(self) -> Any:
-        """The causal LM that generates (the shared one here; the adapted copy in a subclass)."""
-        return self.loaded_llm.loaded.model
+        """The causal LM that generates (the shared one here; the adapted copy in a subclass);
+        ``None`` when a backend of another process generates."""
+        return self.loaded_llm.loaded.model if self.loaded_llm is not None else None
 
     @property
     def device(self) -> Any:
-        """Where the LLM lives (the runner moves the model there, not to RecBole's default)."""
-        return self.loaded_llm.loaded.device
+        """Where the LLM lives (the runner moves the model there, not to RecBole's default);
+        ``None`` without one in this process."""
+        return self.loaded_llm.loaded.device if self.loaded_llm is not None else None
+
+    # ------------------------------------------------------------------ the generation backend
+
+    def _make_backend(self, config: Any) -> GenerationBackend:
+        """The backend ``generation_backend`` names, its settings (the YAML key of its name) checked."""
+        name = str(config["generation_backend"])
+        try:
+            cls = config.host.get("backend", name)
+        except PluginError as exc:
+            raise SettingsError(f"generation_backend: {exc}") from None
+        check_in_process(cls, type(self).__name__, self.in_process_only)
+        return config.host.create("backend", name, config)
+
+    def generation_context(self) -> GenerationContext:
+        """What the backend generates with: these decoding settings, the student in this process
+        (for an in-process backend) and the folder beside the run that outlives a killed one."""
+        local = self.backend.in_process
+        return GenerationContext(self.generation, self.student if local else None, self.tokenizer if local else None,
+                                 state_dir=self.state_dir())
+
+    def state_dir(self) -> Path:
+        """``<run folder>.answers`` beside the run's output folder (``run_folder``, set by the
+        runner); outside a run, ``answers`` in RecBole's ``checkpoint_dir``."""
+        if self.run_folder is not None:
+            return self.run_folder.with_name(self.run_folder.name + STATE_SUFFIX)
+        return Path(str(self.config["checkpoint_dir"])) / STATE_SUFFIX.lstrip(".")
+
+    def restart_backend(self) -> None:
+        """Close the backend; the next generation opens it again with the current student (after
+        the student was replaced, e.g. by its merged copy)."""
+        self.backend.close()
+        self._backend_open = False
+
+    def generate_texts(self, prompts: Sequence[Sequence[dict[str, str]]], desc: str | None = None) -> list[list[str]]:
+        """Per prompt, ``num_return_sequences`` answers from the backend (opened on first use)."""
+        if not self._backend_open:
+            self.backend.open(self.generation_context())
+            self._backend_open = True
+        # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
+        # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
+        return self.backend.generate(prompts, progress=self.config["show_progress"] or None,
+                                     desc=desc or f"{type(self).__name__} sessions")
 
     # ------------------------------------------------------------------ adaptation
 
@@ -217,11 +279,14 @@ class BundleLLM(BundleGenerator):
 
     def measure(self, session: Session, view: StudentView) -> int:
         """Tokens of the whole prompt of ``session`` seen through ``view``."""
-        return len(self.generator.prompt_ids(view_messages(session, view, self.style)))
+        return len(prompt_token_ids(self.tokenizer, view_messages(session, view, self.style)))
 
     def embed(self, texts: Sequence[str]) -> Any:
         """Mean-pooled last hidden states of the student (retrieval by the student's own embeddings)."""
         import torch
+
+        if self.student is None:
+            return None
 
         rows = []
         with torch.inference_mode():
@@ -237,9 +302,11 @@ class BundleLLM(BundleGenerator):
     def fit_bundles(self, train_sessions: Sequence[Session]) -> None:
         if self.strategy is not None:
             knowledge = self.load_knowledge(train_sessions)
-            context = AdaptationContext(train_sessions, knowledge, measure=self.measure,
-                                        max_prompt_tokens=self.generator.config.max_prompt_tokens, seed=self.config["seed"],
-                                        embed=self.embed, domain=str(self.config["dataset"]))
+            # Without the student in this process there is nothing to measure or embed with.
+            local = self.tokenizer is not None
+            context = AdaptationContext(train_sessions, knowledge, measure=self.measure if local else None,
+                                        max_prompt_tokens=self.generation.max_prompt_tokens, seed=self.config["seed"],
+                                        embed=self.embed if local else None, domain=str(self.config["dataset"]))
             self.strategy.prepare(context)
             if knowledge is not None:
                 self.run_info["knowledge"] = {"counts": knowledge.counts(), "domains": knowledge.domains}
@@ -263,10 +330,7 @@ class BundleLLM(BundleGenerator):
 
     def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
         """Per prompt, its answer texts: one, or the ``vote_samples`` samples to vote over."""
-        # A bar per run (sessions done, rate, ETA) on a terminal; `show_progress: True` or
-        # BUNDLELLM_PROGRESS=1 asks for it elsewhere too.
-        return self.generator.generate(prompts, progress=self.config["show_progress"] or None,
-                                       desc=f"{type(self).__name__} sessions")
+        return self.generate_texts(prompts)
 
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         views = self.views(sessions, training=False)
@@ -274,7 +338,8 @@ class BundleLLM(BundleGenerator):
         texts = self.answers(prompts)
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
         self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v
-                                       for k, v in self.generator.stats.items()}
+                                       for k, v in self.backend.stats.items()}
+        self.run_info["generation_backend"] = self.backend.describe()
         if self.strategy is not None:
             self.run_info["views"] = dict(self.strategy.stats)
         prefix = self.style.answer_prefix

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from recbole_bundlellm.llm.lora import load_trainable_state, save_adapter, train
 from recbole_bundlellm.adaptation.strategy import StudentView, fit_budget
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fusion.representation import base_model_only, hidden_states, routing_block
+from recbole_bundlellm.generation.chat import render_chat
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.students.bundle_sft import BundleSFT
 from recbole_bundlellm.models.students.bundlellm import with_view_details
@@ -125,6 +126,8 @@ def product_line_spans(text: str, offsets: Sequence[tuple[int, int]], n: int) ->
 class PairSFT(BundleSFT):
     """The student LLM with LoRA adapters and a pair head, trained on same-bundle pair labels."""
 
+    in_process_only: ClassVar[str | None] = "reads the student's hidden states in this process (it generates no text)"
+
     def __init__(self, config: Any, dataset: Any) -> None:
         if config["prompt_format"] != "tags":
             raise SettingsError("PairSFT reads each product's line of the tags prompt; set prompt_format: tags")
@@ -132,14 +135,16 @@ class PairSFT(BundleSFT):
         super().__init__(config, dataset)
         # The pass stops at block pair_layer: the blocks above it would cost time and add nothing.
         self.pair_block = routing_block(self.llm, int(config["pair_layer"]), "pair_layer")
-        self.pair_head = PairHead(int(self.llm.config.hidden_size), int(config["pair_head_dim"]),
-                                  float(config["pair_head_dropout"]))
-        self.pair_head.to(self.loaded_llm.loaded.device)
+        self.pair_head = self.build_pair_head(config).to(self.loaded_llm.loaded.device)
         self.grouping = Grouping(config["pairwise_grouping"], float(config["pairwise_threshold"]),
                                  config["pairwise_fallback"])
         self.calibration_examples: list[PairExample] = []  # set by training_examples
         self.run_info["parameters"]["trainable"] += sum(p.numel() for p in self.pair_head.parameters())
         self.run_info["parameters"]["total"] += sum(p.numel() for p in self.pair_head.parameters())
+
+    def build_pair_head(self, config: Any) -> torch.nn.Module:
+        """The head scoring the pairs (trained with the adapters)."""
+        return PairHead(int(self.llm.config.hidden_size), int(config["pair_head_dim"]), float(config["pair_head_dropout"]))
 
     def read_layer(self, model: Any) -> int:
         layer = int(self.config["pair_layer"])
@@ -150,16 +155,19 @@ class PairSFT(BundleSFT):
 
     def _encode(self, session: Session, view: StudentView) -> tuple[list[int], list[tuple[int, int]]]:
         """The prompt's token ids and the first and last token of each product's line."""
-        text = self.generator.render(self.prompts([session], [view])[0])
+        text = render_chat(self.tokenizer, self.prompts([session], [view])[0])
         templated = bool(getattr(self.tokenizer, "chat_template", None))
         encoded = self.tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
         ids = list(encoded["input_ids"])
         return ids, product_line_spans(text, encoded["offset_mapping"], len(session))
 
     def training_examples(self, sessions: Sequence[Session]) -> list[PairExample]:  # type: ignore[override]
-        """One example per labelled session of two or more products: its prompt and pair labels."""
+        """One example per labelled session of two or more products: its prompt and pair labels
+        (with ``pair_joint_raw`` a second one on its raw prompt where its view holds knowledge)."""
         labelled = [s for s in sessions if s.bundles and len(s) >= 2]
         views = self.views(labelled, training=True)
+        raw_too = [s for s, v in zip(labelled, views) if not v.is_raw] if self.config["pair_joint_raw"] else []
+        labelled, views = labelled + raw_too, views + [StudentView()] * len(raw_too)  # naive joint training
         limit = self.config["max_seq_tokens"]
         examples, trimmed, cut = [], 0, 0
         for session, view in zip(labelled, views):
@@ -178,7 +186,7 @@ class PairSFT(BundleSFT):
         positives = sum(sum(e.pair_labels) for e in examples)
         pairs = sum(len(e.pair_labels) for e in examples)
         self.run_info["training_data"] = {
-            "sessions": len(examples), "raw_sessions": self.raw_training_sessions,
+            "sessions": len(examples), "raw_sessions": self.raw_training_sessions, "raw_copies": len(raw_too),
             "items_dropped_for_max_seq_tokens": trimmed, "cut_to_max_seq_tokens": cut,
             "tokens": sum(len(e) for e in examples), "pairs": pairs, "positive_pairs": positives,
         }
@@ -213,15 +221,17 @@ class PairSFT(BundleSFT):
     def pair_logits(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """Per row of ``batch``, the logits of its session's pairs (``session_pairs`` order)."""
         out = []
-        for states in self.product_states(batch):
-            pairs = session_pairs(len(states))
-            if not pairs:
+        for row, states in enumerate(self.product_states(batch)):
+            if len(states) < 2:
                 out.append(torch.zeros(0, device=states.device))
                 continue
-            first = torch.tensor([i for i, _ in pairs], device=states.device)
-            second = torch.tensor([j for _, j in pairs], device=states.device)
-            out.append(self.pair_head(states, first, second))
+            out.append(self.head_logits(row, states, *pair_index(len(states), states.device)))
         return out
+
+    def head_logits(self, row: int, states: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The logits of the pairs (``first[k]``, ``second[k]``) of ``states``, the products of
+        the batch's row ``row``."""
+        return self.pair_head(states, first, second)
 
     def frozen_states(self, examples: Sequence[PairExample]) -> list[torch.Tensor]:
         """Each example's product states from the base model (adapters off, no gradients)."""
@@ -273,7 +283,7 @@ class PairSFT(BundleSFT):
         """``steps`` AdamW steps of the head alone on cached states, sessions drawn with the run's seed."""
         device = self.pair_head.center.device
         usable = [k for k, y in enumerate(labels) if len(y)]
-        pairs = {n: session_pairs(n) for n in {len(states[k]) for k in usable}}
+        pairs = {n: pair_index(n, device) for n in {len(states[k]) for k in usable}}
         generator = torch.Generator().manual_seed(int(self.config["seed"]))
         optimizer = torch.optim.AdamW(self.pair_head.parameters(), lr=float(self.config["pair_probe_learning_rate"]),
                                       weight_decay=float(self.config["pair_probe_weight_decay"]))
@@ -285,10 +295,7 @@ class PairSFT(BundleSFT):
             chosen = torch.randint(len(usable), (min(PROBE_BATCH_SESSIONS, len(usable)),), generator=generator)
             logits, targets = [], []
             for k in (usable[int(c)] for c in chosen):
-                index = pairs[len(states[k])]
-                first = torch.tensor([i for i, _ in index], device=device)
-                second = torch.tensor([j for _, j in index], device=device)
-                logits.append(self.pair_head(states[k].to(device), first, second))
+                logits.append(self.pair_head(states[k].to(device), *pairs[len(states[k])]))
                 targets.append(labels[k].to(device))
             logit, target = torch.cat(logits), torch.cat(targets)
             weight = torch.where(target > 0, positive, 1.0)
@@ -317,6 +324,7 @@ class PairSFT(BundleSFT):
         each prompt, in batches of ``generation_batch_size`` prompts of similar length."""
         start = time.perf_counter()
         encoded = [self._encode(s, v) for s, v in zip(sessions, views)]
+        self.last_prompt_ids = [ids for ids, _ in encoded]
         order = sorted(range(len(sessions)), key=lambda k: len(encoded[k][0]))
         size = int(self.config["generation_batch_size"])
         probs: list[np.ndarray] = [np.zeros((0, 0))] * len(sessions)
@@ -386,6 +394,10 @@ class PairSFT(BundleSFT):
     def trained_state(self) -> dict[str, torch.Tensor]:
         return trainable_state(self)
 
+    def adapter_record(self) -> dict[str, Any]:
+        """BundleSFT's record and the pair settings (a mixture of PairSFT experts checks they agree)."""
+        return {**super().adapter_record(), "pair_settings": {k: self.config[k] for k in PAIR_KEYS}}
+
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         load_trainable_state(self, tensors)
 
@@ -398,16 +410,34 @@ class PairSFT(BundleSFT):
                             {**info, "pair_head_dim": int(self.config["pair_head_dim"])}, extra_files={HEAD_FILE: save(head)})
 
     def load_adapter(self, folder: Path) -> dict[str, Any]:
-        head = Path(folder) / HEAD_FILE
-        if not head.is_file():
-            raise SettingsError(f"{folder} has no {HEAD_FILE}: it is not a PairSFT adapter (train one, or give "
-                                "a PairSFT run's adapter/ folder)")
+        tensors = read_head(folder)
         info = super().load_adapter(folder)
-        from recbole_bundlellm.llm.checkpoint import read_tensors
-
-        try:
-            self.pair_head.load_state_dict(read_tensors(head, "delete the adapter folder to train again"))
-        except RuntimeError as exc:  # another head layout (an older PairSFT, another pair_head_dim)
-            raise SettingsError(f"{head} does not fit this PairSFT's head ({str(exc).splitlines()[0]}); "
-                                "delete the adapter folder to train again") from None
+        load_head(self.pair_head, tensors, Path(folder) / HEAD_FILE)
         return info
+
+
+def pair_index(n: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first and the second product of each pair of ``n`` products (``session_pairs`` order)."""
+    pairs = session_pairs(n)
+    return (torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device),
+            torch.tensor([j for _, j in pairs], dtype=torch.long, device=device))
+
+
+def read_head(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The pair head's tensors saved in the adapter folder ``folder`` of a PairSFT run."""
+    from recbole_bundlellm.llm.checkpoint import read_tensors
+
+    head = Path(folder) / HEAD_FILE
+    if not head.is_file():
+        raise SettingsError(f"{folder} has no {HEAD_FILE}: it is not a PairSFT adapter (train one, or give "
+                            "a PairSFT run's adapter/ folder)")
+    return read_tensors(head, "delete the adapter folder to train again")
+
+
+def load_head(head: PairHead, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """``tensors`` (read from ``where``) into ``head``, or a clear error when their layout differs."""
+    try:
+        head.load_state_dict(tensors)
+    except RuntimeError as exc:  # another head layout (an older PairSFT, another pair_head_dim)
+        raise SettingsError(f"{where} does not fit this PairSFT's head ({str(exc).splitlines()[0]}); "
+                            "delete the adapter folder to train again") from None

@@ -23,6 +23,7 @@ with the loss on answer tokens, through the same :class:`~recbole_bundlellm.trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +43,8 @@ from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import RepresentationCache
+from recbole_bundlellm.generation.backend import GenerationContext
+from recbole_bundlellm.generation.chat import cut_prompt, prompt_token_ids
 from recbole_bundlellm.models.base import BundlePrediction
 from recbole_bundlellm.models.students.bundle_sft import METRIC_SUMMARY_KEYS, BundleSFT
 from recbole_bundlellm.settings import SettingsError
@@ -60,17 +63,30 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 class RouteDK(BundleSFT):
     """Frozen LoRA experts mixed per input by a router (only the router trains)."""
 
-    def trainable_model(self, model: Any, config: Any) -> Any:
+    in_process_only: ClassVar[str | None] = ("mixes its LoRA experts per input inside the student's forward pass "
+                                             "in this process (a per-batch context)")
+
+    #: The model whose runs train the experts, and an ``experts:`` mapping of such runs (error messages).
+    expert_model = "BundleSFT"
+    experts_example = ("{base: outputs/electronic/studies/format/raw_sft, rules: outputs/electronic/studies/format/"
+                       "rules_sft}")
+
+    def resolve_experts(self, config: Any) -> list[Expert]:
+        """The experts ``experts:`` names, each checked to be a LoRA adapter of this base model (a
+        subclass adds the checks its experts need)."""
         experts = config["experts"]
+        name = type(self).__name__
         if not isinstance(experts, dict) or not experts:
-            raise SettingsError("RouteDK needs 'experts': a mapping kind -> adapter folder (or the output folder of "
-                                "the BundleSFT run that trained it), e.g. {base: outputs/electronic/studies/format/"
-                                "raw_sft, rules: outputs/electronic/studies/format/rules_sft}; `bundlellm experts` "
-                                "lists the trained ones")
+            raise SettingsError(f"{name} needs 'experts': a mapping kind -> adapter folder (or the output folder of "
+                                f"the {self.expert_model} run that trained it), e.g. {self.experts_example}; "
+                                "`bundlellm experts` lists the trained ones")
         if self.full_finetune:
-            raise SettingsError("RouteDK mixes LoRA experts; full_finetune does not apply (set it to False)")
+            raise SettingsError(f"{name} mixes LoRA experts; full_finetune does not apply (set it to False)")
         store = ExpertStore(config["experts_root"], self.base)
-        self.experts: list[Expert] = [store.get(str(kind), location) for kind, location in experts.items()]
+        return [store.get(str(kind), location) for kind, location in experts.items()]
+
+    def trainable_model(self, model: Any, config: Any) -> Any:
+        self.experts: list[Expert] = self.resolve_experts(config)
         kinds = [e.kind for e in self.experts]
         peft_model = load_experts(model, {e.kind: e.folder for e in self.experts}, self.base)
         self.mixture = MixtureOfLoRA(peft_model, kinds)
@@ -91,8 +107,13 @@ class RouteDK(BundleSFT):
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.generator.batch_context = self._routed_batch
+        #: The token ids the student read for each prompt of the last generation (cut as the backend cuts them).
+        self.prompt_ids_read: list[list[int]] = []
         self.run_info["parameters"] = count_parameters(self)  # the router's, as the experts are frozen
+
+    def generation_context(self) -> GenerationContext:
+        """BundleSFT's, with each batch generating under its prompts' routing weights."""
+        return dataclasses.replace(super().generation_context(), batch_context=self._routed_batch)
 
     # ------------------------------------------------------------------ training
 
@@ -178,7 +199,7 @@ class RouteDK(BundleSFT):
 
     @contextlib.contextmanager
     def _routed_batch(self, token_ids: Sequence[Sequence[int]]) -> Iterator[None]:
-        """Generation of one batch under its prompts' routing weights (the generator calls this)."""
+        """Generation of one batch under its prompts' routing weights (the backend calls this)."""
         if self.merged_weights is not None:  # one merged adapter: peft's own forward, no mixture
             yield
             return
@@ -186,19 +207,26 @@ class RouteDK(BundleSFT):
             with self.mixture.weights(self._forced.expand(len(token_ids), -1)):
                 yield
             return
-        weights = self.router(self.representations(token_ids)).float()
-        for ids, row in zip(token_ids, weights):
-            self.routed[tuple(int(t) for t in ids)] = (row.mean(0) if row.dim() == 2 else row).cpu()
-        with self.mixture.weights(weights):
+        with self.mixture.weights(self.route(token_ids)):
             yield
+
+    def route(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The router's weights for ``prompts`` (token ids), each prompt's kept in ``routed`` for
+        its prediction (per-layer weights as their mean over the layers)."""
+        weights = self.router(self.representations(prompts)).float()
+        for ids, row in zip(prompts, weights.detach()):
+            self.routed[tuple(int(t) for t in ids)] = (row.mean(0) if row.dim() == 2 else row).cpu()
+        return weights
 
     def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
         """The routed answers (``vote_samples`` of them), plus with ``vote_experts`` one greedy
         answer per expert alone: the vote then also weighs what each kind of knowledge says."""
+        limit = self.generation.max_prompt_tokens
+        self.prompt_ids_read = [cut_prompt(prompt_token_ids(self.tokenizer, p), limit) for p in prompts]
         texts = super().answers(prompts)
         if not self.config["vote_experts"]:
             return texts
-        config = self.generator.config
+        config = self.generation
         saved = (config.do_sample, config.num_return_sequences)
         config.do_sample, config.num_return_sequences = False, 1
         try:
@@ -216,7 +244,7 @@ class RouteDK(BundleSFT):
         predictions = super().generate_bundles(sessions)
         kinds = [e.kind for e in self.experts]
         rows = []
-        for prediction, ids in zip(predictions, self.generator.last_prompt_ids):
+        for prediction, ids in zip(predictions, self.routed_prompt_ids()):
             if self.merged_weights is not None:
                 row = torch.tensor(self.merged_weights)
             else:
@@ -228,6 +256,10 @@ class RouteDK(BundleSFT):
             self.run_info["routing"] = routing_summary(kinds, torch.stack(rows))
             self.routing_rows = torch.stack(rows)
         return predictions
+
+    def routed_prompt_ids(self) -> Sequence[Sequence[int]]:
+        """The prompt token ids of the last call's sessions, in order (the keys of ``routed``)."""
+        return self.prompt_ids_read
 
     def write_artifacts(self, folder: Path) -> None:
         """``routing.png``: each expert's weight across the test sessions (the runner calls this)."""
@@ -249,24 +281,33 @@ class RouteDK(BundleSFT):
             chosen["decoding"] = decoding
         return chosen or None
 
-    def _choose_weights(self, candidates: Sequence[Sequence[float]], valid: Sequence[Session]) -> dict[str, Any]:
+    def static_metric(self) -> str:
+        """The key of :meth:`static_score`'s metric: ``valid_metric``'s."""
+        return METRIC_SUMMARY_KEYS.get(str(self.config["valid_metric"]).lower(), "exact_f1")
+
+    def static_score(self, valid: Sequence[Session]) -> float:
+        """:meth:`static_metric` of the bundles the current router gives the ``valid`` sessions."""
         from recbole_bundlellm.evaluation.bundle_metrics import compute_bundle_metrics
-        from recbole_bundlellm.fusion.router import StaticRouter
         from recbole_bundlellm.models.base import without_labels
 
-        metric = METRIC_SUMMARY_KEYS.get(str(self.config["valid_metric"]).lower(), "exact_f1")
-        hidden, truth = without_labels(valid), [list(s.bundles) for s in valid]
-        items = [frozenset(s.item_ids) for s in valid]
+        truth, items = [list(s.bundles) for s in valid], [frozenset(s.item_ids) for s in valid]
+        predictions = self.generate_bundles(without_labels(valid))
+        pred = [None if p.failed else [frozenset(b) for b in p.bundles] for p in predictions]
+        return compute_bundle_metrics(pred, truth, items)[self.static_metric()]
+
+    def _choose_weights(self, candidates: Sequence[Sequence[float]], valid: Sequence[Session]) -> dict[str, Any]:
+        from recbole_bundlellm.fusion.router import StaticRouter
+
+        metric = self.static_metric()
         kinds = [e.kind for e in self.experts]
         scores = []
         for weights in candidates:
             self.router = StaticRouter(kinds, self.router.input_size, weights)
-            pred = [None if p.failed else [frozenset(b) for b in p.bundles] for p in self.generate_bundles(hidden)]
-            scores.append(compute_bundle_metrics(pred, truth, items)[metric])
+            scores.append(self.static_score(valid))
         best = max(range(len(candidates)), key=lambda i: (scores[i], -i))  # ties: the earlier candidate
         self.router = StaticRouter(kinds, self.router.input_size, candidates[best])
         self._merge([float(w) for w in self.router.weights])
-        self.generator.reset_stats()
+        self.backend.reset_stats()
         return {"weights": dict(zip(kinds, self.merged_weights or [])), metric: round(scores[best], 4),
                 "grid": [{"weights": list(c), metric: round(s, 4)} for c, s in zip(candidates, scores)]}
 

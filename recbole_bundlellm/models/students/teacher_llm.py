@@ -24,6 +24,7 @@ spend; zero on a re-run), and ``cost`` / ``cost_made`` at ``teacher.price_input_
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ Message = dict[str, str]
 Outcome = Union[TeacherReply, TeacherRequestError, TeacherUnavailable]
 
 
+log = logging.getLogger(__name__)
+
 def teacher_settings(config: Any) -> TeacherSettings:
     """The ``teacher:`` block, checked, with an endpoint (``base_url`` or ``$OPENAI_BASE_URL``)."""
     settings = load_settings(TeacherSettings, config["teacher"], "teacher")
@@ -60,6 +63,8 @@ def teacher_settings(config: Any) -> TeacherSettings:
         settings.resolved_base_url()
     except ValueError as exc:
         raise SettingsError(f"TeacherLLM: {exc}") from None
+    if settings.mode == "batch":  # a distillation's block, shared: said, not refused
+        log.warning("TeacherLLM: teacher.mode: batch applies to `bundlellm distill`; TeacherLLM asks synchronously")
     return settings
 
 
