@@ -255,3 +255,19 @@ def read_only(monkeypatch) -> Callable[[Path], None]:
                                (os, "access", access), (os, "mkdir", mkdir)):
         monkeypatch.setattr(module, name, fake)
     return lambda folder: folders.append(Path(folder).resolve())
+
+
+#: The fake teacher's answers to the built-in rules and thoughts extractors' turns (tests of the
+#: teacher's modes and formats share them).
+RULES_ANSWER = "1. Products of one category are often bought together.\n2. Accessories go with the device they fit."
+THOUGHT_ANSWER = "product1 and product2 form bundle1: both serve one intent, dressing for one occasion together."
+
+
+def extractor_answer(messages: list[dict[str, str]]) -> str:
+    """What the fake teacher answers the rules and thoughts extractors: rules, a thought, else a bundle."""
+    last = messages[-1]["content"]
+    if "general rules" in last:
+        return RULES_ANSWER
+    if "Explain step by step" in last:
+        return THOUGHT_ANSWER
+    return '{"bundles": [["product1", "product2"]]}'

@@ -20,26 +20,17 @@ from recbole_bundlellm.teacher.errors import TeacherStructuredOutputsRefused
 from recbole_bundlellm.teacher.settings import TeacherSettings
 from recbole_bundlellm.testing import FakeTeacherServer, ScriptedTeacher, tiny_sessions
 
+from teacher_fixtures import extractor_answer as answer
+
 ASK = [{"role": "user", "content": "Name two colours."}]
 COLOURS = ResponseSchema("colours", {"type": "object", "properties": {"colours": {"type": "array",
                                                                                   "items": {"type": "string"}}},
                                      "required": ["colours"], "additionalProperties": False})
-RULES = "1. Products of one category are often bought together.\n2. Accessories go with the device they fit."
-THOUGHT = "product1 and product2 form bundle1: both serve one intent, dressing for one occasion together."
 
 
 def client_for(server: FakeTeacherServer, store: KnowledgeStore, **overrides: Any) -> TeacherClient:
     return TeacherClient(TeacherSettings(**server.config(**overrides)), store)
 
-
-def answer(messages: list[dict[str, str]]) -> str:
-    """The fake teacher's answers to the rules and thoughts extractors' turns."""
-    last = messages[-1]["content"]
-    if "general rules" in last:
-        return RULES
-    if "Explain step by step" in last:
-        return THOUGHT
-    return '{"bundles": [["product1", "product2"]]}'
 
 
 def tiny_config(tiny_data, store, server, **teacher: Any) -> dict[str, Any]:

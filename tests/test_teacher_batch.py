@@ -25,17 +25,7 @@ from recbole_bundlellm.teacher.batch import batch_jobs
 from recbole_bundlellm.teacher.settings import TeacherSettings
 from recbole_bundlellm.testing import Answer, FakeTeacherServer
 
-RULES = "1. Products of one category are often bought together.\n2. Accessories go with the device they fit."
-THOUGHT = "product1 and product2 form bundle1: both serve one intent, dressing for one occasion together."
-
-
-def answer(messages: list[dict[str, str]]) -> str:
-    last = messages[-1]["content"]
-    if "general rules" in last:
-        return RULES
-    if "Explain step by step" in last:
-        return THOUGHT
-    return '{"bundles": [["product1", "product2"]]}'
+from teacher_fixtures import THOUGHT_ANSWER, extractor_answer as answer
 
 
 def config(tiny_data: Path, store: Path, server: FakeTeacherServer, kinds: list[str], **teacher: Any) -> dict:
@@ -95,12 +85,12 @@ def test_a_failed_line_is_asked_again_synchronously(tiny_data, tmp_path):
     def flaky(messages):
         text = messages[-1]["content"]
         if "Explain step by step" in text and "Running Shoes" not in text:
-            return THOUGHT
+            return THOUGHT_ANSWER
         if "Explain step by step" in text:
             if "running" not in seen:  # the first time: the line fails in the batch (a 500)
                 seen.add("running")
                 return Answer.error(500, "overloaded")
-            return THOUGHT
+            return THOUGHT_ANSWER
         return answer(messages)
 
     store = tmp_path / "kn"
