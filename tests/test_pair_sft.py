@@ -132,3 +132,21 @@ def test_a_killed_pair_sft_training_resumes_to_the_same_adapter_and_head(tiny_da
         whole = load_file(str(tmp_path / "whole" / "adapter" / name))
         resumed = load_file(str(tmp_path / "killed" / "adapter" / name))
         assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_a_cut_test_split_does_not_cut_what_the_grouping_is_tuned_on(tiny_llm_path, tmp_path):
+    """``eval_max_sessions`` cuts the test split only: the grouping is tuned on every valid session
+    (``valid_max_sessions: ~``), as Pairwise's is, and ``valid_max_sessions`` still cuts valid."""
+    from recbole_bundlellm.testing.easy_data import EASY_DOMAIN, prepare_easy_data
+
+    data = prepare_easy_data(tmp_path / "easy", sessions=60)
+    common = {"data_path": str(data), "llm_model": str(tiny_llm_path), **FAST, "epochs": 0, "pair_probe_steps": 2}
+    whole = run("PairSFT", EASY_DOMAIN, config_dict={**common, "eval_max_sessions": 1}, output_dir="cut_test")
+    assert len(_predictions("cut_test")) == 1
+    assert whole.info["tuned"]["valid_sessions"] > 1
+    cut = run("PairSFT", EASY_DOMAIN, config_dict={**common, "valid_max_sessions": 1}, output_dir="cut_valid")
+    assert cut.info["tuned"]["valid_sessions"] == 1
+
+
+def _predictions(folder: str) -> list[dict]:
+    return [json.loads(line) for line in Path(folder, "predictions.jsonl").read_text().splitlines()]

@@ -117,7 +117,7 @@ class NeuralBundleTrainer(BundleEvaluation, Trainer):
         start = time.perf_counter()
         self.model.eval()
         with torch.no_grad():
-            result = self.evaluate_bundles(self.evaluation_sessions(valid_data, self.config["valid_max_sessions"]))
+            result = self.evaluate_bundles(self.valid_sessions(valid_data))
         self.timing["valid_seconds"] = self.timing.get("valid_seconds", 0.0) + time.perf_counter() - start
         return calculate_valid_score(result, self.valid_metric), result
 

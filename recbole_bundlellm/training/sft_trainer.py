@@ -111,7 +111,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
         """Train (or reuse a trained adapter of the same fingerprint), then keep the best epoch."""
         start = time.perf_counter()
         train = sessions_from_dataset(train_data.dataset)
-        valid = self.evaluation_sessions(valid_data, self.config["valid_max_sessions"]) if valid_data else []
+        valid = self.valid_sessions(valid_data) if valid_data else []
         self.model.fit_bundles(train)
         self.examples = self.model.training_examples(train)
         self.fingerprint = self.model.fingerprint(self.examples, valid)
@@ -209,7 +209,7 @@ class SFTTrainer(BundleEvaluation, Trainer):
 
     def _valid_epoch(self, valid_data: Any, show_progress: bool = False) -> tuple[float, dict[str, float]]:
         start = time.perf_counter()
-        sessions = self.evaluation_sessions(valid_data, self.config["valid_max_sessions"])
+        sessions = self.valid_sessions(valid_data)
         if getattr(self.model, "tunes_every_validation", False):
             # A model whose decoding is tuned on valid (a threshold over scores) is compared across
             # epochs as it will be used: an untuned threshold would pick the best-calibrated epoch.

@@ -37,15 +37,22 @@ class BundleEvaluation:
         self.last_sessions: list[Session] = []
         self.timing: dict[str, float] = {}
 
-    def evaluation_sessions(self, eval_data: Any, limit: int | None = None) -> list[Session]:
-        """The sessions of an evaluation loader, in id order, cut to ``limit`` (default: ``eval_max_sessions``)."""
+    def evaluation_sessions(self, eval_data: Any, limit: int | None | str = "eval_max_sessions") -> list[Session]:
+        """The sessions of an evaluation loader, in id order, cut to ``limit`` sessions (``None``: all
+        of them; by default ``eval_max_sessions``)."""
         sessions = sessions_from_dataset(eval_data.dataset)
         # The users RecBole's full-sort loader evaluates (its uid_list, no need to iterate it).
         tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
         evaluated = {str(tokens[u]) for u in eval_data.uid_list}
         sessions = [s for s in sessions if s.session_id in evaluated]
-        limit = self.config["eval_max_sessions"] if limit is None else limit  # >= 1, or None for all
+        limit = self.config["eval_max_sessions"] if limit == "eval_max_sessions" else limit  # >= 1, or None for all
         return sessions if limit is None else sessions[:limit]
+
+    def valid_sessions(self, valid_data: Any) -> list[Session]:
+        """The valid sessions a trained model is chosen and tuned on: ``valid_max_sessions`` of them
+        (``~``: all). Not ``eval_max_sessions``: cutting the test split for a quick score must not
+        also cut what the grouping and the best epoch are chosen on (Pairwise tunes on all of valid)."""
+        return self.evaluation_sessions(valid_data, self.config["valid_max_sessions"])
 
     def evaluate_bundles(self, sessions: list[Session]) -> dict[str, float]:
         """Generate bundles for ``sessions`` and compute the configured metrics."""
