@@ -29,14 +29,9 @@ ROUTER = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.05, "adaptation
 
 
 @pytest.fixture(scope="module")
-def patterns(tiny_data, tmp_path_factory) -> dict:
+def patterns(tiny_patterns) -> dict:
     """The settings of a run reading the tiny data's category patterns (distilled, no teacher)."""
-    from recbole_bundlellm.commands.distill import distill
-
-    keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path_factory.mktemp("kn")),
-            "patterns": {"min_count": 1}}
-    distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})
-    return {**keys, "knowledge_use": ["patterns"]}
+    return tiny_patterns(1)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,10 @@ ROUTER = {"epochs": 2, "train_batch_size": 2, "max_new_tokens": 6, "generation_b
 
 
 @pytest.fixture(scope="module")
-def patterns(tiny_data, tmp_path_factory) -> dict:
-    """The settings of a run whose prompts hold the tiny data's category patterns (no teacher)."""
-    from recbole_bundlellm.commands.distill import distill
-
-    keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path_factory.mktemp("kn")),
-            "patterns": {"min_count": 2}}
-    distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})
-    return {**keys, "knowledge_use": ["patterns"]}
+def patterns(tiny_patterns) -> dict:
+    """The settings of a run whose prompts hold the tiny data's category patterns, those seen at
+    least twice: some sessions' prompts hold patterns, some do not."""
+    return tiny_patterns(2)
 
 
 @pytest.fixture(scope="module")
