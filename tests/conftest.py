@@ -58,6 +58,25 @@ def electronic_data(raw_data_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_patterns(tiny_data, tmp_path_factory):
+    """``min_count -> settings`` of a run whose prompts hold the tiny data's category patterns
+    (``knowledge_dir``, ``knowledge_use``...), distilled once per ``min_count`` (no teacher)."""
+    from recbole_bundlellm.commands.distill import distill
+
+    made: dict[int, dict] = {}
+
+    def settings(min_count: int = 1) -> dict:
+        if min_count not in made:
+            keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path_factory.mktemp("kn")),
+                    "patterns": {"min_count": min_count}}
+            distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})
+            made[min_count] = {**keys, "knowledge_use": ["patterns"]}
+        return dict(made[min_count])
+
+    return settings
+
+
+@pytest.fixture(scope="session")
 def tiny_llm_path(tmp_path_factory) -> Path:
     """A tiny random Llama with a locally built tokenizer (no downloads)."""
     from tiny_llm import make_tiny_llm

@@ -29,14 +29,9 @@ ROUTER = {"epochs": 2, "train_batch_size": 2, "learning_rate": 0.05, "adaptation
 
 
 @pytest.fixture(scope="module")
-def patterns(tiny_data, tmp_path_factory) -> dict:
+def patterns(tiny_patterns) -> dict:
     """The settings of a run reading the tiny data's category patterns (distilled, no teacher)."""
-    from recbole_bundlellm.commands.distill import distill
-
-    keys = {"data_path": str(tiny_data), "knowledge_dir": str(tmp_path_factory.mktemp("kn")),
-            "patterns": {"min_count": 1}}
-    distill([], {"dataset": "clothing", "knowledge_types": ["patterns"], **keys})
-    return {**keys, "knowledge_use": ["patterns"]}
+    return tiny_patterns(1)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +113,24 @@ def test_the_input_aware_router_trains_alone_routes_every_session_and_is_reused(
     assert again.info["training"]["reused_adapter"].endswith("adapter")
     assert again.test_result == result.test_result
     assert [r["routing"] for r in _records(again)] == [r["routing"] for r in records]
+
+
+def test_the_input_aware_router_reads_session_features_when_asked(route, tiny_llm_path):
+    """``input_aware: {session_features: True}``: every prompt PairRouteDK scores (training pairs,
+    valid tuning, test) gets its features, and the router trains on them."""
+    from safetensors.torch import load_file
+
+    config = route(input_aware={"hidden_size": 8, "session_features": True})
+    result = run("PairRouteDK", "clothing", output_dir="features", config_dict=config)
+    info = result.info
+    assert info["router"]["session_features"] == ["products", "prompt_tokens", "knowledge:patterns"]
+    assert info["training"]["epochs_run"] == 2 and "grouping" in info["decoding"]
+    hidden = json.loads((tiny_llm_path / "config.json").read_text())["hidden_size"]
+    first = load_file(str(result.output_dir / "adapter" / "router.safetensors"))["net.1.weight"]
+    assert first.shape == (8, hidden + 3) and float(first[:, hidden:].abs().sum()) > 0
+    assert all(sum(r["routing"].values()) == pytest.approx(1, abs=1e-3) for r in _records(result))
+    plain = run("PairRouteDK", "clothing", output_dir="features", config_dict=route())  # another router
+    assert not plain.info["training"].get("reused_adapter") and "session_features" not in plain.info["router"]
 
 
 def test_a_stopped_router_training_resumes_to_the_same_router(route, monkeypatch):

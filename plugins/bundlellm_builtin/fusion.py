@@ -1,7 +1,9 @@
 """Plugin ``fusion``: the built-in fusion routers ``input_aware``, ``uniform``, ``fixed`` and ``static_merge``.
 
-- ``input_aware`` (RouteDK): a small MLP over the input representation, softmax with a
-  temperature, optionally top-k experts and one weight vector per LoRA layer; it trains;
+- ``input_aware`` (RouteDK): a small MLP over the input representation (with
+  ``session_features``, the session's features too: products, prompt tokens, knowledge kinds
+  present), softmax with a temperature, optionally top-k experts and one weight vector per LoRA
+  layer; it trains;
 - ``uniform``: every expert weighs the same for every input (the paper's "average" ablation);
 - ``fixed``: static weights from YAML, the same for every input (one expert alone, or set weights);
 - ``static_merge``: static weights chosen on valid from a grid over the simplex, then merged into
@@ -28,6 +30,8 @@ class InputAwareSettings(RoutingSettings):
     hidden_size: int = ranged(64, min=0)  # (int) width of the MLP's hidden layer (0: a linear router)
     dropout: float = ranged(0.0, min=0, below=1)  # (float) dropout after the hidden layer, while the router trains
     per_layer: bool = False  # (bool) one weight vector per LoRA layer instead of one per input
+    # (bool) also read the session's features (products, prompt tokens, knowledge kinds present; counts log1p-scaled)
+    session_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,16 @@ class InputAwareRouter(FusionRouter):
     description: ClassVar[str] = "RouteDK: an MLP over the prompt's representation sets the experts' weights per input"
     Settings: ClassVar[type] = InputAwareSettings
 
-    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1,
+              features: Sequence[str] = ()) -> RouterModule:
         s = self.settings
         check_top_k(s.top_k, experts, self.name)
+        if s.session_features and not features:
+            raise SettingsError(f"'{self.name}.session_features' is on but this model gives its router no session "
+                                "features; set it to False")
         return MlpRouter(experts, input_size, n_layers if s.per_layer else 1, hidden_size=s.hidden_size,
-                         dropout=s.dropout, temperature=s.temperature, top_k=s.top_k)
+                         dropout=s.dropout, temperature=s.temperature, top_k=s.top_k,
+                         features=features if s.session_features else ())
 
 
 class UniformRouter(FusionRouter):

@@ -4,7 +4,11 @@
   ``register_fusion_routers`` hook): a component whose :meth:`~FusionRouter.build` gives a
   :class:`~recbole_bundlellm.fusion.router.RouterModule`, a ``torch.nn.Module`` mapping an input
   representation ``[batch, input_size]`` to expert weights ``[batch, n_experts]`` (or per LoRA
-  layer ``[batch, n_layers, n_experts]``) that sum to 1 over the experts.
+  layer ``[batch, n_layers, n_experts]``) that sum to 1 over the experts. A module may opt in to
+  per-session features besides the representation (``uses_session_features``: it is then called
+  ``module(representation, features)``, ``features`` a
+  :class:`~recbole_bundlellm.fusion.features.SessionFeatures`); :func:`build_router` is how a
+  model builds a router, old-style ``build`` signatures included.
 - :mod:`.mixture` applies such weights: every LoRA layer adds the weighted sum of the experts'
   deltas, per input, in one forward pass of the model.
 - :mod:`.representation` computes the default input representation (the frozen base model's
@@ -16,6 +20,7 @@ This module imports no torch: the plugin host imports the contract to check regi
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,13 +54,20 @@ class FusionRouter(Component, ABC):
     trainable: ClassVar[bool] = True
 
     @abstractmethod
-    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> RouterModule:
+    def build(self, experts: Sequence[str], input_size: int, n_layers: int = 1,
+              features: Sequence[str] = ()) -> RouterModule:
         """A module mapping ``[batch, input_size]`` to weights over ``experts`` (in that order):
         ``[batch, len(experts)]``, or ``[batch, n_layers, len(experts)]`` for a router that gives
         each of the mixture's ``n_layers`` LoRA layers its own weights. Weights are >= 0 and sum
         to 1 over the experts. A setting that does not fit the experts (a ``top_k`` above their
         number, a fixed weight for an unknown expert) raises
-        :class:`~recbole_bundlellm.settings.SettingsError`."""
+        :class:`~recbole_bundlellm.settings.SettingsError`.
+
+        ``features``: the names of the session features the model can give each input
+        (:func:`~recbole_bundlellm.fusion.features.feature_names`). A module that reads them sets
+        ``uses_session_features = True`` and takes ``forward(representation, features)``; the
+        others ignore them. The parameter is optional: a ``build`` without it (the contract before
+        session features) is called without it (:func:`build_router`)."""
 
     def candidates(self, experts: Sequence[str]) -> list[list[float]] | None:
         """Static weight vectors (one weight per expert, in ``experts`` order) for the model to
@@ -64,4 +76,21 @@ class FusionRouter(Component, ABC):
         return None
 
 
-__all__ = ["FusionRouter", "RoutingSettings"]
+def build_router(router: FusionRouter, experts: Sequence[str], input_size: int, n_layers: int = 1,
+                 features: Sequence[str] = ()) -> RouterModule:
+    """``router.build(...)``, given ``features`` only where its ``build`` takes them (a parameter
+    named ``features``, or ``**kwargs``): a router written before session features is built as
+    it always was."""
+    parameters = inspect.signature(router.build).parameters.values()
+    if any(p.name == "features" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return router.build(experts, input_size, n_layers, features=tuple(features))
+    return router.build(experts, input_size, n_layers)
+
+
+def uses_session_features(module: object) -> bool:
+    """True when a router module reads session features (its ``uses_session_features``; a module
+    without the attribute does not)."""
+    return bool(getattr(module, "uses_session_features", False))
+
+
+__all__ = ["FusionRouter", "RoutingSettings", "build_router", "uses_session_features"]

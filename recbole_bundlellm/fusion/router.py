@@ -2,6 +2,8 @@
 
 The built-in router plugins (``input_aware``, ``uniform``, ``fixed``) build these modules; a
 third party's router may subclass :class:`RouterModule` or return any module of the same shape.
+A module with ``uses_session_features`` true also reads each input's
+:class:`~recbole_bundlellm.fusion.features.SessionFeatures` (``forward(inputs, features)``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recbole_bundlellm.fusion.features import SessionFeatures
 from recbole_bundlellm.settings import SettingsError
 
 
@@ -38,8 +41,14 @@ class RouterModule(nn.Module):
     (1: one weight vector per input, ``[batch, n_experts]``; more: ``[batch, n_layers, n_experts]``).
 
     :meth:`forward` takes ``[batch, input_size]`` in any float dtype and returns float32 weights
-    (the mixture casts them to each layer's dtype).
+    (the mixture casts them to each layer's dtype). A module that also reads session features
+    sets :attr:`uses_session_features` (class or instance) and takes ``forward(inputs, features)``
+    with a :class:`~recbole_bundlellm.fusion.features.SessionFeatures` of the batch; the model
+    then gives them for every batch. A module without it is called ``forward(inputs)``.
     """
+
+    #: True: :meth:`forward` takes ``(inputs, features)``, the batch's session features too.
+    uses_session_features: bool = False
 
     def __init__(self, experts: Sequence[str], input_size: int, n_layers: int = 1) -> None:
         super().__init__()
@@ -64,24 +73,46 @@ class MlpRouter(RouterModule):
     The LayerNorm puts hidden states of any model (their scale differs a lot between models) on
     one scale. The output layer starts at zero, so an untrained router is the uniform mixture and
     training moves away from it.
+
+    With ``features`` (session feature names) the module reads the batch's
+    :class:`~recbole_bundlellm.fusion.features.SessionFeatures` too: their
+    :meth:`~recbole_bundlellm.fusion.features.SessionFeatures.log_scaled` values (``log1p`` of the
+    counts, the knowledge kinds' 0/1 as they are) are concatenated to the normalised
+    representation before the MLP. They stay out of the LayerNorm, which would mix them with the
+    hidden state's scale. The parameter names stay those of the module without features (``net.*``);
+    only the first linear layer is wider.
     """
 
     def __init__(self, experts: Sequence[str], input_size: int, n_layers: int = 1, *, hidden_size: int = 64,
-                 dropout: float = 0.0, temperature: float = 1.0, top_k: int | None = None) -> None:
+                 dropout: float = 0.0, temperature: float = 1.0, top_k: int | None = None,
+                 features: Sequence[str] = ()) -> None:
         super().__init__(experts, input_size, n_layers)
         self.temperature, self.top_k = temperature, top_k
+        self.feature_names = tuple(features)
+        self.uses_session_features = bool(self.feature_names)
         width = n_layers * len(self.experts)
+        read = input_size + len(self.feature_names)
         layers: list[nn.Module] = [nn.LayerNorm(input_size)]
         if hidden_size > 0:
-            layers += [nn.Linear(input_size, hidden_size), nn.GELU(), nn.Dropout(dropout)]
-        layers.append(nn.Linear(hidden_size if hidden_size > 0 else input_size, width))
+            layers += [nn.Linear(read, hidden_size), nn.GELU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden_size if hidden_size > 0 else read, width))
         nn.init.zeros_(layers[-1].weight)
         nn.init.zeros_(layers[-1].bias)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        scores = self._shape(self.net(inputs.to(self.net[0].weight.dtype)))
-        return normalise(scores.float(), self.temperature, self.top_k)
+    def forward(self, inputs: torch.Tensor, features: SessionFeatures | None = None) -> torch.Tensor:
+        dtype = self.net[0].weight.dtype
+        if not self.uses_session_features:
+            scores = self.net(inputs.to(dtype))
+        else:
+            if features is None or features.names != self.feature_names:
+                got = "none" if features is None else list(features.names)
+                raise SettingsError(f"this router reads the session features {list(self.feature_names)}, "
+                                    f"got {got}; it was trained for another run's features")
+            normed = self.net[0](inputs.to(dtype))
+            extra = features.log_scaled().to(normed.device, dtype)
+            scores = self.net[1:](torch.cat([normed, extra], dim=-1))
+        return normalise(self._shape(scores).float(), self.temperature, self.top_k)
 
 
 class StaticRouter(RouterModule):

@@ -138,7 +138,7 @@ class BundleSFT(BundleLLM):
         views = self.views(labelled, training=True)
         eos = self.tokenizer.eos_token or ""
         limit = self.config["max_seq_tokens"]
-        prompts, targets, classes, trimmed = [], [], [], 0
+        prompts, targets, classes, shown, trimmed = [], [], [], [], 0
         for session, view in zip(labelled, views):
             answer = answer_text(session, self.style, view.reasoning, self.answer_order(session))
             target_ids, target_classes = self._target(answer, eos)
@@ -153,12 +153,14 @@ class BundleSFT(BundleLLM):
             prompts.append(prompt_ids)
             targets.append(target_ids)
             classes.append(target_classes)
+            shown.append(view)
         weights = (class_balanced_weights(classes, float(self.config["label_weight_power"]))
                    if self.config["label_weighting"] == "balanced" else [None] * len(targets))
         examples, cut = [], 0
-        for session, prompt, target, target_weights in zip(labelled, prompts, targets, weights):
+        for session, view, prompt, target, target_weights in zip(labelled, shown, prompts, targets, weights):
             example, was_cut = cut_to_length(SFTExample(session.session_id, tuple(prompt), tuple(target),
                                                         target_weights=target_weights), self.config["max_seq_tokens"])
+            self.note_prompt_ids(session, view, example.prompt_ids)
             examples.append(example)
             cut += was_cut
         self.raw_training_sessions = sum(v.is_raw for v in views)
@@ -179,6 +181,11 @@ class BundleSFT(BundleLLM):
             logger.warning("%d training examples were longer than max_seq_tokens=%s and lost the start of their "
                            "prompt", cut, self.config["max_seq_tokens"])
         return examples
+
+    def note_prompt_ids(self, session: Session, view: StudentView, prompt_ids: Sequence[int]) -> None:
+        """``prompt_ids``, the tokens the student reads, show ``session`` through ``view`` (called
+        for each training prompt; a model that needs to know what a prompt shows, as RouteDK's
+        session features for its router, notes it); nothing by default."""
 
     def _prompt_ids(self, session: Session, view: StudentView) -> list[int]:
         """The token ids of the prompt ``session`` is trained on, seen through ``view``."""

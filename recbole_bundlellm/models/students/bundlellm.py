@@ -326,6 +326,12 @@ class BundleLLM(BundleGenerator):
     def prompts(self, sessions: Sequence[Session], views: Sequence[StudentView]) -> list[list[dict[str, str]]]:
         return session_prompts(sessions, views, self.style, adapted=self.strategy is not None)
 
+    def note_prompts(self, sessions: Sequence[Session], views: Sequence[StudentView],
+                     prompts: Sequence[Sequence[dict[str, str]]]) -> None:
+        """The ``prompts`` about to be answered show ``sessions`` through ``views`` (a model that
+        needs to know what a prompt shows, as RouteDK's session features for its router, notes
+        it); nothing by default."""
+
     # ------------------------------------------------------------------ generation
 
     def answers(self, prompts: Sequence[Sequence[dict[str, str]]]) -> list[list[str]]:
@@ -335,6 +341,7 @@ class BundleLLM(BundleGenerator):
     def generate_bundles(self, sessions: Sequence[Session]) -> list[BundlePrediction]:
         views = self.views(sessions, training=False)
         prompts = self.prompts(sessions, views)
+        self.note_prompts(sessions, views, prompts)
         texts = self.answers(prompts)
         # metrics.json carries these (truncated_prompts above all: cut prompts change the scores).
         self.run_info["generation"] = {k: round(v, 3) if isinstance(v, float) else v

@@ -180,6 +180,7 @@ class PairSFT(BundleSFT):
                 shift = len(ids) - limit
                 ids, spans, cut = ids[shift:], [(max(0, a - shift), max(0, b - shift)) for a, b in spans], cut + 1
             labels = tuple(int(x) for x in pair_labels(session))
+            self.note_prompt_ids(session, view, ids)
             examples.append(PairExample(session.session_id, tuple(ids), tuple(spans), labels))
         self.raw_training_sessions = sum(v.is_raw for v in views)
         self.calibration_examples = examples
@@ -325,6 +326,8 @@ class PairSFT(BundleSFT):
         start = time.perf_counter()
         encoded = [self._encode(s, v) for s, v in zip(sessions, views)]
         self.last_prompt_ids = [ids for ids, _ in encoded]
+        for session, view, (ids, _) in zip(sessions, views, encoded):
+            self.note_prompt_ids(session, view, ids)
         order = sorted(range(len(sessions)), key=lambda k: len(encoded[k][0]))
         size = int(self.config["generation_batch_size"])
         probs: list[np.ndarray] = [np.zeros((0, 0))] * len(sessions)

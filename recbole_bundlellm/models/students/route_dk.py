@@ -15,7 +15,9 @@ with the loss on answer tokens, through the same :class:`~recbole_bundlellm.trai
   valid, merged into one adapter with peft's ``add_weighted_adapter``). A router module maps the
   prompt's representation (the frozen base model's hidden states, pooled: ``routing_pooling``)
   to one weight per expert; :class:`~recbole_bundlellm.fusion.mixture.MixtureOfLoRA` applies
-  them in one forward pass.
+  them in one forward pass. A router that opts in (``input_aware: {session_features: True}``)
+  also reads each prompt's session features (:mod:`~recbole_bundlellm.fusion.features`: products,
+  prompt tokens, the ``knowledge_use`` kinds the prompt holds), noted as each prompt is built.
 - Each session's weights go to the predictions file (``routing``), their summary (mean weight
   per expert, entropy) to the run's metrics, and a plot to ``routing.png``.
 """
@@ -40,7 +42,11 @@ from recbole_bundlellm.llm.lora import (ADAPTER_INFO, AdapterError, check_base, 
                                                weights_hashes)
 from recbole_bundlellm.data.sessions import Session
 from recbole_bundlellm.fileio import atomic_folder, atomic_write_text
+from recbole_bundlellm.adaptation.knowledge_source import knowledge_use
+from recbole_bundlellm.adaptation.strategy import StudentView
+from recbole_bundlellm.fusion import build_router, uses_session_features
 from recbole_bundlellm.fusion.experts import Expert, ExpertStore
+from recbole_bundlellm.fusion.features import SessionFeatures, feature_names, session_feature_row
 from recbole_bundlellm.fusion.mixture import MixtureOfLoRA, load_experts
 from recbole_bundlellm.fusion.representation import RepresentationCache
 from recbole_bundlellm.generation.backend import GenerationContext
@@ -58,6 +64,10 @@ MERGED = "merged"
 
 def _settings_dict(settings: Any) -> dict[str, Any]:
     return asdict(settings) if is_dataclass(settings) else {}
+
+
+def _features_said(names: Sequence[str]) -> str:
+    return f"the session features {list(names)}" if names else "no session features"
 
 
 class RouteDK(BundleSFT):
@@ -93,7 +103,12 @@ class RouteDK(BundleSFT):
         self.router_name = str(config["fusion_router"])
         self.router_component = config.host.create("router", self.router_name, config)
         hidden_size = int(model.config.hidden_size)
-        self.router = self.router_component.build(kinds, hidden_size, self.mixture.n_layers)
+        #: The session features the model gives a router that reads them (each prompt's, by its token ids).
+        self.feature_names = feature_names(knowledge_use(config))
+        self.session_features: dict[tuple[int, ...], tuple[float, ...]] = {}
+        self.router = build_router(self.router_component, kinds, hidden_size, self.mixture.n_layers,
+                                   self.feature_names)
+        self.router_features = list(self.feature_names) if uses_session_features(self.router) else []
         self.representations = RepresentationCache(peft_model, self.pad_id(), str(config["routing_pooling"]),
                                                    layer=int(config["routing_layer"]))
         self.routed: dict[tuple[int, ...], torch.Tensor] = {}  # prompt ids -> its weights at generation
@@ -103,6 +118,8 @@ class RouteDK(BundleSFT):
         self.run_info["router"] = {"name": self.router_name, "trainable": bool(self.router_component.trainable),
                                    "settings": _settings_dict(self.router_component.settings),
                                    "pooling": config["routing_pooling"], "layer": int(config["routing_layer"])}
+        if self.router_features:
+            self.run_info["router"]["session_features"] = self.router_features
         return peft_model
 
     def __init__(self, config: Any, dataset: Any) -> None:
@@ -135,17 +152,58 @@ class RouteDK(BundleSFT):
         from recbole_bundlellm.llm.batches import answer_loss
 
         prompts = [batch["input_ids"][row, :int(n)].tolist() for row, n in enumerate(batch["prompt_lengths"])]
-        weights = self.router(self.representations(prompts))
+        weights = self.router_weights(prompts)
         with self.mixture.weights(weights):
             return answer_loss(self.llm, batch)
+
+    # ------------------------------------------------------------------ the router's input
+
+    def router_weights(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The router's weights for ``prompts`` (token ids): from their representations, and for
+        a router that reads them (``uses_session_features``) their session features too."""
+        representation = self.representations(prompts)
+        if not uses_session_features(self.router):
+            return self.router(representation)
+        return self.router(representation, self.prompt_features(prompts).to(representation.device))
+
+    def note_prompt_ids(self, session: Session, view: StudentView, prompt_ids: Sequence[int]) -> None:
+        """Keep the session features of the prompt ``prompt_ids`` for a router that reads them."""
+        if uses_session_features(self.router):
+            key = tuple(int(t) for t in prompt_ids)
+            self.session_features[key] = session_feature_row(session, view, len(key), self.feature_names)
+
+    def note_prompts(self, sessions: Sequence[Session], views: Sequence[StudentView],
+                     prompts: Sequence[Sequence[dict[str, str]]]) -> None:
+        """The session features of each prompt about to be generated for, by the token ids the
+        student reads (cut as :meth:`answers` cuts them), for a router that reads them."""
+        if uses_session_features(self.router):
+            limit = self.generation.max_prompt_tokens
+            for session, view, prompt in zip(sessions, views, prompts):
+                self.note_prompt_ids(session, view, cut_prompt(prompt_token_ids(self.tokenizer, prompt), limit))
+
+    def prompt_features(self, prompts: Sequence[Sequence[int]]) -> SessionFeatures:
+        """The noted session features of ``prompts`` (token ids), in order."""
+        rows = []
+        for ids in prompts:
+            row = self.session_features.get(tuple(int(t) for t in ids))
+            if row is None:
+                raise RuntimeError(f"no session features were noted for a prompt of {len(ids)} tokens: the model "
+                                   "must call note_prompt_ids (or note_prompts) for every prompt its router reads")
+            rows.append(row)
+        return SessionFeatures.from_rows(self.feature_names, rows)
 
     def fingerprint(self, examples: Sequence[Any], valid_sessions: Sequence[Session]) -> str:
         """BundleSFT's (base, examples, valid prompts, settings) plus the experts and the router."""
         digest = hashlib.sha256(super().fingerprint(examples, valid_sessions).encode())
+        settings = _settings_dict(self.router_component.settings)
+        if settings.get("session_features") is False:  # the default leaves routers trained before the key reusable
+            del settings["session_features"]
         parts = [ROUTER_VERSION, [(e.kind, e.fingerprint) for e in self.experts], self.router_name,
-                 _settings_dict(self.router_component.settings), self.config["routing_pooling"]]
+                 settings, self.config["routing_pooling"]]
         if int(self.config["routing_layer"]) != -1:  # the default leaves routers trained before the key reusable
             parts.append(int(self.config["routing_layer"]))
+        if self.router_features:  # what the router reads besides the representation (any router's opt-in)
+            parts.append({"session_features": self.router_features})
         digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
         return digest.hexdigest()
 
@@ -185,6 +243,11 @@ class RouteDK(BundleSFT):
         if saved != mine:
             raise AdapterError(f"the router {folder} was trained on the experts {saved}, not on this model's {mine}; "
                                "train a router for these experts")
+        read = list(info.get("router", {}).get("session_features") or [])
+        if read != self.router_features:
+            raise AdapterError(f"the router {folder} was trained reading {_features_said(read)}, this run's router "
+                               f"reads {_features_said(self.router_features)}; use the settings it was trained with "
+                               "(session_features, knowledge_use) or train a router for these")
         tensors = read_tensors(Path(folder) / ROUTER_FILE, "delete the router's folder to train it again")
         try:
             self.router.load_state_dict(tensors)
@@ -213,7 +276,7 @@ class RouteDK(BundleSFT):
     def route(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """The router's weights for ``prompts`` (token ids), each prompt's kept in ``routed`` for
         its prediction (per-layer weights as their mean over the layers)."""
-        weights = self.router(self.representations(prompts)).float()
+        weights = self.router_weights(prompts).float()
         for ids, row in zip(prompts, weights.detach()):
             self.routed[tuple(int(t) for t in ids)] = (row.mean(0) if row.dim() == 2 else row).cpu()
         return weights
