@@ -21,6 +21,8 @@ from recbole_bundlellm.models.students.pair_route_dk import expert_states
 from recbole_bundlellm.models.students.pair_sft import HEAD_FILE
 from recbole_bundlellm.settings import SettingsError
 
+from model_builders import built_model
+
 #: The tiny model has 2 blocks: its experts read the last hidden states, adapters on every block.
 EXPERT = {"epochs": 1, "train_batch_size": 4, "learning_rate": 0.01, "adaptation": "sft", "pair_layer": -1,
           "lora_layers": None, "pair_probe_steps": 20, "eval_step": 0}
@@ -58,25 +60,14 @@ def _records(result) -> list[dict]:
     return [json.loads(line) for line in (result.output_dir / "predictions.jsonl").read_text().splitlines()]
 
 
-def _model(name: str, config_dict: dict):
-    from recbole.data import create_dataset, data_preparation
-
-    from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.extension.host import PluginHost
-
-    config = BundleConfig(name, "clothing", [], config_dict)
-    splits = data_preparation(config, create_dataset(config))
-    return PluginHost().models.resolve(name).model_class(config, splits[0].dataset), splits
-
-
 def test_one_hot_weights_give_that_experts_pair_probabilities(tiny_data, tiny_llm_path, experts, patterns, route):
     from recbole_bundlellm.data.sessions import sessions_from_dataset
     from recbole_bundlellm.models.base import without_labels
 
-    alone, (train_data, _, _) = _model("PairSFT", {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
+    alone, (train_data, _, _) = built_model("PairSFT", {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path),
                                                    **EXPERT, **patterns})
     alone.load_adapter(experts["patterns"] / "adapter")
-    routed, _ = _model("PairRouteDK", route(fusion_router="fixed", fixed={"weights": {"patterns": 1}}))
+    routed, _ = built_model("PairRouteDK", route(fusion_router="fixed", fixed={"weights": {"patterns": 1}}))
     train = sessions_from_dataset(train_data.dataset)  # scored as unlabelled sessions: the tiny test split is 2
     for model in (alone, routed):
         model.fit_bundles(train)
@@ -89,7 +80,7 @@ def test_one_hot_weights_give_that_experts_pair_probabilities(tiny_data, tiny_ll
     for a, b in zip(expected, got):
         assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
     # The other expert alone scores otherwise: the weights chose, not the order of the experts.
-    other, _ = _model("PairRouteDK", route(fusion_router="fixed", fixed={"weights": {"base": 1}}))
+    other, _ = built_model("PairRouteDK", route(fusion_router="fixed", fixed={"weights": {"base": 1}}))
     assert not all(np.allclose(a, b, atol=1e-5) for a, b in zip(expected, other.probabilities(sessions, views)))
 
 
@@ -214,8 +205,8 @@ def test_experts_it_cannot_mix_are_refused_in_one_line(experts, route, tmp_path)
 def test_naive_joint_training_adds_the_raw_experts_examples(tiny_data, tiny_llm_path, patterns):
     """``pair_joint_raw``: the patterns expert's examples, and the base expert's for the same sessions."""
     common = {"data_path": str(tiny_data), "llm_model": str(tiny_llm_path), **EXPERT}
-    base, (train_data, _, _) = _model("PairSFT", common)
-    joint, _ = _model("PairSFT", {**common, **patterns, "pair_joint_raw": True})
+    base, (train_data, _, _) = built_model("PairSFT", common)
+    joint, _ = built_model("PairSFT", {**common, **patterns, "pair_joint_raw": True})
     from recbole_bundlellm.data.sessions import sessions_from_dataset
 
     train = sessions_from_dataset(train_data.dataset)

@@ -22,6 +22,8 @@ from recbole_bundlellm.llm.lora import AdapterError
 from recbole_bundlellm.settings import NoSettings, SettingsError
 from recbole_bundlellm.testing import plugin_host
 
+from model_builders import built_model
+
 EXPERTS = ("base", "rules", "thoughts")
 NAMES = ("products", "prompt_tokens", "knowledge:patterns", "knowledge:rules", "knowledge:thoughts")
 #: As tests/test_route_dk.py: two experts trained a few steps on the tiny data, a router trained 2 epochs.
@@ -55,17 +57,6 @@ def route(tiny_data, tiny_llm_path, experts, patterns):
                 "experts": {k: str(v) for k, v in experts.items()}, **ROUTER, **patterns,
                 "input_aware": {"hidden_size": 8, "session_features": True}, **overrides}
     return config
-
-
-def _model(name: str, config_dict: dict, host=None):
-    from recbole.data import create_dataset, data_preparation
-
-    from recbole_bundlellm.config import BundleConfig
-    from recbole_bundlellm.extension.host import PluginHost
-
-    config = BundleConfig(name, "clothing", [], config_dict, host=host)
-    splits = data_preparation(config, create_dataset(config))
-    return PluginHost().models.resolve(name).model_class(config, splits[0].dataset), splits
 
 
 def _records(result) -> list[dict]:
@@ -188,7 +179,7 @@ def test_routedk_notes_the_features_of_every_prompt_its_router_reads(route):
     from recbole_bundlellm.data.sessions import sessions_from_dataset
     from recbole_bundlellm.models.base import without_labels
 
-    model, (train_data, _, test_data) = _model("RouteDK", route())
+    model, (train_data, _, test_data) = built_model("RouteDK", route())
     assert model.feature_names == ("products", "prompt_tokens", "knowledge:patterns")
     assert model.router_features == list(model.feature_names) and uses_session_features(model.router)
     train = sessions_from_dataset(train_data.dataset)
@@ -257,7 +248,7 @@ def test_the_fingerprint_covers_the_features_and_the_default_leaves_it_as_before
     prints = []
     for settings in ({"hidden_size": 8}, {"hidden_size": 8, "session_features": False},
                      {"hidden_size": 8, "session_features": True}):
-        model, (train_data, valid_data, _) = _model("RouteDK", route(input_aware=settings))
+        model, (train_data, valid_data, _) = built_model("RouteDK", route(input_aware=settings))
         train, valid = sessions_from_dataset(train_data.dataset), sessions_from_dataset(valid_data.dataset)
         model.fit_bundles(train)
         prints.append(model.fingerprint(model.training_examples(train), valid))
