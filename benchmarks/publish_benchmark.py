@@ -18,7 +18,7 @@ from recbole_bundlellm.commands.benchmark.tables import readme_block
 
 REPO = Path(__file__).resolve().parents[1]
 #: Benchmarks whose table the README shows.
-PUBLISHED = ("baselines", "student")
+PUBLISHED = ("baselines", "student", "student_orderings", "student_routing")
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -300,7 +300,7 @@ def test_costs_follow_the_recorded_conventions():
     assert _costs({"total_seconds": 9.0, "eval_seconds": 5.0}, {}, {})["train_seconds"] == 4.0  # RecBole's own
 
 
-@pytest.mark.parametrize("name", ["baselines", "student"])
+@pytest.mark.parametrize("name", ["baselines", "student", "student_orderings", "student_routing"])
 def test_the_readme_table_is_the_committed_benchmark(name):
     from recbole_bundlellm.commands.benchmark.tables import readme_block
 
