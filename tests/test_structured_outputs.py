@@ -13,7 +13,6 @@ from recbole_bundlellm.commands.cli import main
 from recbole_bundlellm.commands.distill import distill
 from recbole_bundlellm.knowledge.extractor import Extraction, KnowledgeExtractor, extractor_fingerprint
 from recbole_bundlellm.knowledge.store import KnowledgeStore
-from recbole_bundlellm.settings import SettingsError, load_settings
 from recbole_bundlellm.teacher.calls import ResponseSchema, call_key, stable_hash
 from recbole_bundlellm.teacher.client import TeacherClient
 from recbole_bundlellm.teacher.errors import TeacherStructuredOutputsRefused
@@ -122,16 +121,6 @@ def test_structured_outputs_on_stops_at_a_refusal(tiny_data, tmp_path, capsys):
         assert main(["distill", "--no-progress", *overrides]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "refuses structured outputs" in err[-1] and len(err[-1]) < 400
-
-
-def test_a_bad_structured_outputs_value_says_what_it_could_be(tiny_data, tmp_path, capsys):
-    with pytest.raises(SettingsError) as exc:
-        load_settings(TeacherSettings, {"structured_outputs": "of"}, "teacher")
-    assert str(exc.value) == "teacher.structured_outputs must be one of 'auto', 'on', 'off'; got 'of'; did you mean 'off'?"
-    config = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
-              "knowledge_types": ["rules"], "teacher": {"base_url": "http://127.0.0.1:9/v1", "structured_outputs": "no"}}
-    assert main(["distill", "--no-progress", *[f"--{k}={json.dumps(v)}" for k, v in config.items()]]) == 2
-    assert "teacher.structured_outputs must be one of 'auto', 'on', 'off'; got 'no'" in capsys.readouterr().err
 
 
 # -- the contract ----------------------------------------------------------------------------------

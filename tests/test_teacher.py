@@ -662,3 +662,22 @@ def test_serve_says_truthfully_where_it_listens():
     assert "on http://127.0.0.1:8088/v1" in local and "every network interface" not in local
     everywhere = serving_line("m.gguf", "smol", "0.0.0.0", 8088)
     assert "on every network interface (0.0.0.0:8088)" in everywhere and "anyone who can reach" in everywhere
+
+
+@pytest.mark.parametrize("key, typo, cli_typo, allowed, meant", [
+    ("mode", "bach", "batched", "'sync', 'batch'", "batch"),
+    ("structured_outputs", "of", "no", "'auto', 'on', 'off'", "off"),
+])
+def test_a_bad_teacher_choice_says_what_it_could_be(tiny_data, tmp_path, capsys, key, typo, cli_typo, allowed, meant):
+    """A mistyped teacher choice: one line with the choices and the likely one, in code and at the command line."""
+    from recbole_bundlellm.commands.cli import main
+    from recbole_bundlellm.teacher.settings import TeacherSettings
+
+    with pytest.raises(SettingsError) as exc:
+        load_settings(TeacherSettings, {key: typo}, "teacher")
+    assert str(exc.value) == f"teacher.{key} must be one of {allowed}; got '{typo}'; did you mean '{meant}'?"
+    config = {"dataset": "clothing", "data_path": str(tiny_data), "knowledge_dir": str(tmp_path / "kn"),
+              "knowledge_types": ["thoughts"], "teacher": {"base_url": "http://127.0.0.1:9/v1", key: cli_typo}}
+    assert main(["distill", "--no-progress", *[f"--{k}={json.dumps(v)}" for k, v in config.items()]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"teacher.{key} must be one of {allowed}; got '{cli_typo}'" in err and len(err.splitlines()) == 1

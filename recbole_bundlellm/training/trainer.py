@@ -37,22 +37,24 @@ class BundleEvaluation:
         self.last_sessions: list[Session] = []
         self.timing: dict[str, float] = {}
 
-    def evaluation_sessions(self, eval_data: Any, limit: int | None | str = "eval_max_sessions") -> list[Session]:
-        """The sessions of an evaluation loader, in id order, cut to ``limit`` sessions (``None``: all
-        of them; by default ``eval_max_sessions``)."""
+    def evaluation_sessions(self, eval_data: Any) -> list[Session]:
+        """The sessions of an evaluation loader, in id order, cut to ``eval_max_sessions`` (~: all)."""
+        return _first(self._loader_sessions(eval_data), self.config["eval_max_sessions"])
+
+    def valid_sessions(self, valid_data: Any) -> list[Session]:
+        """The valid sessions a trained model is chosen and tuned on: ``valid_max_sessions`` of them
+        (~: all). Not ``eval_max_sessions``: cutting the test split for a quick score must not
+        also cut what the grouping and the best epoch are chosen on (Pairwise tunes on all of valid)."""
+        return _first(self._loader_sessions(valid_data), self.config["valid_max_sessions"])
+
+    @staticmethod
+    def _loader_sessions(eval_data: Any) -> list[Session]:
+        """Every session an evaluation loader evaluates, in id order."""
         sessions = sessions_from_dataset(eval_data.dataset)
         # The users RecBole's full-sort loader evaluates (its uid_list, no need to iterate it).
         tokens = eval_data.dataset.field2id_token[eval_data.dataset.uid_field]
         evaluated = {str(tokens[u]) for u in eval_data.uid_list}
-        sessions = [s for s in sessions if s.session_id in evaluated]
-        limit = self.config["eval_max_sessions"] if limit == "eval_max_sessions" else limit  # >= 1, or None for all
-        return sessions if limit is None else sessions[:limit]
-
-    def valid_sessions(self, valid_data: Any) -> list[Session]:
-        """The valid sessions a trained model is chosen and tuned on: ``valid_max_sessions`` of them
-        (``~``: all). Not ``eval_max_sessions``: cutting the test split for a quick score must not
-        also cut what the grouping and the best epoch are chosen on (Pairwise tunes on all of valid)."""
-        return self.evaluation_sessions(valid_data, self.config["valid_max_sessions"])
+        return [s for s in sessions if s.session_id in evaluated]
 
     def evaluate_bundles(self, sessions: list[Session]) -> dict[str, float]:
         """Generate bundles for ``sessions`` and compute the configured metrics."""
@@ -121,3 +123,8 @@ class BundleTrainer(BundleEvaluation, AbstractTrainer):
                  show_progress: bool = False) -> dict[str, float]:
         """Generate bundles for every session of ``eval_data`` and compute the configured metrics."""
         return self.evaluate_bundles(self.evaluation_sessions(eval_data))
+
+
+def _first(sessions: list[Session], limit: int | None) -> list[Session]:
+    """The first ``limit`` sessions (``None``: all; the ranges allow only ``>= 1``)."""
+    return sessions if limit is None else sessions[:limit]
